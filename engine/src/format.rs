@@ -1,0 +1,130 @@
+//! The pipeline file format as typed descriptors.
+//!
+//! These types are the format's definition: the JSON Schema (`kiln schema`)
+//! is generated from them, and [`crate::load`] accepts exactly their keys
+//! (a test keeps the two in step). Loading itself walks the YAML tree by hand
+//! so that it can report every problem with its position instead of stopping
+//! at the first, as serde would.
+
+use indexmap::IndexMap;
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use serde_json::Value as Json;
+
+/// A pipeline file.
+///
+/// ```yaml
+/// pipeline: iris-mlp
+/// seed: 42
+/// params: { lr: 0.01 }
+/// nodes:
+///   iris: { kind: source.csv, with: { path: data/iris.csv, target: species } }
+///   split: { kind: preprocess.split, inputs: { data: iris }, with: { test: 0.2 } }
+/// outputs: [split.test]
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct PipelineFile {
+    /// The pipeline's name: lowercase letters, digits, `_` and `-`.
+    #[schemars(regex(pattern = r"^[a-z0-9_-]+$"))]
+    pub pipeline: String,
+    /// What the pipeline does.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// Every random choice (splits, shuffles, initial weights) derives from it.
+    #[serde(default)]
+    pub seed: u64,
+    /// Where nodes run unless they say otherwise: `cpu`, `cuda`, `cuda:N` or `auto`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// Named values for `${params.NAME}`, overridable with `--set params.NAME=VALUE`.
+    #[serde(default)]
+    pub params: IndexMap<String, Json>,
+    /// The nodes, by id (lowercase letters, digits and `_`).
+    pub nodes: IndexMap<String, NodeFile>,
+    /// References (`node` or `node.port`) printed at the end of a run and written to `metrics.json`.
+    #[serde(default)]
+    pub outputs: Vec<String>,
+}
+
+/// One node of a pipeline.
+///
+/// ```yaml
+/// split:
+///   kind: preprocess.split
+///   inputs: { data: iris }
+///   with: { test: 0.2, stratify: true }
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct NodeFile {
+    /// The node kind, `category.name` (see `kiln nodes`).
+    pub kind: String,
+    /// Input port -> `node`, `node.port`, or a list of them.
+    #[serde(default)]
+    pub inputs: IndexMap<String, Refs>,
+    /// Settings of the kind; `${params.NAME}` is substituted.
+    #[serde(default, rename = "with")]
+    pub settings: IndexMap<String, Json>,
+    /// Overrides the pipeline's device for this node.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub device: Option<String>,
+    /// `false` runs the node every time instead of taking it from the cache.
+    #[serde(default = "yes")]
+    pub cache: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// One reference or a list of them.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Refs {
+    /// `node` or `node.port`.
+    One(String),
+    /// Several, for ports that take a list.
+    Many(Vec<String>),
+}
+
+/// Top-level keys, in the order the docs show them.
+pub const PIPELINE_KEYS: [&str; 7] = [
+    "pipeline",
+    "description",
+    "seed",
+    "device",
+    "params",
+    "nodes",
+    "outputs",
+];
+
+/// Keys of a node.
+pub const NODE_KEYS: [&str; 5] = ["kind", "inputs", "with", "device", "cache"];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn keys_of<T: JsonSchema>() -> Vec<String> {
+        let schema = serde_json::to_value(schemars::schema_for!(T)).unwrap();
+        let mut keys: Vec<String> = schema["properties"]
+            .as_object()
+            .unwrap()
+            .keys()
+            .cloned()
+            .collect();
+        keys.sort();
+        keys
+    }
+
+    #[test]
+    fn key_lists_match_the_typed_descriptors() {
+        let mut top: Vec<String> = PIPELINE_KEYS.iter().map(|s| s.to_string()).collect();
+        top.sort();
+        assert_eq!(keys_of::<PipelineFile>(), top);
+        let mut node: Vec<String> = NODE_KEYS.iter().map(|s| s.to_string()).collect();
+        node.sort();
+        assert_eq!(keys_of::<NodeFile>(), node);
+    }
+}

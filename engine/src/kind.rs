@@ -1,0 +1,244 @@
+//! The plug-in boundary: what a node kind declares and how it runs.
+//!
+//! A kind declares its ports, settings and docs in a [`KindSpec`]; the engine
+//! validates pipelines, prints `kiln nodes` and writes the JSON Schema from
+//! that spec alone. The engine calls [`NodeKind::run`] with a [`RunContext`]
+//! and never looks inside a kind.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use crate::context::RunContext;
+use crate::ids::PortName;
+use crate::settings::{SettingSpec, Settings};
+use crate::value::Value;
+
+/// The type of a value flowing along an edge.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord)]
+#[non_exhaustive]
+pub enum ValueType {
+    /// Rows of named numeric columns with an optional target column.
+    Table,
+    /// Examples with features of any shape and optional targets; every table is one.
+    Dataset,
+    /// A single tensor.
+    Tensor,
+    /// A model: its architecture and weights.
+    Model,
+    /// Fitted preprocessing state (means, vocabularies, label names).
+    Transform,
+    /// Named scores.
+    Metrics,
+    /// Text documents.
+    Text,
+    /// A graph with node features.
+    Graph,
+    /// A human-readable report.
+    Report,
+    /// Anything (sinks that write whatever they are given).
+    Any,
+}
+
+impl ValueType {
+    /// Every type, for docs and the schema.
+    pub const ALL: [ValueType; 10] = [
+        ValueType::Table,
+        ValueType::Dataset,
+        ValueType::Tensor,
+        ValueType::Model,
+        ValueType::Transform,
+        ValueType::Metrics,
+        ValueType::Text,
+        ValueType::Graph,
+        ValueType::Report,
+        ValueType::Any,
+    ];
+
+    /// The type's name as users write and read it.
+    pub fn name(self) -> &'static str {
+        match self {
+            ValueType::Table => "table",
+            ValueType::Dataset => "dataset",
+            ValueType::Tensor => "tensor",
+            ValueType::Model => "model",
+            ValueType::Transform => "transform",
+            ValueType::Metrics => "metrics",
+            ValueType::Text => "text",
+            ValueType::Graph => "graph",
+            ValueType::Report => "report",
+            ValueType::Any => "any",
+        }
+    }
+
+    /// Parses a type name.
+    pub fn from_name(name: &str) -> Option<ValueType> {
+        ValueType::ALL.into_iter().find(|t| t.name() == name)
+    }
+
+    /// Whether a port of this type takes a value of type `given`.
+    pub fn accepts(self, given: ValueType) -> bool {
+        self == given
+            || self == ValueType::Any
+            || (self == ValueType::Dataset && given == ValueType::Table)
+    }
+}
+
+impl fmt::Display for ValueType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
+}
+
+/// An input port a kind declares.
+#[derive(Clone, Debug)]
+pub struct InputSpec {
+    /// The port's name.
+    pub name: PortName,
+    /// The type it takes.
+    pub ty: ValueType,
+    /// Whether a pipeline must connect it.
+    pub required: bool,
+    /// Whether it takes a list of references.
+    pub multiple: bool,
+    /// One line for `kiln nodes`.
+    pub doc: &'static str,
+}
+
+impl InputSpec {
+    /// A required port taking one value.
+    pub fn required(name: &'static str, ty: ValueType, doc: &'static str) -> Self {
+        InputSpec {
+            name: PortName::new_static(name),
+            ty,
+            required: true,
+            multiple: false,
+            doc,
+        }
+    }
+
+    /// An optional port taking one value.
+    pub fn optional(name: &'static str, ty: ValueType, doc: &'static str) -> Self {
+        InputSpec {
+            required: false,
+            ..InputSpec::required(name, ty, doc)
+        }
+    }
+
+    /// Lets the port take a list of references as well as one.
+    pub fn many(mut self) -> Self {
+        self.multiple = true;
+        self
+    }
+}
+
+/// An output port a kind declares. The first is the node's default output.
+#[derive(Clone, Debug)]
+pub struct OutputSpec {
+    /// The port's name.
+    pub name: PortName,
+    /// The type it gives.
+    pub ty: ValueType,
+    /// One line for `kiln nodes`.
+    pub doc: &'static str,
+}
+
+impl OutputSpec {
+    /// Declares an output port.
+    pub fn new(name: &'static str, ty: ValueType, doc: &'static str) -> Self {
+        OutputSpec {
+            name: PortName::new_static(name),
+            ty,
+            doc,
+        }
+    }
+}
+
+/// Everything a kind declares about itself.
+#[derive(Clone, Debug)]
+pub struct KindSpec {
+    /// `category.name`, e.g. `preprocess.split`.
+    pub name: &'static str,
+    /// Bumped when the kind's results change for the same inputs; part of every fingerprint.
+    pub version: u32,
+    /// What the kind does, first line a summary.
+    pub doc: &'static str,
+    /// Input ports.
+    pub inputs: Vec<InputSpec>,
+    /// Output ports (the first is the default output).
+    pub outputs: Vec<OutputSpec>,
+    /// Settings, in the order `kiln nodes` shows them.
+    pub settings: Vec<SettingSpec>,
+    /// Whether the kind has effects the engine can't see, so it must run on
+    /// every run. Files named by `OutputPath` settings don't count: the cache
+    /// records them and re-runs the node when they change or disappear.
+    pub side_effects: bool,
+}
+
+impl KindSpec {
+    /// The category: the part of the name before the dot.
+    pub fn category(&self) -> &'static str {
+        self.name.split('.').next().unwrap_or(self.name)
+    }
+
+    /// The first line of the doc.
+    pub fn summary(&self) -> &'static str {
+        self.doc.lines().next().unwrap_or("")
+    }
+
+    /// The declared input port of that name.
+    pub fn input(&self, name: &str) -> Option<&InputSpec> {
+        self.inputs.iter().find(|p| p.name.as_str() == name)
+    }
+
+    /// The declared setting of that name.
+    pub fn setting(&self, name: &str) -> Option<&SettingSpec> {
+        self.settings.iter().find(|s| s.name == name)
+    }
+}
+
+/// The types of the values connected to each input port, as validation knows them.
+pub type InputTypes = BTreeMap<PortName, Vec<ValueType>>;
+
+/// The output ports a node will have, with their types.
+pub type OutputTypes = Vec<(PortName, ValueType)>;
+
+/// What a node produced: a value per output port.
+pub type Outputs = Vec<(PortName, Value)>;
+
+/// A node kind: the one trait a new kind implements.
+pub trait NodeKind: Send + Sync {
+    /// Ports, settings and docs.
+    fn spec(&self) -> KindSpec;
+
+    /// The output ports and their types for these input types and settings.
+    /// The default is the declared outputs; kinds whose outputs follow their
+    /// inputs (a split of a table gives tables) override it. Called during
+    /// validation: it must not read files or allocate tensors.
+    fn output_types(
+        &self,
+        spec: &KindSpec,
+        inputs: &InputTypes,
+        settings: &Settings,
+    ) -> Result<OutputTypes, String> {
+        let _ = (inputs, settings);
+        Ok(spec
+            .outputs
+            .iter()
+            .map(|o| (o.name.clone(), o.ty))
+            .collect())
+    }
+
+    /// Checks settings against each other (one setting's range is checked by
+    /// its spec already). Returns `(setting, problem)` pairs. No I/O.
+    fn check(&self, settings: &Settings) -> Vec<(String, String)> {
+        let _ = settings;
+        Vec::new()
+    }
+
+    /// Does the work.
+    fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, crate::NodeError>;
+}
+
+/// A shared handle to a kind.
+pub type KindRef = Arc<dyn NodeKind>;

@@ -1,0 +1,585 @@
+//! Running a plan: a ready-set scheduler on a rayon pool.
+//!
+//! The coordinating thread keeps, for each node, how many of its producers
+//! are still unfinished; a node whose count reaches zero is spawned at once,
+//! so it never waits on an unrelated node. Each node's result is looked up in
+//! the cache by fingerprint before it runs. A failure skips the node's
+//! descendants only; independent branches finish.
+
+use std::collections::HashSet;
+use std::panic::{catch_unwind, AssertUnwindSafe};
+use std::path::PathBuf;
+use std::sync::mpsc;
+use std::sync::{Arc, OnceLock};
+use std::time::Instant;
+
+use petgraph::graph::NodeIndex;
+use petgraph::Direction;
+use serde::Serialize;
+
+use crate::cache::{Cache, Entry};
+use crate::context::{CancelToken, Observer, RunContext};
+use crate::device::device_name;
+use crate::error::{EngineError, NodeError};
+use crate::fingerprint::{fingerprint, hash_path, node_seed, FingerprintInput};
+use crate::ids::PortName;
+use crate::settings::SettingType;
+use crate::validate::{Outlet, Plan, PlanNode};
+use crate::value::Value;
+
+/// How the cache is used.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum CacheMode {
+    /// Take results from the cache and store new ones.
+    #[default]
+    Use,
+    /// Run everything, storing the new results (`--no-cache`).
+    Refresh,
+    /// Neither read nor write the cache.
+    Off,
+}
+
+/// Which nodes a run covers.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub enum Selection {
+    /// Every node.
+    #[default]
+    All,
+    /// This node and everything it depends on (`--until`).
+    Until(NodeIndex),
+    /// This node alone; what it depends on must come from the cache (`--only`).
+    Only(NodeIndex),
+}
+
+/// How to run.
+#[derive(Clone)]
+pub struct RunOptions {
+    /// Nodes running at once (and the pool's threads).
+    pub jobs: usize,
+    /// Cache use.
+    pub cache: CacheMode,
+    /// Where sinks write.
+    pub out_dir: PathBuf,
+    /// Which nodes to run.
+    pub selection: Selection,
+    /// Stops the run at the next node boundary (and batch, inside nodes that check).
+    pub cancel: CancelToken,
+    /// Told about starts, progress and ends.
+    pub observer: Arc<dyn Observer>,
+}
+
+/// What happened to a node.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// It executed.
+    Ran,
+    /// Its result came from the cache.
+    Cached,
+    /// It failed.
+    Failed,
+    /// It did not run because something it depends on failed, or the run was cancelled.
+    Skipped,
+}
+
+impl Status {
+    /// The word used in reports.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Status::Ran => "ran",
+            Status::Cached => "cached",
+            Status::Failed => "failed",
+            Status::Skipped => "skipped",
+        }
+    }
+}
+
+/// One node's line in `run.json`.
+#[derive(Clone, Debug, Serialize)]
+pub struct NodeReport {
+    /// The node id.
+    pub id: String,
+    /// Its kind.
+    pub kind: String,
+    /// What happened.
+    pub status: Status,
+    /// Wall time spent on it (lookup, loading inputs, running, storing).
+    pub seconds: f64,
+    /// Where it ran (`cpu`, `cuda:0`).
+    pub device: String,
+    /// Its fingerprint, when it got that far.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub fingerprint: Option<String>,
+    /// Why it failed or was skipped.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub error: Option<String>,
+}
+
+/// An output value: in memory, or in a cache entry and loaded on first use.
+pub struct Handle {
+    hash: String,
+    value: OnceLock<Value>,
+    source: Option<(Cache, Entry, PortName)>,
+}
+
+impl Handle {
+    fn memory(value: Value) -> Self {
+        Handle {
+            hash: value.content_hash().to_string(),
+            value: OnceLock::from(value),
+            source: None,
+        }
+    }
+
+    /// The value's content hash (known without loading it).
+    pub fn hash(&self) -> &str {
+        &self.hash
+    }
+
+    /// The value, loaded from the cache if needed.
+    pub fn get(&self) -> Result<&Value, NodeError> {
+        if let Some(v) = self.value.get() {
+            return Ok(v);
+        }
+        let (cache, entry, port) = self
+            .source
+            .as_ref()
+            .ok_or_else(|| NodeError::new("value is neither in memory nor in the cache"))?;
+        let loaded = cache.load(entry, port).map_err(NodeError::new)?;
+        Ok(self.value.get_or_init(|| loaded))
+    }
+}
+
+/// The outcome of a run.
+pub struct RunReport {
+    /// Per node, in the pipeline's order (nodes outside the selection are left out).
+    pub nodes: Vec<NodeReport>,
+    /// Wall time of the whole run.
+    pub seconds: f64,
+    /// Every output that was produced or found, by outlet.
+    pub values: Vec<(Outlet, Arc<Handle>)>,
+}
+
+impl RunReport {
+    /// Nodes with this status.
+    pub fn count(&self, status: Status) -> usize {
+        self.nodes.iter().filter(|n| n.status == status).count()
+    }
+
+    /// Whether every node ran or came from the cache.
+    pub fn succeeded(&self) -> bool {
+        self.nodes
+            .iter()
+            .all(|n| matches!(n.status, Status::Ran | Status::Cached))
+    }
+
+    /// The value at an outlet, if the run produced it.
+    pub fn value(&self, outlet: &Outlet) -> Option<&Arc<Handle>> {
+        self.values
+            .iter()
+            .find(|(o, _)| o == outlet)
+            .map(|(_, h)| h)
+    }
+}
+
+type NodeOutputs = Vec<(PortName, Arc<Handle>)>;
+
+struct Done {
+    idx: NodeIndex,
+    report: NodeReport,
+    outputs: Option<NodeOutputs>,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Normal,
+    CacheOnly,
+}
+
+/// Runs the plan. Node failures are in the report; `Err` is for problems
+/// outside any node (the thread pool, the output folder).
+pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport, EngineError> {
+    let started = Instant::now();
+    let n = plan.nodes.len();
+    let modes = modes(plan, &opts.selection);
+    std::fs::create_dir_all(&opts.out_dir).map_err(|e| EngineError::Write {
+        path: opts.out_dir.display().to_string(),
+        reason: e.to_string(),
+    })?;
+    let cache = Cache::new(plan.base_dir.join(".kiln"));
+    let pool = rayon::ThreadPoolBuilder::new()
+        .num_threads(opts.jobs.max(1))
+        .thread_name(|i| format!("kiln-worker-{i}"))
+        .build()
+        .map_err(|e| {
+            EngineError::Usage(format!("cannot start {} worker threads: {e}", opts.jobs))
+        })?;
+
+    let mut waiting: Vec<usize> = (0..n)
+        .map(|i| {
+            let preds: HashSet<NodeIndex> = plan
+                .graph
+                .neighbors_directed(NodeIndex::new(i), Direction::Incoming)
+                .collect();
+            preds.len()
+        })
+        .collect();
+    let mut outputs: Vec<Option<NodeOutputs>> = vec![None; n];
+    let mut reports: Vec<Option<NodeReport>> = vec![None; n];
+    let mut pending = modes.iter().filter(|m| m.is_some()).count();
+    let (tx, rx) = mpsc::channel::<Done>();
+
+    pool.in_place_scope(|scope| {
+        let spawn = |idx: NodeIndex,
+                     outputs: &[Option<NodeOutputs>],
+                     reports: &mut [Option<NodeReport>]| {
+            let node = plan.node(idx);
+            if opts.cancel.is_cancelled() {
+                reports[idx.index()] = Some(skipped(node, "the run was cancelled"));
+                return false;
+            }
+            let inputs: Vec<(PortName, Vec<Arc<Handle>>)> = node
+                .inputs
+                .iter()
+                .map(|(port, outlets)| {
+                    let handles = outlets
+                        .iter()
+                        .filter_map(|o| {
+                            outputs[o.node.index()]
+                                .as_ref()
+                                .and_then(|outs| outs.iter().find(|(p, _)| *p == o.port))
+                                .map(|(_, h)| h.clone())
+                        })
+                        .collect();
+                    (port.clone(), handles)
+                })
+                .collect();
+            let mode = modes[idx.index()].unwrap_or(Mode::Normal);
+            let tx = tx.clone();
+            let cache = &cache;
+            scope.spawn(move |_| {
+                let t0 = Instant::now();
+                let (report, outputs) = execute(plan, idx, node, inputs, mode, cache, opts, t0);
+                let _ = tx.send(Done {
+                    idx,
+                    report,
+                    outputs,
+                });
+            });
+            true
+        };
+
+        let mut in_flight = 0usize;
+        for i in 0..n {
+            if modes[i].is_some() && waiting[i] == 0 {
+                if spawn(NodeIndex::new(i), &outputs, &mut reports) {
+                    in_flight += 1;
+                } else {
+                    pending -= 1;
+                }
+            }
+        }
+        while in_flight > 0 {
+            let Ok(done) = rx.recv() else { break };
+            in_flight -= 1;
+            pending -= 1;
+            let ok = done.outputs.is_some();
+            opts.observer.node_finished(&done.report);
+            let cause = done.report.id.clone();
+            reports[done.idx.index()] = Some(done.report);
+            outputs[done.idx.index()] = done.outputs;
+            let succs: HashSet<NodeIndex> = plan
+                .graph
+                .neighbors_directed(done.idx, Direction::Outgoing)
+                .collect();
+            let mut succs: Vec<NodeIndex> = succs.into_iter().collect();
+            succs.sort();
+            for s in succs {
+                if modes[s.index()].is_none() || reports[s.index()].is_some() {
+                    continue;
+                }
+                if !ok {
+                    for d in descendants(plan, done.idx) {
+                        if modes[d.index()].is_some() && reports[d.index()].is_none() {
+                            let r = skipped(plan.node(d), &format!("`{cause}` failed"));
+                            opts.observer.node_finished(&r);
+                            reports[d.index()] = Some(r);
+                            pending -= 1;
+                        }
+                    }
+                    break;
+                }
+                waiting[s.index()] -= 1;
+                if waiting[s.index()] == 0 {
+                    if spawn(s, &outputs, &mut reports) {
+                        in_flight += 1;
+                    } else {
+                        pending -= 1;
+                    }
+                }
+            }
+        }
+    });
+    // Whatever never became ready (cancelled before its producers finished).
+    for i in 0..n {
+        if modes[i].is_some() && reports[i].is_none() {
+            reports[i] = Some(skipped(&plan.nodes[i], "the run was cancelled"));
+        }
+    }
+    let _ = pending;
+    let values = outputs
+        .into_iter()
+        .enumerate()
+        .flat_map(|(i, outs)| {
+            outs.unwrap_or_default().into_iter().map(move |(port, h)| {
+                (
+                    Outlet {
+                        node: NodeIndex::new(i),
+                        port,
+                    },
+                    h,
+                )
+            })
+        })
+        .collect();
+    Ok(RunReport {
+        nodes: reports.into_iter().flatten().collect(),
+        seconds: started.elapsed().as_secs_f64(),
+        values,
+    })
+}
+
+fn modes(plan: &Plan, selection: &Selection) -> Vec<Option<Mode>> {
+    let n = plan.nodes.len();
+    match selection {
+        Selection::All => vec![Some(Mode::Normal); n],
+        Selection::Until(target) | Selection::Only(target) => {
+            let mut modes = vec![None; n];
+            let ancestor_mode = if matches!(selection, Selection::Only(_)) {
+                Mode::CacheOnly
+            } else {
+                Mode::Normal
+            };
+            let mut stack = vec![*target];
+            while let Some(at) = stack.pop() {
+                if modes[at.index()].is_some() {
+                    continue;
+                }
+                modes[at.index()] = Some(if at == *target {
+                    Mode::Normal
+                } else {
+                    ancestor_mode
+                });
+                stack.extend(plan.graph.neighbors_directed(at, Direction::Incoming));
+            }
+            modes
+        }
+    }
+}
+
+fn descendants(plan: &Plan, from: NodeIndex) -> Vec<NodeIndex> {
+    let mut seen = HashSet::new();
+    let mut stack: Vec<NodeIndex> = plan
+        .graph
+        .neighbors_directed(from, Direction::Outgoing)
+        .collect();
+    while let Some(at) = stack.pop() {
+        if seen.insert(at) {
+            stack.extend(plan.graph.neighbors_directed(at, Direction::Outgoing));
+        }
+    }
+    let mut out: Vec<NodeIndex> = seen.into_iter().collect();
+    out.sort();
+    out
+}
+
+fn skipped(node: &PlanNode, why: &str) -> NodeReport {
+    NodeReport {
+        id: node.id.to_string(),
+        kind: node.spec.name.to_string(),
+        status: Status::Skipped,
+        seconds: 0.0,
+        device: node.device.to_string(),
+        fingerprint: None,
+        error: Some(why.to_string()),
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn execute(
+    plan: &Plan,
+    idx: NodeIndex,
+    node: &PlanNode,
+    inputs: Vec<(PortName, Vec<Arc<Handle>>)>,
+    mode: Mode,
+    cache: &Cache,
+    opts: &RunOptions,
+    t0: Instant,
+) -> (NodeReport, Option<NodeOutputs>) {
+    let mut report = NodeReport {
+        id: node.id.to_string(),
+        kind: node.spec.name.to_string(),
+        status: Status::Failed,
+        seconds: 0.0,
+        device: node.device.to_string(),
+        fingerprint: None,
+        error: None,
+    };
+    let result = execute_inner(plan, idx, node, inputs, mode, cache, opts, &mut report);
+    report.seconds = t0.elapsed().as_secs_f64();
+    match result {
+        Ok((status, outs)) => {
+            report.status = status;
+            (report, Some(outs))
+        }
+        Err(e) => {
+            report.error = Some(e.to_string());
+            (report, None)
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+fn execute_inner(
+    plan: &Plan,
+    _idx: NodeIndex,
+    node: &PlanNode,
+    inputs: Vec<(PortName, Vec<Arc<Handle>>)>,
+    mode: Mode,
+    cache: &Cache,
+    opts: &RunOptions,
+    report: &mut NodeReport,
+) -> Result<(Status, NodeOutputs), NodeError> {
+    let device = node.device.resolve().map_err(NodeError::new)?;
+    report.device = device_name(&device);
+    let seed = node_seed(plan.seed, node.id.as_str());
+    let files = node
+        .files
+        .iter()
+        .map(|p| hash_path(p))
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(NodeError::new)?;
+    let input_hashes: Vec<(String, Vec<String>)> = inputs
+        .iter()
+        .map(|(p, hs)| {
+            (
+                p.to_string(),
+                hs.iter().map(|h| h.hash().to_string()).collect(),
+            )
+        })
+        .collect();
+    let writes: Vec<PathBuf> = node
+        .spec
+        .settings
+        .iter()
+        .filter(|s| s.ty == SettingType::OutputPath)
+        .filter_map(|s| node.settings.get(s.name).and_then(|v| v.as_str()))
+        .map(|p| opts.out_dir.join(p))
+        .collect();
+    let write_names: Vec<String> = writes.iter().map(|p| p.display().to_string()).collect();
+    let fp = fingerprint(&FingerprintInput {
+        kind: node.spec.name,
+        version: node.spec.version,
+        settings: &node.written_settings,
+        seed,
+        device: &report.device,
+        inputs: &input_hashes,
+        files: &files,
+        writes: &write_names,
+    });
+    report.fingerprint = Some(fp.clone());
+    let cacheable = node.cache && !node.spec.side_effects;
+    if cacheable && opts.cache == CacheMode::Use {
+        if let Some(entry) = cache.lookup(&fp) {
+            let outs = entry
+                .outputs
+                .iter()
+                .map(|(port, hash)| {
+                    let handle = Handle {
+                        hash: hash.clone(),
+                        value: OnceLock::new(),
+                        source: Some((cache.clone(), entry.clone(), port.clone())),
+                    };
+                    (port.clone(), Arc::new(handle))
+                })
+                .collect();
+            return Ok((Status::Cached, outs));
+        }
+    }
+    if mode == Mode::CacheOnly {
+        return Err(NodeError::new(
+            "its result is not in the cache, and `--only` runs one node: run with `--until` to compute what it needs",
+        ));
+    }
+    if opts.cancel.is_cancelled() {
+        return Err(NodeError::new("cancelled"));
+    }
+    let mut values = Vec::with_capacity(inputs.len());
+    for (port, handles) in &inputs {
+        let mut vs = Vec::with_capacity(handles.len());
+        for h in handles {
+            vs.push(h.get()?.to_device(&device)?);
+        }
+        values.push((port.clone(), vs));
+    }
+    opts.observer.node_started(&node.id, node.spec.name);
+    let ctx = RunContext {
+        node_id: &node.id,
+        settings: &node.settings,
+        inputs: values,
+        device,
+        seed,
+        base_dir: &plan.base_dir,
+        out_dir: &opts.out_dir,
+        cancel: &opts.cancel,
+        observer: opts.observer.as_ref(),
+    };
+    let produced = match catch_unwind(AssertUnwindSafe(|| node.kind.run(&ctx))) {
+        Ok(result) => result?,
+        Err(panic) => {
+            let msg = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown cause".into());
+            return Err(NodeError::new(format!(
+                "internal error in `{}`: {msg}",
+                node.spec.name
+            )));
+        }
+    };
+    check_outputs(node, &produced)?;
+    if cacheable && opts.cache != CacheMode::Off {
+        let written: Vec<PathBuf> = writes.into_iter().filter(|p| p.exists()).collect();
+        if let Err(e) = cache.store(&fp, node.spec.name, &produced, &written) {
+            tracing::warn!("node `{}`: result not cached: {e}", node.id);
+        }
+    }
+    let outs = produced
+        .into_iter()
+        .map(|(port, value)| (port, Arc::new(Handle::memory(value))))
+        .collect();
+    Ok((Status::Ran, outs))
+}
+
+fn check_outputs(node: &PlanNode, produced: &[(PortName, Value)]) -> Result<(), NodeError> {
+    for (port, ty) in &node.outputs {
+        match produced.iter().find(|(p, _)| p == port) {
+            None => {
+                return Err(NodeError::new(format!(
+                    "`{}` produced no `{port}` output (a bug in the kind)",
+                    node.spec.name
+                )))
+            }
+            Some((_, v)) if !ty.accepts(v.ty()) => {
+                return Err(NodeError::new(format!(
+                    "`{}` produced a {} on `{port}`, declared {ty} (a bug in the kind)",
+                    node.spec.name,
+                    v.ty()
+                )))
+            }
+            Some(_) => {}
+        }
+    }
+    Ok(())
+}

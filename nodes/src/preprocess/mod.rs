@@ -1,0 +1,12 @@
+//! Preprocessing kinds: splitting, scaling, combining.
+
+mod concat;
+mod split;
+mod standardize;
+
+/// Registers every preprocessing kind.
+pub fn register_all(reg: &mut kiln_engine::Registry) {
+    reg.register(split::Split);
+    reg.register(standardize::Standardize);
+    reg.register(concat::Concat);
+}

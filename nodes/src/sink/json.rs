@@ -1,0 +1,39 @@
+//! `sink.json`: writes any value as JSON.
+
+use kiln_engine::{
+    InputSpec, KindSpec, NodeError, NodeKind, Outputs, RunContext, SettingSpec, SettingType,
+    ValueType,
+};
+
+/// Writes a value as pretty JSON in the run's output folder.
+pub struct JsonSink;
+
+impl NodeKind for JsonSink {
+    fn spec(&self) -> KindSpec {
+        KindSpec {
+            name: "sink.json",
+            version: 1,
+            doc: "Writes a value as JSON: metrics and reports as they are, tables as a list of records, other values as their metadata and tensor shapes.
+The path is relative to the run's output folder (`--out`) unless absolute.",
+            inputs: vec![InputSpec::required("data", ValueType::Any, "the value to write")],
+            outputs: vec![],
+            settings: vec![SettingSpec::required("path", SettingType::OutputPath, "the file to write, e.g. `metrics.json`")],
+            side_effects: false,
+        }
+    }
+
+    fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
+        let json = crate::show::to_json(ctx.input("data")?)?;
+        let path = ctx.output_path(ctx.settings().str("path")?);
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                NodeError::new(format!("cannot create `{}`: {e}", parent.display()))
+            })?;
+        }
+        let text =
+            serde_json::to_string_pretty(&json).map_err(|e| NodeError::new(e.to_string()))?;
+        std::fs::write(&path, text + "\n")
+            .map_err(|e| NodeError::new(format!("cannot write `{}`: {e}", path.display())))
+            .map(|()| vec![])
+    }
+}

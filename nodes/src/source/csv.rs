@@ -1,0 +1,356 @@
+//! `source.csv`: a table from a CSV file (gzip or not).
+
+use std::collections::BTreeSet;
+use std::io::Read;
+use std::path::Path;
+
+use candle_core::{Device, Tensor};
+use kiln_engine::{
+    KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, SettingSpec,
+    SettingType, Settings, ValueType,
+};
+use serde_json::{json, Value as Json};
+
+use crate::data::{Dataset, Target};
+
+/// Reads a CSV file into a table.
+pub struct CsvSource;
+
+const DOC: &str = "Reads a CSV file (or .csv.gz) into a table of numeric features and an optional target.
+A target that is not numeric becomes class indices, with the label names kept for decoding.
+Empty cells, `NA` and `nan` read as missing (NaN); any other text in a feature column is an error naming its line and column.";
+
+fn column_ref() -> SettingType {
+    SettingType::OneOf(vec![SettingType::Str, SettingType::int()])
+}
+
+impl NodeKind for CsvSource {
+    fn spec(&self) -> KindSpec {
+        KindSpec {
+            name: "source.csv",
+            version: 1,
+            doc: DOC,
+            inputs: vec![],
+            outputs: vec![OutputSpec::new("data", ValueType::Table, "the rows read")],
+            settings: vec![
+                SettingSpec::required("path", SettingType::InputPath, "the CSV file, relative to the pipeline file; gzip is detected"),
+                SettingSpec::optional(
+                    "target",
+                    column_ref(),
+                    "the target column: a name, or an index (negative counts from the end, -1 is the last)",
+                ),
+                SettingSpec::with_default("header", SettingType::Bool, json!(true), "whether the first row holds column names"),
+                SettingSpec::optional(
+                    "columns",
+                    SettingType::list(column_ref()),
+                    "feature columns to keep (names or indices); default: all but the target",
+                ),
+                SettingSpec::with_default(
+                    "task",
+                    SettingType::Choice(&["auto", "classification", "regression"]),
+                    json!("auto"),
+                    "what the target is; `auto`: text or whole numbers are classes, other numbers regression",
+                ),
+                SettingSpec::with_default("delimiter", SettingType::Str, json!(","), "the field separator, one character"),
+            ],
+            side_effects: false,
+        }
+    }
+
+    fn check(&self, settings: &Settings) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        if settings.opt_str("delimiter").is_some_and(|d| d.len() != 1) {
+            problems.push((
+                "delimiter".into(),
+                "must be exactly one character, such as `,` or `;`".into(),
+            ));
+        }
+        if settings
+            .get("task")
+            .and_then(Json::as_str)
+            .is_some_and(|t| t != "auto")
+            && settings.get("target").is_none()
+        {
+            problems.push(("task".into(), "needs a `target` column".into()));
+        }
+        problems
+    }
+
+    fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
+        let s = ctx.settings();
+        let path = s.path("path")?;
+        let table = read_table(&path, s)?;
+        Ok(vec![(PortName::new_static("data"), table.into_value())])
+    }
+}
+
+struct Raw {
+    header: Vec<String>,
+    /// Rows of cells, with the line each came from.
+    rows: Vec<(u64, Vec<String>)>,
+}
+
+fn read_raw(path: &Path, delimiter: u8, has_header: bool) -> Result<Raw, NodeError> {
+    let shown = path.display();
+    let bytes =
+        std::fs::read(path).map_err(|e| NodeError::new(format!("cannot read `{shown}`: {e}")))?;
+    let bytes = if bytes.starts_with(&[0x1f, 0x8b]) {
+        let mut out = Vec::new();
+        flate2::read::MultiGzDecoder::new(&bytes[..])
+            .read_to_end(&mut out)
+            .map_err(|e| NodeError::new(format!("`{shown}` is not a valid gzip file: {e}")))?;
+        out
+    } else {
+        bytes
+    };
+    let mut reader = csv::ReaderBuilder::new()
+        .has_headers(false)
+        .flexible(true)
+        .delimiter(delimiter)
+        .from_reader(&bytes[..]);
+    let mut header = Vec::new();
+    let mut rows = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record.map_err(|e| NodeError::new(format!("`{shown}`: {e}")))?;
+        let line = record.position().map_or(i as u64 + 1, |p| p.line());
+        let cells: Vec<String> = record.iter().map(|c| c.trim().to_string()).collect();
+        if cells.iter().all(String::is_empty) {
+            continue;
+        }
+        if i == 0 && has_header {
+            header = cells;
+            continue;
+        }
+        let width = if header.is_empty() {
+            rows.first()
+                .map_or(cells.len(), |(_, r): &(u64, Vec<String>)| r.len())
+        } else {
+            header.len()
+        };
+        if cells.len() != width {
+            let what = if header.is_empty() {
+                "the first row"
+            } else {
+                "the header"
+            };
+            return Err(NodeError::new(format!(
+                "`{shown}` line {line}: {} fields, but {what} has {width}: every row needs the same number of fields",
+                cells.len()
+            )));
+        }
+        rows.push((line, cells));
+    }
+    if header.is_empty() {
+        let width = rows.first().map_or(0, |(_, r)| r.len());
+        header = (0..width).map(|i| format!("col{i}")).collect();
+    }
+    if rows.is_empty() {
+        return Err(NodeError::new(format!("`{shown}` has no data rows")));
+    }
+    Ok(Raw { header, rows })
+}
+
+fn column_index(header: &[String], spec: &Json, path: &Path) -> Result<usize, NodeError> {
+    let n = header.len() as i64;
+    match spec {
+        Json::String(name) => header.iter().position(|h| h == name).ok_or_else(|| {
+            let hint = kiln_engine::ids::did_you_mean(name, header.iter().map(String::as_str))
+                .map(|m| format!(" (did you mean `{m}`?)"))
+                .unwrap_or_else(|| format!(" (columns: {})", header.join(", ")));
+            NodeError::new(format!("`{}` has no column `{name}`{hint}", path.display()))
+        }),
+        Json::Number(i) => {
+            let i = i.as_i64().unwrap_or(i64::MAX);
+            let idx = if i < 0 { n + i } else { i };
+            if (0..n).contains(&idx) {
+                Ok(idx as usize)
+            } else {
+                Err(NodeError::new(format!(
+                    "column index {i} is out of range: `{}` has {n} columns",
+                    path.display()
+                )))
+            }
+        }
+        other => Err(NodeError::new(format!(
+            "`{other}` is not a column name or index"
+        ))),
+    }
+}
+
+fn parse_cell(cell: &str) -> Option<f32> {
+    match cell {
+        "" | "NA" | "na" | "NaN" | "nan" | "null" => Some(f32::NAN),
+        _ => cell.parse::<f32>().ok(),
+    }
+}
+
+/// Reads the file as the settings say.
+fn read_table(path: &Path, s: &Settings) -> Result<Dataset, NodeError> {
+    let delimiter = s.str("delimiter")?.bytes().next().unwrap_or(b',');
+    let raw = read_raw(path, delimiter, s.bool("header")?)?;
+    let target_idx = s
+        .get("target")
+        .map(|t| column_index(&raw.header, t, path))
+        .transpose()?;
+    let feature_idx: Vec<usize> = match s.get("columns").and_then(Json::as_array) {
+        Some(cols) => cols
+            .iter()
+            .map(|c| column_index(&raw.header, c, path))
+            .collect::<Result<_, _>>()?,
+        None => (0..raw.header.len())
+            .filter(|i| Some(*i) != target_idx)
+            .collect(),
+    };
+    if feature_idx.is_empty() {
+        return Err(NodeError::new(format!(
+            "`{}`: no feature columns are left",
+            path.display()
+        )));
+    }
+    let n = raw.rows.len();
+    let mut features = Vec::with_capacity(n * feature_idx.len());
+    for (line, row) in &raw.rows {
+        for &j in &feature_idx {
+            let cell = &row[j];
+            features.push(parse_cell(cell).ok_or_else(|| {
+                NodeError::new(format!(
+                    "`{}` line {line}, column {} (`{}`): `{cell}` is not a number; \
+                     only the target column may hold text",
+                    path.display(),
+                    j + 1,
+                    raw.header[j]
+                ))
+            })?);
+        }
+    }
+    let features = Tensor::from_vec(features, (n, feature_idx.len()), &Device::Cpu)?;
+    let columns = feature_idx.iter().map(|&j| raw.header[j].clone()).collect();
+    let target = match target_idx {
+        Some(j) => Some(read_target(&raw, j, s.str("task")?, path)?),
+        None => None,
+    };
+    Ok(Dataset {
+        features,
+        columns: Some(columns),
+        target,
+    })
+}
+
+fn read_target(raw: &Raw, j: usize, task: &str, path: &Path) -> Result<Target, NodeError> {
+    let cells: Vec<&str> = raw.rows.iter().map(|(_, r)| r[j].as_str()).collect();
+    let numbers: Option<Vec<f64>> = cells.iter().map(|c| c.parse::<f64>().ok()).collect();
+    let whole = numbers
+        .as_ref()
+        .is_some_and(|ns| ns.iter().all(|x| x.fract() == 0.0 && x.is_finite()));
+    let classify = match task {
+        "classification" => true,
+        "regression" => false,
+        _ => numbers.is_none() || whole,
+    };
+    let name = raw.header[j].clone();
+    let n = cells.len();
+    if !classify {
+        let values = numbers.ok_or_else(|| {
+            let (line, cell) = raw
+                .rows
+                .iter()
+                .find(|(_, r)| r[j].parse::<f64>().is_err())
+                .map_or((0, ""), |(l, r)| (*l, r[j].as_str()));
+            NodeError::new(format!(
+                "`{}` line {line}: target `{cell}` is not a number, but `task: regression` needs numbers",
+                path.display()
+            ))
+        })?;
+        let values: Vec<f32> = values.into_iter().map(|x| x as f32).collect();
+        return Ok(Target {
+            name,
+            values: Tensor::from_vec(values, n, &Device::Cpu)?,
+            labels: None,
+        });
+    }
+    // Class names sorted (numerically when they are numbers) so indices are stable.
+    let labels: Vec<String> = match &numbers {
+        Some(ns) if whole => {
+            let set: BTreeSet<i64> = ns.iter().map(|x| *x as i64).collect();
+            set.into_iter().map(|x| x.to_string()).collect()
+        }
+        _ => {
+            let set: BTreeSet<&str> = cells.iter().copied().collect();
+            set.into_iter().map(String::from).collect()
+        }
+    };
+    let index_of = |cell: &str| -> u32 {
+        let key = match &numbers {
+            Some(_) if whole => cell
+                .parse::<f64>()
+                .map_or(cell.to_string(), |x| (x as i64).to_string()),
+            _ => cell.to_string(),
+        };
+        labels.iter().position(|l| *l == key).unwrap_or(0) as u32
+    };
+    let values: Vec<u32> = cells.iter().map(|c| index_of(c)).collect();
+    Ok(Target {
+        name,
+        values: Tensor::from_vec(values, n, &Device::Cpu)?,
+        labels: Some(labels),
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::BTreeMap;
+
+    fn settings(pairs: &[(&str, Json)]) -> Settings {
+        let mut map: BTreeMap<String, Json> = BTreeMap::from([
+            ("header".to_string(), json!(true)),
+            ("task".to_string(), json!("auto")),
+            ("delimiter".to_string(), json!(",")),
+        ]);
+        for (k, v) in pairs {
+            map.insert(k.to_string(), v.clone());
+        }
+        Settings::from_map(map)
+    }
+
+    fn write(text: &str) -> tempfile::NamedTempFile {
+        let f = tempfile::NamedTempFile::new().unwrap();
+        std::fs::write(f.path(), text).unwrap();
+        f
+    }
+
+    #[test]
+    fn text_targets_become_sorted_classes() {
+        let f = write("a,b,label\n1,2,dog\n3,4,cat\n5,6,dog\n");
+        let t = read_table(f.path(), &settings(&[("target", json!("label"))])).unwrap();
+        let target = t.target.unwrap();
+        assert_eq!(target.labels.unwrap(), vec!["cat", "dog"]);
+        assert_eq!(target.values.to_vec1::<u32>().unwrap(), vec![1, 0, 1]);
+        assert_eq!(
+            t.features.to_vec2::<f32>().unwrap(),
+            vec![vec![1., 2.], vec![3., 4.], vec![5., 6.]]
+        );
+    }
+
+    #[test]
+    fn ragged_rows_and_bad_cells_name_their_line() {
+        let f = write("a,b\n1,2\n3\n");
+        let e = read_table(f.path(), &settings(&[])).unwrap_err();
+        assert!(e.message().contains("line 3"), "{e}");
+        let f = write("a,b\n1,2\n3,x\n");
+        let e = read_table(f.path(), &settings(&[])).unwrap_err();
+        assert!(e.message().contains("line 3, column 2 (`b`)"), "{e}");
+    }
+
+    #[test]
+    fn headerless_files_take_negative_target_indices() {
+        let f = write("1,2,7\n3,4,9\n");
+        let t = read_table(
+            f.path(),
+            &settings(&[("header", json!(false)), ("target", json!(-1))]),
+        )
+        .unwrap();
+        assert_eq!(t.columns.unwrap(), vec!["col0", "col1"]);
+        assert_eq!(t.target.unwrap().labels.unwrap(), vec!["7", "9"]);
+    }
+}

@@ -1,0 +1,8 @@
+//! Source kinds: nodes that read data from files.
+
+mod csv;
+
+/// Registers every source kind.
+pub fn register_all(reg: &mut kiln_engine::Registry) {
+    reg.register(csv::CsvSource);
+}

@@ -1,0 +1,85 @@
+//! Command-line arguments.
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand, ValueEnum};
+
+/// kiln: a declarative ML pipeline engine. One YAML file from raw data to a
+/// trained, compressed, served model.
+#[derive(Parser)]
+#[command(name = "kiln", version, about, propagate_version = true)]
+pub struct Cli {
+    /// What to do.
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+/// The commands.
+#[derive(Subcommand)]
+pub enum Command {
+    /// Validate a pipeline, then run it (cached nodes are reused).
+    Run(RunArgs),
+    /// Check pipeline files without running them; every problem is reported.
+    Validate {
+        /// Pipeline files.
+        #[arg(required = true)]
+        files: Vec<PathBuf>,
+        /// Override a param: `--set params.NAME=VALUE` (VALUE is read as YAML).
+        #[arg(long = "set", value_name = "params.NAME=VALUE")]
+        set: Vec<String>,
+    },
+    /// Draw a pipeline's graph.
+    Graph {
+        /// The pipeline file.
+        file: PathBuf,
+        /// Output format.
+        #[arg(long, value_enum, default_value_t = GraphFormat::Dot)]
+        format: GraphFormat,
+        /// Override a param: `--set params.NAME=VALUE`.
+        #[arg(long = "set", value_name = "params.NAME=VALUE")]
+        set: Vec<String>,
+    },
+    /// List node kinds, or show one with its ports and settings.
+    Nodes {
+        /// A kind, e.g. `preprocess.split`.
+        kind: Option<String>,
+    },
+    /// Print the JSON Schema of the pipeline format (for editor completion).
+    Schema,
+}
+
+/// `kiln run` arguments.
+#[derive(Args)]
+pub struct RunArgs {
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// Nodes running at once (default: all cores).
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub jobs: Option<u16>,
+    /// Run every node instead of reusing cached results (new results are still cached).
+    #[arg(long)]
+    pub no_cache: bool,
+    /// Where results go (default: `runs/<pipeline>/` beside the pipeline file).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Override a param: `--set params.NAME=VALUE` (VALUE is read as YAML).
+    #[arg(long = "set", value_name = "params.NAME=VALUE")]
+    pub set: Vec<String>,
+    /// Run this node alone, taking its inputs from the cache.
+    #[arg(long, value_name = "NODE", conflicts_with = "until")]
+    pub only: Option<String>,
+    /// Run this node and what it depends on.
+    #[arg(long, value_name = "NODE")]
+    pub until: Option<String>,
+}
+
+/// Graph output formats.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum GraphFormat {
+    /// Graphviz DOT.
+    Dot,
+    /// Mermaid flowchart.
+    Mermaid,
+    /// JSON nodes and edges.
+    Json,
+}

@@ -1,0 +1,162 @@
+//! `kiln run`: validate, run, report.
+
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use kiln_engine::{CacheMode, Plan, Registry, RunOptions, RunReport, Selection, Status};
+use serde_json::json;
+
+use crate::cli::RunArgs;
+use crate::progress::Bars;
+use crate::Failure;
+
+/// Runs a pipeline and writes `run.json` and `metrics.json`.
+pub fn run(args: &RunArgs, registry: &Registry) -> Result<(), Failure> {
+    let plan = super::load(&args.file, &args.set, registry)?;
+    let selection = selection(&plan, args)?;
+    let out_dir = args
+        .out
+        .clone()
+        .unwrap_or_else(|| plan.base_dir.join("runs").join(plan.name.as_str()));
+    let jobs = args.jobs.map_or_else(
+        || std::thread::available_parallelism().map_or(1, |n| n.get()),
+        usize::from,
+    );
+    let opts = RunOptions {
+        jobs,
+        cache: if args.no_cache {
+            CacheMode::Refresh
+        } else {
+            CacheMode::Use
+        },
+        out_dir: out_dir.clone(),
+        selection,
+        cancel: Default::default(),
+        observer: Arc::new(Bars::for_stderr()),
+    };
+    let report = kiln_engine::run(&plan, &opts)?;
+    print_table(&report);
+    let outputs = outputs_json(&plan, &report);
+    for (name, value) in outputs.as_object().into_iter().flatten() {
+        println!(
+            "{name} = {}",
+            serde_json::to_string_pretty(value).unwrap_or_default()
+        );
+    }
+    write_results(&plan, &report, &outputs, &out_dir, jobs)?;
+    println!(
+        "ran {}, reused {}, failed {} in {:.2}s",
+        report.count(Status::Ran),
+        report.count(Status::Cached),
+        report.count(Status::Failed),
+        report.seconds
+    );
+    if report.succeeded() {
+        return Ok(());
+    }
+    let mut msg = String::new();
+    for n in report.nodes.iter().filter(|n| n.status == Status::Failed) {
+        msg.push_str(&format!(
+            "error: node `{}` ({}) failed: {}\n",
+            n.id,
+            n.kind,
+            n.error.as_deref().unwrap_or("unknown cause")
+        ));
+    }
+    let skipped = report.count(Status::Skipped);
+    if skipped > 0 {
+        msg.push_str(&format!(
+            "{skipped} node{} not run because of it\n",
+            if skipped == 1 { "" } else { "s" }
+        ));
+    }
+    Err(Failure::Run(msg.trim_end().to_string()))
+}
+
+fn selection(plan: &Plan, args: &RunArgs) -> Result<Selection, Failure> {
+    let find = |flag: &str, id: &str| {
+        plan.index_of(id).ok_or_else(|| {
+            let hint = kiln_engine::ids::did_you_mean(id, plan.nodes.iter().map(|n| n.id.as_str()))
+                .map(|m| format!(" (did you mean `{m}`?)"))
+                .unwrap_or_default();
+            Failure::Invalid(format!(
+                "error: `{flag} {id}`: the pipeline has no node `{id}`{hint}"
+            ))
+        })
+    };
+    Ok(match (&args.only, &args.until) {
+        (Some(id), _) => Selection::Only(find("--only", id)?),
+        (None, Some(id)) => Selection::Until(find("--until", id)?),
+        (None, None) => Selection::All,
+    })
+}
+
+fn print_table(report: &RunReport) {
+    let w_id = report
+        .nodes
+        .iter()
+        .map(|n| n.id.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    let w_kind = report
+        .nodes
+        .iter()
+        .map(|n| n.kind.len())
+        .max()
+        .unwrap_or(4)
+        .max(4);
+    println!(
+        "{:<w_id$}  {:<w_kind$}  {:<7}  {:>8}",
+        "node", "kind", "status", "time"
+    );
+    for n in &report.nodes {
+        println!(
+            "{:<w_id$}  {:<w_kind$}  {:<7}  {:>7.3}s",
+            n.id,
+            n.kind,
+            n.status.as_str(),
+            n.seconds
+        );
+    }
+}
+
+/// The values named in `outputs:` as JSON, by `node.port`.
+fn outputs_json(plan: &Plan, report: &RunReport) -> serde_json::Value {
+    let mut map = serde_json::Map::new();
+    for outlet in &plan.outputs {
+        let Some(handle) = report.value(outlet) else {
+            continue;
+        };
+        let json = handle
+            .get()
+            .and_then(kiln_nodes::show::to_json)
+            .unwrap_or_else(|e| json!({ "error": e.to_string() }));
+        map.insert(plan.outlet_name(outlet), json);
+    }
+    serde_json::Value::Object(map)
+}
+
+fn write_results(
+    plan: &Plan,
+    report: &RunReport,
+    outputs: &serde_json::Value,
+    out_dir: &PathBuf,
+    jobs: usize,
+) -> Result<(), Failure> {
+    let run = json!({
+        "pipeline": plan.name.as_str(),
+        "file": plan.file.display().to_string(),
+        "seed": plan.seed,
+        "jobs": jobs,
+        "seconds": report.seconds,
+        "nodes": report.nodes,
+    });
+    for (name, value) in [("run.json", run), ("metrics.json", outputs.clone())] {
+        let path = out_dir.join(name);
+        let text = serde_json::to_string_pretty(&value).unwrap_or_default() + "\n";
+        std::fs::write(&path, text)
+            .map_err(|e| Failure::Run(format!("error: cannot write `{}`: {e}", path.display())))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,62 @@
+//! The `kiln` command: parses arguments, registers the node kinds, calls the
+//! engine, and maps outcomes to exit codes (0 success, 1 run failure, 2
+//! invalid pipeline or usage). This is the only place that knows exit codes.
+
+mod cli;
+mod commands;
+mod progress;
+
+use std::process::ExitCode;
+
+use clap::Parser;
+
+/// What a command can fail with, and so which exit code it gets.
+pub enum Failure {
+    /// A node or the server failed at run time (exit 1).
+    Run(String),
+    /// The pipeline or the command line is invalid (exit 2).
+    Invalid(String),
+}
+
+impl From<kiln_engine::EngineError> for Failure {
+    fn from(e: kiln_engine::EngineError) -> Self {
+        match e {
+            kiln_engine::EngineError::Write { .. } => Failure::Run(e.to_string()),
+            _ => Failure::Invalid(e.to_string()),
+        }
+    }
+}
+
+fn main() -> ExitCode {
+    if std::env::var_os("KILN_DEBUG").is_none() {
+        // Panics inside nodes are caught and reported as the node's failure;
+        // the default hook would print a raw panic message first.
+        std::panic::set_hook(Box::new(|_| {}));
+    }
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_env("KILN_LOG")
+                .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("warn")),
+        )
+        .with_writer(std::io::stderr)
+        .without_time()
+        .with_target(false)
+        .init();
+    let args = cli::Cli::parse();
+    let outcome = std::panic::catch_unwind(|| commands::dispatch(args));
+    match outcome {
+        Ok(Ok(())) => ExitCode::SUCCESS,
+        Ok(Err(Failure::Run(msg))) => {
+            eprintln!("{msg}");
+            ExitCode::from(1)
+        }
+        Ok(Err(Failure::Invalid(msg))) => {
+            eprintln!("{msg}");
+            ExitCode::from(2)
+        }
+        Err(_) => {
+            eprintln!("error: kiln hit an internal error; please report it with the pipeline file (rerun with KILN_DEBUG=1 for details)");
+            ExitCode::from(1)
+        }
+    }
+}
