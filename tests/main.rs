@@ -1,1 +1,12 @@
+//! kiln's integration tests, linked into one binary. They drive the real
+//! `kiln` binary in temporary folders and check exit codes, output and the
+//! files a run leaves (`run.json`, `metrics.json`, the cache).
 
+mod common;
+
+mod cache;
+mod cli;
+mod invalid;
+mod pipelines;
+mod robustness;
+mod scale;

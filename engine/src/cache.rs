@@ -1,11 +1,14 @@
 //! The content-addressed result cache in `.kiln/` beside the pipeline file.
 //!
-//! An entry is a folder named by the node's fingerprint holding one
-//! safetensors file per output port and a `manifest.json` with each file's
-//! content hash. Entries are written to a temporary folder and renamed into
-//! place, so a crash or cancellation never leaves a partial entry visible.
-//! A lookup re-hashes every file: a corrupt or truncated entry is removed and
-//! reported as a miss, so the node simply runs again.
+//! An entry is one file, `cache/<first two hex digits>/<fingerprint>`: an
+//! 8-byte little-endian header length, a JSON manifest, then one blob per
+//! output port (its safetensors encoding). The manifest records each blob's
+//! content hash, and the content hash of every file the node wrote outside
+//! the cache (sinks). Entries are written to `tmp/` and renamed into place,
+//! so a crash or cancellation never leaves a partial entry visible. A lookup
+//! re-hashes every blob: a corrupt or truncated entry is removed and reported
+//! as a miss, so the node simply runs again; an entry whose written files
+//! were changed or deleted is a miss too.
 
 use std::fs;
 use std::io::Write;
@@ -22,28 +25,55 @@ pub struct Cache {
     root: PathBuf,
 }
 
-/// A valid entry found by [`Cache::lookup`].
+/// A verified entry found by [`Cache::lookup`]. Its bytes are not kept:
+/// an output is read again (and re-verified) only when something needs it.
 #[derive(Clone, Debug)]
 pub struct Entry {
-    dir: PathBuf,
-    /// Output port -> content hash.
-    pub outputs: Vec<(PortName, String)>,
+    path: PathBuf,
+    blobs: Vec<(PortName, String, std::ops::Range<usize>)>,
+}
+
+impl Entry {
+    /// Output port -> content hash, in the order the node produced them.
+    pub fn outputs(&self) -> impl Iterator<Item = (&PortName, &str)> {
+        self.blobs.iter().map(|(p, h, _)| (p, h.as_str()))
+    }
+
+    /// Reads and decodes one output.
+    pub fn load(&self, port: &PortName) -> Result<Value, String> {
+        let (_, hash, range) = self
+            .blobs
+            .iter()
+            .find(|(p, _, _)| p == port)
+            .ok_or_else(|| format!("the cache entry has no output `{port}`"))?;
+        let damaged = || {
+            format!(
+                "cache entry {} changed while in use; run again",
+                self.path.display()
+            )
+        };
+        let bytes = fs::read(&self.path).map_err(|_| damaged())?;
+        let blob = bytes.get(range.clone()).ok_or_else(damaged)?;
+        if blake3::hash(blob).to_hex().as_str() != hash {
+            return Err(damaged());
+        }
+        Value::from_bytes(blob)
+    }
 }
 
 #[derive(Serialize, Deserialize)]
 struct Manifest {
     kind: String,
-    outputs: Vec<ManifestOutput>,
+    outputs: Vec<Blob>,
     /// Files the node wrote outside the cache (sinks), with their content hashes.
-    #[serde(default)]
     files: Vec<(PathBuf, String)>,
 }
 
 #[derive(Serialize, Deserialize)]
-struct ManifestOutput {
+struct Blob {
     port: String,
     hash: String,
-    bytes: u64,
+    bytes: usize,
 }
 
 impl Cache {
@@ -57,38 +87,25 @@ impl Cache {
         &self.root
     }
 
-    fn entry_dir(&self, fingerprint: &str) -> PathBuf {
-        self.root.join("cache").join(fingerprint)
+    fn entry_path(&self, fingerprint: &str) -> PathBuf {
+        let shard = fingerprint.get(..2).unwrap_or("00");
+        self.root.join("cache").join(shard).join(fingerprint)
     }
 
-    /// A verified entry for `fingerprint`, or `None`. Corrupt entries are
-    /// removed; an entry whose written files were changed or deleted is a miss.
+    /// A verified entry for `fingerprint`, or `None`.
     pub fn lookup(&self, fingerprint: &str) -> Option<Entry> {
-        let dir = self.entry_dir(fingerprint);
-        let manifest = fs::read(dir.join("manifest.json")).ok()?;
-        let Ok(manifest) = serde_json::from_slice::<Manifest>(&manifest) else {
-            return self.discard(&dir);
+        let path = self.entry_path(fingerprint);
+        let bytes = fs::read(&path).ok()?;
+        let Some((manifest, blobs)) = parse(&bytes) else {
+            tracing::warn!("cache entry {} is damaged; recomputing", path.display());
+            let _ = fs::remove_file(&path);
+            return None;
         };
-        let outputs = verify(&dir, &manifest).or_else(|| self.discard(&dir))?;
         let files_intact = manifest
             .files
             .iter()
-            .all(|(path, hash)| crate::fingerprint::hash_path(path).is_ok_and(|h| h == *hash));
-        files_intact.then_some(Entry { dir, outputs })
-    }
-
-    fn discard<T>(&self, dir: &Path) -> Option<T> {
-        tracing::warn!("cache entry {} is damaged; recomputing", dir.display());
-        let _ = fs::remove_dir_all(dir);
-        None
-    }
-
-    /// Loads one output of an entry.
-    pub fn load(&self, entry: &Entry, port: &PortName) -> Result<Value, String> {
-        let path = entry.dir.join(format!("{port}.safetensors"));
-        let bytes = fs::read(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
-        Value::from_bytes(&bytes)
-            .map_err(|e| format!("cache file {} is damaged: {e}", path.display()))
+            .all(|(file, hash)| crate::fingerprint::hash_path(file).is_ok_and(|h| h == *hash));
+        files_intact.then_some(Entry { path, blobs })
     }
 
     /// Stores a node's outputs atomically under `fingerprint`, with the
@@ -100,13 +117,6 @@ impl Cache {
         outputs: &[(PortName, Value)],
         files: &[PathBuf],
     ) -> Result<(), String> {
-        let tmp_root = self.root.join("tmp");
-        fs::create_dir_all(&tmp_root)
-            .map_err(|e| format!("cannot create {}: {e}", tmp_root.display()))?;
-        let cache_root = self.root.join("cache");
-        fs::create_dir_all(&cache_root)
-            .map_err(|e| format!("cannot create {}: {e}", cache_root.display()))?;
-        let tmp = tempdir_in(&tmp_root)?;
         let mut manifest = Manifest {
             kind: kind.to_string(),
             outputs: Vec::new(),
@@ -115,81 +125,74 @@ impl Cache {
                 .map(|p| Ok((p.clone(), crate::fingerprint::hash_path(p)?)))
                 .collect::<Result<_, String>>()?,
         };
+        let mut blobs: Vec<&[u8]> = Vec::new();
         for (port, value) in outputs {
             let bytes = value.to_bytes().map_err(|e| e.to_string())?;
-            write_synced(&tmp.join(format!("{port}.safetensors")), bytes)?;
-            manifest.outputs.push(ManifestOutput {
+            manifest.outputs.push(Blob {
                 port: port.to_string(),
                 hash: value.content_hash().to_string(),
-                bytes: bytes.len() as u64,
+                bytes: bytes.len(),
             });
+            blobs.push(bytes);
         }
-        let json = serde_json::to_vec_pretty(&manifest).map_err(|e| e.to_string())?;
-        write_synced(&tmp.join("manifest.json"), &json)?;
-        let dest = self.entry_dir(fingerprint);
-        if dest.exists() {
-            // Written meanwhile by another run, or damaged: replace it.
-            let _ = fs::remove_dir_all(&dest);
+        let header = serde_json::to_vec(&manifest).map_err(|e| e.to_string())?;
+        let dest = self.entry_path(fingerprint);
+        let tmp = self.root.join("tmp").join(unique_name(fingerprint));
+        for dir in [dest.parent(), tmp.parent()].into_iter().flatten() {
+            fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
         }
-        match fs::rename(&tmp, &dest) {
-            Ok(()) => Ok(()),
-            Err(_) if self.lookup(fingerprint).is_some() => {
-                let _ = fs::remove_dir_all(&tmp);
-                Ok(())
+        let written = (|| {
+            let mut f = fs::File::create(&tmp)?;
+            f.write_all(&(header.len() as u64).to_le_bytes())?;
+            f.write_all(&header)?;
+            for b in &blobs {
+                f.write_all(b)?;
             }
-            Err(e) => {
-                let _ = fs::remove_dir_all(&tmp);
-                Err(format!(
-                    "cannot move cache entry into {}: {e}",
-                    dest.display()
-                ))
-            }
-        }
+            // No fsync: the entry is renamed into place only when complete, and
+            // every lookup re-hashes it, so a torn write after a crash is a miss.
+            fs::rename(&tmp, &dest)
+        })();
+        written.map_err(|e| {
+            let _ = fs::remove_file(&tmp);
+            format!("cannot write cache entry {}: {e}", dest.display())
+        })
     }
 
-    /// Removes temporary folders left by interrupted runs.
+    /// Removes temporary files left by interrupted runs.
     pub fn sweep(&self) {
         let _ = fs::remove_dir_all(self.root.join("tmp"));
     }
 }
 
-fn verify(dir: &Path, manifest: &Manifest) -> Option<Vec<(PortName, String)>> {
-    let mut outputs = Vec::new();
-    for out in &manifest.outputs {
-        let port: PortName = out.port.parse().ok()?;
-        let bytes = fs::read(dir.join(format!("{port}.safetensors"))).ok()?;
-        if bytes.len() as u64 != out.bytes || blake3::hash(&bytes).to_hex().as_str() != out.hash {
+type Blobs = Vec<(PortName, String, std::ops::Range<usize>)>;
+
+/// Parses and verifies an entry; `None` when anything is off.
+fn parse(bytes: &[u8]) -> Option<(Manifest, Blobs)> {
+    let len = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
+    let manifest: Manifest =
+        serde_json::from_slice(bytes.get(8..8usize.checked_add(len)?)?).ok()?;
+    let mut at = 8 + len;
+    let mut blobs = Vec::new();
+    for blob in &manifest.outputs {
+        let range = at..at.checked_add(blob.bytes)?;
+        let data = bytes.get(range.clone())?;
+        if blake3::hash(data).to_hex().as_str() != blob.hash {
             return None;
         }
-        outputs.push((port, out.hash.clone()));
+        blobs.push((blob.port.parse().ok()?, blob.hash.clone(), range.clone()));
+        at = range.end;
     }
-    Some(outputs)
+    (at == bytes.len()).then_some((manifest, blobs))
 }
 
-fn write_synced(path: &Path, bytes: &[u8]) -> Result<(), String> {
-    let mut f =
-        fs::File::create(path).map_err(|e| format!("cannot create {}: {e}", path.display()))?;
-    // No fsync: an entry is renamed into place only when complete, and every
-    // lookup re-hashes its files, so a torn write after a crash is a miss.
-    f.write_all(bytes)
-        .map_err(|e| format!("cannot write {}: {e}", path.display()))
-}
-
-fn tempdir_in(parent: &Path) -> Result<PathBuf, String> {
+fn unique_name(fingerprint: &str) -> String {
     use std::sync::atomic::{AtomicU64, Ordering};
     static COUNTER: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.subsec_nanos());
-    let name = format!(
-        "{}-{}-{}",
+    format!(
+        "{fingerprint}.{}.{}",
         std::process::id(),
-        nanos,
         COUNTER.fetch_add(1, Ordering::Relaxed)
-    );
-    let dir = parent.join(name);
-    fs::create_dir(&dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
-    Ok(dir)
+    )
 }
 
 #[cfg(test)]
@@ -201,18 +204,47 @@ mod tests {
         Value::from_json(ValueType::Metrics, serde_json::json!({ "x": x }))
     }
 
+    fn port() -> PortName {
+        PortName::new_static("metrics")
+    }
+
     #[test]
     fn stores_and_finds_entries() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::new(dir.path());
-        let port = PortName::new_static("metrics");
         cache
-            .store("abc", "test.kind", &[(port.clone(), value(1.0))], &[])
+            .store("abc", "test.kind", &[(port(), value(1.0))], &[])
             .unwrap();
         let entry = cache.lookup("abc").expect("hit");
-        let back = cache.load(&entry, &port).unwrap();
-        assert_eq!(back.meta()["x"], 1.0);
+        assert_eq!(entry.load(&port()).unwrap().meta()["x"], 1.0);
+        assert_eq!(entry.outputs().next().unwrap().1, value(1.0).content_hash());
         assert!(cache.lookup("other").is_none());
+    }
+
+    #[test]
+    fn damaged_entries_are_misses_and_removed() {
+        let dir = tempfile::tempdir().unwrap();
+        let cache = Cache::new(dir.path());
+        let file = dir.path().join("cache/ab/abc");
+        let damages: [fn(&mut Vec<u8>); 4] = [
+            |b| {
+                let last = b.len() - 2;
+                b[last] ^= 0xff;
+            },
+            |b| b.truncate(b.len() / 2),
+            |b| b[10] = b'#',
+            |b| b.push(0),
+        ];
+        for damage in damages {
+            cache
+                .store("abc", "test.kind", &[(port(), value(1.0))], &[])
+                .unwrap();
+            let mut bytes = fs::read(&file).unwrap();
+            damage(&mut bytes);
+            fs::write(&file, &bytes).unwrap();
+            assert!(cache.lookup("abc").is_none());
+            assert!(!file.exists());
+        }
     }
 
     #[test]
@@ -228,35 +260,6 @@ mod tests {
         fs::write(&written, "a\n2\n").unwrap();
         assert!(cache.lookup("abc").is_none());
         fs::remove_file(&written).unwrap();
-        assert!(cache.lookup("abc").is_none());
-    }
-
-    #[test]
-    fn damaged_entries_are_misses_and_removed() {
-        let dir = tempfile::tempdir().unwrap();
-        let cache = Cache::new(dir.path());
-        let port = PortName::new_static("metrics");
-        cache
-            .store("abc", "test.kind", &[(port.clone(), value(1.0))], &[])
-            .unwrap();
-        let file = dir.path().join("cache/abc/metrics.safetensors");
-        let mut bytes = fs::read(&file).unwrap();
-        let last = bytes.len() - 2;
-        bytes[last] ^= 0xff;
-        fs::write(&file, &bytes).unwrap();
-        assert!(cache.lookup("abc").is_none());
-        assert!(!dir.path().join("cache/abc").exists());
-
-        cache
-            .store("abc", "test.kind", &[(port.clone(), value(1.0))], &[])
-            .unwrap();
-        fs::write(&file, &bytes[..10]).unwrap();
-        assert!(cache.lookup("abc").is_none());
-
-        cache
-            .store("abc", "test.kind", &[(port, value(1.0))], &[])
-            .unwrap();
-        fs::write(dir.path().join("cache/abc/manifest.json"), b"{not json").unwrap();
         assert!(cache.lookup("abc").is_none());
     }
 }

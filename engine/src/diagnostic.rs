@@ -7,8 +7,11 @@ use std::fmt;
 
 use crate::yaml::Pos;
 
+/// Problems printed at most; the count of the rest follows.
+const MAX_SHOWN: usize = 200;
+
 /// One problem in a pipeline file.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct Diagnostic {
     /// Where it is, if known.
     pub pos: Option<Pos>,
@@ -55,9 +58,7 @@ impl Diagnostics {
 
     /// Adds a problem.
     pub fn push(&mut self, d: Diagnostic) {
-        if !self.items.contains(&d) {
-            self.items.push(d);
-        }
+        self.items.push(d);
     }
 
     /// Whether no problem was found.
@@ -65,8 +66,11 @@ impl Diagnostics {
         self.items.is_empty()
     }
 
-    /// Sorts problems by position (those without one last), keeping the order of equal ones.
+    /// Sorts problems by position (those without one last), keeping the
+    /// order of equal ones, and drops repeats.
     pub fn sort(&mut self) {
+        let mut seen = std::collections::HashSet::new();
+        self.items.retain(|d| seen.insert(d.clone()));
         self.items
             .sort_by_key(|d| d.pos.map_or((usize::MAX, usize::MAX), |p| (p.line, p.col)));
     }
@@ -74,7 +78,7 @@ impl Diagnostics {
 
 impl fmt::Display for Diagnostics {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        for d in &self.items {
+        for d in self.items.iter().take(MAX_SHOWN) {
             match d.pos {
                 Some(pos) => write!(f, "{}:{}: error: ", self.file, pos)?,
                 None => write!(f, "{}: error: ", self.file)?,
@@ -85,6 +89,9 @@ impl fmt::Display for Diagnostics {
             writeln!(f, "{}", d.message)?;
         }
         let n = self.items.len();
+        if n > MAX_SHOWN {
+            writeln!(f, "… and {} more", n - MAX_SHOWN)?;
+        }
         write!(
             f,
             "{} invalid: {n} problem{} found",

@@ -379,9 +379,14 @@ fn device(doc: &Doc, diags: &mut Diagnostics) -> Option<Located<DeviceSpec>> {
 }
 
 fn type_error(doc: &Doc, what: &str, expected: &str) -> Diagnostic {
+    let found = match &doc.data {
+        Data::Seq(_) | Data::Map(_) | Data::Null => doc.type_name().to_string(),
+        Data::Str(s) => format!("the string `{s}`"),
+        _ => format!("`{}`", doc.key_text()),
+    };
     Diagnostic::at(
         doc.pos,
-        format!("{what} should be {expected}, but it is {}", doc.type_name()),
+        format!("{what} should be {expected}, but it is {found}"),
     )
 }
 

@@ -119,7 +119,7 @@ pub struct NodeReport {
 pub struct Handle {
     hash: String,
     value: OnceLock<Value>,
-    source: Option<(Cache, Entry, PortName)>,
+    source: Option<(Arc<Entry>, PortName)>,
 }
 
 impl Handle {
@@ -141,11 +141,11 @@ impl Handle {
         if let Some(v) = self.value.get() {
             return Ok(v);
         }
-        let (cache, entry, port) = self
+        let (entry, port) = self
             .source
             .as_ref()
             .ok_or_else(|| NodeError::new("value is neither in memory nor in the cache"))?;
-        let loaded = cache.load(entry, port).map_err(NodeError::new)?;
+        let loaded = entry.load(port).map_err(NodeError::new)?;
         Ok(self.value.get_or_init(|| loaded))
     }
 }
@@ -491,14 +491,14 @@ fn execute_inner(
     let cacheable = node.cache && !node.spec.side_effects;
     if cacheable && opts.cache == CacheMode::Use {
         if let Some(entry) = cache.lookup(&fp) {
+            let entry = Arc::new(entry);
             let outs = entry
-                .outputs
-                .iter()
+                .outputs()
                 .map(|(port, hash)| {
                     let handle = Handle {
-                        hash: hash.clone(),
+                        hash: hash.to_string(),
                         value: OnceLock::new(),
-                        source: Some((cache.clone(), entry.clone(), port.clone())),
+                        source: Some((entry.clone(), port.clone())),
                     };
                     (port.clone(), Arc::new(handle))
                 })

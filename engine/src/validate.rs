@@ -16,7 +16,7 @@ use crate::ids::{did_you_mean, NodeId, PipelineName, PortName, PortRef};
 use crate::kind::{InputTypes, KindRef, KindSpec, OutputTypes};
 use crate::load::{Declaration, NodeDecl};
 use crate::params::substitute;
-use crate::registry::Registry;
+use crate::registry::{Registered, Registry};
 use crate::settings::{SettingDefault, SettingType, Settings};
 use crate::yaml::Pos;
 
@@ -129,9 +129,10 @@ pub fn validate(
     }
 
     // Kinds and settings, node by node.
-    let mut checked: Vec<Option<(KindRef, Arc<KindSpec>, Settings, Json, Vec<PathBuf>)>> =
-        Vec::new();
+    let mut kinds: Vec<Option<&Registered>> = Vec::new();
+    let mut checked: Vec<Option<CheckedNode>> = Vec::new();
     for n in &decl.nodes {
+        kinds.push(n.kind.as_ref().and_then(|k| registry.get(&k.value)));
         checked.push(check_node(n, registry, &params, &base_dir, diags));
         if let Some(d) = &n.device {
             let problem = devices_checked
@@ -173,14 +174,28 @@ pub fn validate(
         let order = petgraph::algo::toposort(&graph, None).unwrap_or_default();
         for idx in order {
             let i = idx.index();
-            let Some((kind, spec, settings, _, _)) = &checked[i] else {
+            // A node whose settings are invalid still has its inputs checked and
+            // its declared ports known, so problems downstream are reported too.
+            let Some(reg) = kinds[i] else {
                 continue;
             };
             let n = &decl.nodes[i];
-            let Some((types, wired)) = check_inputs(n, spec, &index, &outs, diags) else {
+            let Some((types, wired, complete)) = check_inputs(n, &reg.spec, &index, &outs, diags)
+            else {
                 continue;
             };
-            match kind.output_types(spec, &types, settings) {
+            let computed = match &checked[i] {
+                Some((kind, spec, settings, _, _)) if complete => {
+                    kind.output_types(spec, &types, settings)
+                }
+                _ => Ok(reg
+                    .spec
+                    .outputs
+                    .iter()
+                    .map(|o| (o.name.clone(), o.ty))
+                    .collect()),
+            };
+            match computed {
                 Ok(o) => outs[i] = Some(o),
                 Err(e) => diags.push(Diagnostic::at(n.pos, e).in_node(n.id.as_str())),
             }
@@ -432,7 +447,8 @@ fn check_node(
     ok.then(|| (reg.kind.clone(), reg.spec.clone(), settings, written, files))
 }
 
-type Wired = (InputTypes, Vec<(PortName, Vec<Outlet>)>);
+/// Input types, wiring, and whether every producer's outputs were known.
+type Wired = (InputTypes, Vec<(PortName, Vec<Outlet>)>, bool);
 
 fn check_inputs(
     n: &NodeDecl,
@@ -443,6 +459,7 @@ fn check_inputs(
 ) -> Option<Wired> {
     let node = n.id.as_str();
     let mut ok = true;
+    let mut complete = true;
     let mut types = InputTypes::new();
     let mut wired = Vec::new();
     for input in &n.inputs {
@@ -493,7 +510,7 @@ fn check_inputs(
             };
             let Some(produced) = &outs[from] else {
                 // The producer has problems of its own, reported there.
-                ok = false;
+                complete = false;
                 continue;
             };
             match resolve_port(&r.value, produced, &r.value.node) {
@@ -546,7 +563,7 @@ fn check_inputs(
             ok = false;
         }
     }
-    ok.then_some((types, wired))
+    ok.then_some((types, wired, complete))
 }
 
 /// Finds the output port a reference names (or the default one).

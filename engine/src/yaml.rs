@@ -203,8 +203,10 @@ impl Builder {
         }
     }
 
-    fn push_value(&mut self, value: Doc, anchor: usize) {
-        self.n_values += count(&value);
+    /// Adds a finished value; `weight` is how many values it stands for
+    /// (1, or the size of an alias's expansion).
+    fn push_value(&mut self, value: Doc, anchor: usize, weight: usize) {
+        self.n_values += weight;
         if self.n_values > MAX_VALUES {
             self.fail(
                 value.pos,
@@ -268,6 +270,7 @@ impl MarkedEventReceiver for Builder {
                         data: Data::Seq(items),
                     },
                     anchor,
+                    1,
                 ),
                 Some(Frame::Map(pos, anchor, entries, _)) => self.push_value(
                     Doc {
@@ -275,17 +278,19 @@ impl MarkedEventReceiver for Builder {
                         data: Data::Map(entries),
                     },
                     anchor,
+                    1,
                 ),
                 None => self.fail(pos, "unbalanced collection"),
             },
             Event::Scalar(text, style, anchor, tag) => {
                 let data = scalar(text, style, tag.as_ref());
-                self.push_value(Doc { pos, data }, anchor)
+                self.push_value(Doc { pos, data }, anchor, 1)
             }
             Event::Alias(id) => match self.anchors.get(&id).cloned() {
                 Some(mut value) => {
                     value.pos = pos;
-                    self.push_value(value, 0)
+                    let weight = count(&value);
+                    self.push_value(value, 0, weight)
                 }
                 None => self.fail(pos, "alias to an unknown anchor"),
             },

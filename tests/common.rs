@@ -1,0 +1,94 @@
+//! Helpers: run the binary, set up a workspace, read `run.json`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
+
+/// The repository root.
+pub fn root() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+/// Runs `kiln` with `args` in `dir`.
+pub fn kiln(dir: &Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .current_dir(dir)
+        .env_remove("KILN_DEBUG")
+        .output()
+        .expect("the kiln binary runs")
+}
+
+/// Stdout and stderr as text.
+pub fn text(out: &Output) -> (String, String) {
+    (
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// Asserts an exit code, showing the output when it differs.
+pub fn assert_exit(out: &Output, code: i32) {
+    let (stdout, stderr) = text(out);
+    assert_eq!(
+        out.status.code(),
+        Some(code),
+        "stdout:\n{stdout}\nstderr:\n{stderr}"
+    );
+    assert!(
+        !stderr.contains("panicked"),
+        "a panic reached the user:\n{stderr}"
+    );
+}
+
+/// A temporary folder holding a copy of `pipelines/` (pipelines and their data).
+pub fn workspace() -> tempfile::TempDir {
+    let dir = tempfile::tempdir().expect("temp dir");
+    copy_dir(&root().join("pipelines"), dir.path());
+    dir
+}
+
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for entry in std::fs::read_dir(from).unwrap().flatten() {
+        let p = entry.path();
+        let name = entry.file_name();
+        if name == "runs" || name == ".kiln" {
+            continue;
+        }
+        if p.is_dir() {
+            copy_dir(&p, &to.join(name));
+        } else {
+            std::fs::copy(&p, to.join(name)).unwrap();
+        }
+    }
+}
+
+/// Node id -> (status, fingerprint) from a run's `run.json`.
+pub fn statuses(run_json: &Path) -> BTreeMap<String, (String, String)> {
+    let text = std::fs::read_to_string(run_json).expect("run.json exists");
+    let json: serde_json::Value = serde_json::from_str(&text).expect("run.json is JSON");
+    json["nodes"]
+        .as_array()
+        .expect("nodes list")
+        .iter()
+        .map(|n| {
+            (
+                n["id"].as_str().unwrap().to_string(),
+                (
+                    n["status"].as_str().unwrap().to_string(),
+                    n["fingerprint"].as_str().unwrap_or("").to_string(),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Ids of nodes with `status` in `run.json`.
+pub fn with_status(run_json: &Path, status: &str) -> Vec<String> {
+    statuses(run_json)
+        .into_iter()
+        .filter(|(_, (s, _))| s == status)
+        .map(|(id, _)| id)
+        .collect()
+}

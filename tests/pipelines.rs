@@ -1,0 +1,114 @@
+//! The example pipelines and the registry: every kind is named
+//! `category.name`, documented, and used by some example; every example
+//! validates and runs.
+
+use std::fs;
+
+use crate::common::{assert_exit, kiln, root, with_status, workspace};
+
+fn examples() -> Vec<String> {
+    let mut names: Vec<String> = fs::read_dir(root().join("pipelines"))
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.ends_with(".yaml"))
+        .collect();
+    names.sort();
+    names
+}
+
+#[test]
+fn every_kind_is_named_documented_and_used() {
+    let registry = kiln_nodes::registry();
+    let categories = [
+        "source",
+        "preprocess",
+        "model",
+        "train",
+        "infer",
+        "postprocess",
+        "compress",
+        "sink",
+    ];
+    let all_examples: String = examples()
+        .iter()
+        .map(|n| fs::read_to_string(root().join("pipelines").join(n)).unwrap())
+        .collect();
+    for r in registry.iter() {
+        let spec = &r.spec;
+        let (category, name) = spec.name.split_once('.').expect("category.name");
+        assert!(
+            categories.contains(&category),
+            "{}: unknown category",
+            spec.name
+        );
+        assert!(!name.is_empty() && name.chars().all(|c| c.is_ascii_lowercase() || c == '_'));
+        assert!(!spec.doc.trim().is_empty(), "{} has no doc", spec.name);
+        for s in &spec.settings {
+            assert!(!s.doc.is_empty(), "{}.{} has no doc", spec.name, s.name);
+        }
+        for p in &spec.inputs {
+            assert!(
+                !p.doc.is_empty(),
+                "{} input {} has no doc",
+                spec.name,
+                p.name
+            );
+        }
+        assert!(
+            all_examples.contains(&format!("kind: {}", spec.name)),
+            "{} is used by no pipelines/*.yaml",
+            spec.name
+        );
+    }
+}
+
+#[test]
+fn every_example_validates_and_runs() {
+    let ws = workspace();
+    for name in examples() {
+        assert_exit(&kiln(ws.path(), &["validate", &name]), 0);
+        assert_exit(&kiln(ws.path(), &["run", &name]), 0);
+    }
+}
+
+#[test]
+fn iris_prep_holds_out_a_stratified_fifth() {
+    let ws = workspace();
+    assert_exit(&kiln(ws.path(), &["run", "iris-prep.yaml"]), 0);
+    assert_eq!(
+        with_status(&ws.path().join("runs/iris-prep/run.json"), "ran").len(),
+        5
+    );
+    let train = fs::read_to_string(ws.path().join("runs/iris-prep/train.csv")).unwrap();
+    let rows: Vec<&str> = train.lines().skip(1).collect();
+    assert_eq!(rows.len(), 120);
+    for species in ["setosa", "versicolor", "virginica"] {
+        assert_eq!(
+            rows.iter().filter(|r| r.ends_with(species)).count(),
+            40,
+            "{species}"
+        );
+    }
+    // Standardized with training statistics: each training column has mean ≈ 0 and sd ≈ 1.
+    for col in 0..4 {
+        let xs: Vec<f64> = rows
+            .iter()
+            .map(|r| r.split(',').nth(col).unwrap().parse().unwrap())
+            .collect();
+        let mean = xs.iter().sum::<f64>() / xs.len() as f64;
+        let sd = (xs.iter().map(|x| (x - mean).powi(2)).sum::<f64>() / xs.len() as f64).sqrt();
+        assert!(
+            mean.abs() < 1e-5 && (sd - 1.0).abs() < 1e-4,
+            "column {col}: mean {mean}, sd {sd}"
+        );
+    }
+    let stats: serde_json::Value =
+        serde_json::from_slice(&fs::read(ws.path().join("runs/iris-prep/transform.json")).unwrap())
+            .unwrap();
+    let means = stats["tensors"]["mean"]["values"].as_array().unwrap();
+    assert_eq!(means.len(), 4);
+    // The training mean of petal length sits near the whole set's 3.758.
+    let petal = means[2].as_f64().unwrap();
+    assert!((petal - 3.758).abs() < 0.25, "{petal}");
+}
