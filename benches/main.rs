@@ -1,1 +1,17 @@
-fn main() {}
+//! kiln's benchmarks (criterion). `cargo bench --bench main` runs them all;
+//! `cargo bench --bench main -- engine/` one group. Figures are recorded in
+//! BENCHMARKS.md with the command that reproduces each.
+
+use criterion::{criterion_group, criterion_main};
+
+mod engine;
+
+criterion_group! {
+    name = benches;
+    config = criterion::Criterion::default()
+        .sample_size(10)
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(5));
+    targets = engine::parse_and_validate, engine::scheduling_overhead, engine::cached_rerun, engine::parallel_branches
+}
+criterion_main!(benches);

@@ -10,3 +10,4 @@ mod invalid;
 mod pipelines;
 mod robustness;
 mod scale;
+mod scheduler;

@@ -254,7 +254,7 @@ mod tests {
         let written = dir.path().join("out.csv");
         fs::write(&written, "a\n1\n").unwrap();
         cache
-            .store("abc", "sink.csv", &[], &[written.clone()])
+            .store("abc", "sink.csv", &[], std::slice::from_ref(&written))
             .unwrap();
         assert!(cache.lookup("abc").is_some());
         fs::write(&written, "a\n2\n").unwrap();

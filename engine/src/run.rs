@@ -9,8 +9,7 @@
 use std::collections::HashSet;
 use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
-use std::sync::mpsc;
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use petgraph::graph::NodeIndex;
@@ -184,29 +183,42 @@ impl RunReport {
 
 type NodeOutputs = Vec<(PortName, Arc<Handle>)>;
 
-struct Done {
-    idx: NodeIndex,
-    report: NodeReport,
-    outputs: Option<NodeOutputs>,
-}
-
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum Mode {
     Normal,
     CacheOnly,
 }
 
+/// What the workers share while a plan runs. The lock is held for
+/// bookkeeping only, never while a node runs.
+struct Shared<'a> {
+    plan: &'a Plan,
+    opts: &'a RunOptions,
+    cache: Cache,
+    modes: Vec<Option<Mode>>,
+    state: Mutex<State>,
+}
+
+struct State {
+    /// Unfinished producers per node.
+    waiting: Vec<usize>,
+    outputs: Vec<Option<NodeOutputs>>,
+    reports: Vec<Option<NodeReport>>,
+}
+
 /// Runs the plan. Node failures are in the report; `Err` is for problems
 /// outside any node (the thread pool, the output folder).
+///
+/// A worker that finishes a node updates the shared counts itself and goes
+/// straight on with one newly ready successor, spawning the others: a chain
+/// runs on one thread without hand-offs, a fan-out spreads over the pool.
 pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport, EngineError> {
     let started = Instant::now();
     let n = plan.nodes.len();
-    let modes = modes(plan, &opts.selection);
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| EngineError::Write {
         path: opts.out_dir.display().to_string(),
         reason: e.to_string(),
     })?;
-    let cache = Cache::new(plan.base_dir.join(".kiln"));
     let pool = rayon::ThreadPoolBuilder::new()
         .num_threads(opts.jobs.max(1))
         .thread_name(|i| format!("kiln-worker-{i}"))
@@ -214,8 +226,7 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport, EngineError> {
         .map_err(|e| {
             EngineError::Usage(format!("cannot start {} worker threads: {e}", opts.jobs))
         })?;
-
-    let mut waiting: Vec<usize> = (0..n)
+    let waiting = (0..n)
         .map(|i| {
             let preds: HashSet<NodeIndex> = plan
                 .graph
@@ -224,110 +235,40 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport, EngineError> {
             preds.len()
         })
         .collect();
-    let mut outputs: Vec<Option<NodeOutputs>> = vec![None; n];
-    let mut reports: Vec<Option<NodeReport>> = vec![None; n];
-    let mut pending = modes.iter().filter(|m| m.is_some()).count();
-    let (tx, rx) = mpsc::channel::<Done>();
-
+    let shared = Shared {
+        plan,
+        opts,
+        cache: Cache::new(plan.base_dir.join(".kiln")),
+        modes: modes(plan, &opts.selection),
+        state: Mutex::new(State {
+            waiting,
+            outputs: vec![None; n],
+            reports: vec![None; n],
+        }),
+    };
+    let roots: Vec<NodeIndex> = {
+        let state = lock(&shared.state);
+        (0..n)
+            .filter(|&i| shared.modes[i].is_some() && state.waiting[i] == 0)
+            .map(NodeIndex::new)
+            .collect()
+    };
     pool.in_place_scope(|scope| {
-        let spawn = |idx: NodeIndex,
-                     outputs: &[Option<NodeOutputs>],
-                     reports: &mut [Option<NodeReport>]| {
-            let node = plan.node(idx);
-            if opts.cancel.is_cancelled() {
-                reports[idx.index()] = Some(skipped(node, "the run was cancelled"));
-                return false;
-            }
-            let inputs: Vec<(PortName, Vec<Arc<Handle>>)> = node
-                .inputs
-                .iter()
-                .map(|(port, outlets)| {
-                    let handles = outlets
-                        .iter()
-                        .filter_map(|o| {
-                            outputs[o.node.index()]
-                                .as_ref()
-                                .and_then(|outs| outs.iter().find(|(p, _)| *p == o.port))
-                                .map(|(_, h)| h.clone())
-                        })
-                        .collect();
-                    (port.clone(), handles)
-                })
-                .collect();
-            let mode = modes[idx.index()].unwrap_or(Mode::Normal);
-            let tx = tx.clone();
-            let cache = &cache;
-            scope.spawn(move |_| {
-                let t0 = Instant::now();
-                let (report, outputs) = execute(plan, idx, node, inputs, mode, cache, opts, t0);
-                let _ = tx.send(Done {
-                    idx,
-                    report,
-                    outputs,
-                });
-            });
-            true
-        };
-
-        let mut in_flight = 0usize;
-        for i in 0..n {
-            if modes[i].is_some() && waiting[i] == 0 {
-                if spawn(NodeIndex::new(i), &outputs, &mut reports) {
-                    in_flight += 1;
-                } else {
-                    pending -= 1;
-                }
-            }
-        }
-        while in_flight > 0 {
-            let Ok(done) = rx.recv() else { break };
-            in_flight -= 1;
-            pending -= 1;
-            let ok = done.outputs.is_some();
-            opts.observer.node_finished(&done.report);
-            let cause = done.report.id.clone();
-            reports[done.idx.index()] = Some(done.report);
-            outputs[done.idx.index()] = done.outputs;
-            let succs: HashSet<NodeIndex> = plan
-                .graph
-                .neighbors_directed(done.idx, Direction::Outgoing)
-                .collect();
-            let mut succs: Vec<NodeIndex> = succs.into_iter().collect();
-            succs.sort();
-            for s in succs {
-                if modes[s.index()].is_none() || reports[s.index()].is_some() {
-                    continue;
-                }
-                if !ok {
-                    for d in descendants(plan, done.idx) {
-                        if modes[d.index()].is_some() && reports[d.index()].is_none() {
-                            let r = skipped(plan.node(d), &format!("`{cause}` failed"));
-                            opts.observer.node_finished(&r);
-                            reports[d.index()] = Some(r);
-                            pending -= 1;
-                        }
-                    }
-                    break;
-                }
-                waiting[s.index()] -= 1;
-                if waiting[s.index()] == 0 {
-                    if spawn(s, &outputs, &mut reports) {
-                        in_flight += 1;
-                    } else {
-                        pending -= 1;
-                    }
-                }
-            }
+        for idx in roots {
+            let shared = &shared;
+            scope.spawn(move |scope| work(scope, shared, idx));
         }
     });
+    let state = shared.state.into_inner().unwrap_or_else(|e| e.into_inner());
+    let mut reports = state.reports;
     // Whatever never became ready (cancelled before its producers finished).
-    for i in 0..n {
-        if modes[i].is_some() && reports[i].is_none() {
-            reports[i] = Some(skipped(&plan.nodes[i], "the run was cancelled"));
+    for (i, report) in reports.iter_mut().enumerate() {
+        if shared.modes[i].is_some() && report.is_none() {
+            *report = Some(skipped(&plan.nodes[i], "the run was cancelled"));
         }
     }
-    let _ = pending;
-    let values = outputs
+    let values = state
+        .outputs
         .into_iter()
         .enumerate()
         .flat_map(|(i, outs)| {
@@ -347,6 +288,98 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport, EngineError> {
         seconds: started.elapsed().as_secs_f64(),
         values,
     })
+}
+
+fn lock<'a>(state: &'a Mutex<State>) -> std::sync::MutexGuard<'a, State> {
+    // A panic never happens under this lock (nodes run outside it), but a
+    // poisoned lock still holds consistent bookkeeping.
+    state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Runs `idx`, then keeps going with one successor it made ready.
+fn work<'s>(scope: &rayon::Scope<'s>, shared: &'s Shared<'s>, mut idx: NodeIndex) {
+    let (plan, opts) = (shared.plan, shared.opts);
+    loop {
+        let node = plan.node(idx);
+        if opts.cancel.is_cancelled() {
+            let report = skipped(node, "the run was cancelled");
+            opts.observer.node_finished(&report);
+            lock(&shared.state).reports[idx.index()] = Some(report);
+            return;
+        }
+        let inputs: Vec<(PortName, Vec<Arc<Handle>>)> = {
+            let state = lock(&shared.state);
+            node.inputs
+                .iter()
+                .map(|(port, outlets)| {
+                    let handles = outlets
+                        .iter()
+                        .filter_map(|o| {
+                            state.outputs[o.node.index()]
+                                .as_ref()
+                                .and_then(|outs| outs.iter().find(|(p, _)| *p == o.port))
+                                .map(|(_, h)| h.clone())
+                        })
+                        .collect();
+                    (port.clone(), handles)
+                })
+                .collect()
+        };
+        let mode = shared.modes[idx.index()].unwrap_or(Mode::Normal);
+        let (report, outputs) = execute(plan, node, inputs, mode, &shared.cache, opts);
+        opts.observer.node_finished(&report);
+        let ready = finish(shared, idx, report, outputs);
+        let Some((&next, rest)) = ready.split_first() else {
+            return;
+        };
+        for &other in rest {
+            scope.spawn(move |scope| work(scope, shared, other));
+        }
+        idx = next;
+    }
+}
+
+/// Records a finished node; returns the successors it made ready. On
+/// failure, marks every descendant skipped instead.
+fn finish(
+    shared: &Shared<'_>,
+    idx: NodeIndex,
+    report: NodeReport,
+    outputs: Option<NodeOutputs>,
+) -> Vec<NodeIndex> {
+    let plan = shared.plan;
+    let mut state = lock(&shared.state);
+    let failed = outputs.is_none();
+    let cause = report.id.clone();
+    state.reports[idx.index()] = Some(report);
+    state.outputs[idx.index()] = outputs;
+    if failed {
+        for d in descendants(plan, idx) {
+            if shared.modes[d.index()].is_some() && state.reports[d.index()].is_none() {
+                let r = skipped(plan.node(d), &format!("`{cause}` failed"));
+                shared.opts.observer.node_finished(&r);
+                state.reports[d.index()] = Some(r);
+            }
+        }
+        return Vec::new();
+    }
+    let succs: HashSet<NodeIndex> = plan
+        .graph
+        .neighbors_directed(idx, Direction::Outgoing)
+        .collect();
+    let mut succs: Vec<NodeIndex> = succs.into_iter().collect();
+    succs.sort();
+    let mut ready = Vec::new();
+    for s in succs {
+        if shared.modes[s.index()].is_none() || state.reports[s.index()].is_some() {
+            continue;
+        }
+        state.waiting[s.index()] -= 1;
+        if state.waiting[s.index()] == 0 {
+            ready.push(s);
+        }
+    }
+    ready
 }
 
 fn modes(plan: &Plan, selection: &Selection) -> Vec<Option<Mode>> {
@@ -405,17 +438,15 @@ fn skipped(node: &PlanNode, why: &str) -> NodeReport {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn execute(
     plan: &Plan,
-    idx: NodeIndex,
     node: &PlanNode,
     inputs: Vec<(PortName, Vec<Arc<Handle>>)>,
     mode: Mode,
     cache: &Cache,
     opts: &RunOptions,
-    t0: Instant,
 ) -> (NodeReport, Option<NodeOutputs>) {
+    let t0 = Instant::now();
     let mut report = NodeReport {
         id: node.id.to_string(),
         kind: node.spec.name.to_string(),
@@ -425,7 +456,7 @@ fn execute(
         fingerprint: None,
         error: None,
     };
-    let result = execute_inner(plan, idx, node, inputs, mode, cache, opts, &mut report);
+    let result = execute_inner(plan, node, inputs, mode, cache, opts, &mut report);
     report.seconds = t0.elapsed().as_secs_f64();
     match result {
         Ok((status, outs)) => {
@@ -439,10 +470,8 @@ fn execute(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
 fn execute_inner(
     plan: &Plan,
-    _idx: NodeIndex,
     node: &PlanNode,
     inputs: Vec<(PortName, Vec<Arc<Handle>>)>,
     mode: Mode,

@@ -58,18 +58,15 @@ impl Dataset {
                     .collect()
             })
         };
-        let target = match value.tensors().get("target") {
-            Some(t) => Some(Target {
-                name: meta
-                    .get("target")
-                    .and_then(Json::as_str)
-                    .unwrap_or("target")
-                    .to_string(),
-                values: t.clone(),
-                labels: strings("labels"),
-            }),
-            None => None,
-        };
+        let target = value.tensors().get("target").map(|t| Target {
+            name: meta
+                .get("target")
+                .and_then(Json::as_str)
+                .unwrap_or("target")
+                .to_string(),
+            values: t.clone(),
+            labels: strings("labels"),
+        });
         Ok(Dataset {
             features: value.tensor("features")?.clone(),
             columns: strings("columns"),

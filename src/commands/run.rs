@@ -1,6 +1,6 @@
 //! `kiln run`: validate, run, report.
 
-use std::path::PathBuf;
+use std::path::Path;
 use std::sync::Arc;
 
 use kiln_engine::{CacheMode, Plan, Registry, RunOptions, RunReport, Selection, Status};
@@ -141,7 +141,7 @@ fn write_results(
     plan: &Plan,
     report: &RunReport,
     outputs: &serde_json::Value,
-    out_dir: &PathBuf,
+    out_dir: &Path,
     jobs: usize,
 ) -> Result<(), Failure> {
     let run = json!({
