@@ -158,9 +158,24 @@ impl Cache {
         })
     }
 
-    /// Removes temporary files left by interrupted runs.
+    /// Removes temporary files that interrupted runs left over an hour ago
+    /// (younger ones may belong to a run still writing them).
     pub fn sweep(&self) {
-        let _ = fs::remove_dir_all(self.root.join("tmp"));
+        let Ok(entries) = fs::read_dir(self.root.join("tmp")) else {
+            return;
+        };
+        let hour = std::time::Duration::from_secs(3600);
+        for entry in entries.flatten() {
+            let stale = entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age > hour);
+            if stale {
+                let _ = fs::remove_file(entry.path());
+            }
+        }
     }
 }
 

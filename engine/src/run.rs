@@ -235,10 +235,14 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport, EngineError> {
             preds.len()
         })
         .collect();
+    let cache = Cache::new(plan.base_dir.join(".kiln"));
+    if opts.cache != CacheMode::Off {
+        cache.sweep();
+    }
     let shared = Shared {
         plan,
         opts,
-        cache: Cache::new(plan.base_dir.join(".kiln")),
+        cache,
         modes: modes(plan, &opts.selection),
         state: Mutex::new(State {
             waiting,
