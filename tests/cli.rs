@@ -265,3 +265,25 @@ fn usage_errors_exit_2() {
     assert_exit(&kiln(&dir, &["run", "x.yaml", "--jobs", "0"]), 2);
     assert_exit(&kiln(&dir, &["--help"]), 0);
 }
+
+#[test]
+fn standardizing_other_columns_than_fitted_is_a_clear_error() {
+    let ws = workspace();
+    fs::write(
+        ws.path().join("mismatch.yaml"),
+        "pipeline: mismatch
+nodes:
+  iris: { kind: source.csv, with: { path: data/iris.csv, target: species } }
+  fewer: { kind: source.csv, with: { path: data/iris.csv, target: species, columns: [sepal_length, petal_width] } }
+  scale: { kind: preprocess.standardize, inputs: { fit: iris, apply: fewer } }
+",
+    )
+    .unwrap();
+    let out = kiln(ws.path(), &["run", "mismatch.yaml"]);
+    assert_exit(&out, 1);
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("node `scale` (preprocess.standardize) failed: `apply` has features of shape [2] per example, but `fit` has [4]"),
+        "{stderr}"
+    );
+}

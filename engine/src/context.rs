@@ -129,6 +129,17 @@ impl<'a> RunContext<'a> {
         self.out_dir.join(path)
     }
 
+    /// [`output_path`](Self::output_path), with its folder created.
+    pub fn output_file(&self, path: &str) -> Result<PathBuf, NodeError> {
+        let file = self.output_path(path);
+        if let Some(parent) = file.parent() {
+            std::fs::create_dir_all(parent).map_err(|e| {
+                NodeError::new(format!("cannot create `{}`: {e}", parent.display()))
+            })?;
+        }
+        Ok(file)
+    }
+
     /// Whether the run was cancelled; long work checks this between batches.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()

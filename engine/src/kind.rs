@@ -200,6 +200,14 @@ impl KindSpec {
 /// The types of the values connected to each input port, as validation knows them.
 pub type InputTypes = BTreeMap<PortName, Vec<ValueType>>;
 
+/// The types connected to `port`, in order (empty when it is not connected).
+pub fn types_at<'a>(inputs: &'a InputTypes, port: &str) -> &'a [ValueType] {
+    inputs
+        .iter()
+        .find(|(p, _)| p.as_str() == port)
+        .map_or(&[], |(_, types)| types.as_slice())
+}
+
 /// The output ports a node will have, with their types.
 pub type OutputTypes = Vec<(PortName, ValueType)>;
 

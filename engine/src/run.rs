@@ -430,15 +430,24 @@ fn descendants(plan: &Plan, from: NodeIndex) -> Vec<NodeIndex> {
     out
 }
 
+impl NodeReport {
+    fn new(node: &PlanNode, status: Status) -> Self {
+        NodeReport {
+            id: node.id.to_string(),
+            kind: node.spec.name.to_string(),
+            status,
+            seconds: 0.0,
+            device: node.device.to_string(),
+            fingerprint: None,
+            error: None,
+        }
+    }
+}
+
 fn skipped(node: &PlanNode, why: &str) -> NodeReport {
     NodeReport {
-        id: node.id.to_string(),
-        kind: node.spec.name.to_string(),
-        status: Status::Skipped,
-        seconds: 0.0,
-        device: node.device.to_string(),
-        fingerprint: None,
         error: Some(why.to_string()),
+        ..NodeReport::new(node, Status::Skipped)
     }
 }
 
@@ -451,15 +460,7 @@ fn execute(
     opts: &RunOptions,
 ) -> (NodeReport, Option<NodeOutputs>) {
     let t0 = Instant::now();
-    let mut report = NodeReport {
-        id: node.id.to_string(),
-        kind: node.spec.name.to_string(),
-        status: Status::Failed,
-        seconds: 0.0,
-        device: node.device.to_string(),
-        fingerprint: None,
-        error: None,
-    };
+    let mut report = NodeReport::new(node, Status::Failed);
     let result = execute_inner(plan, node, inputs, mode, cache, opts, &mut report);
     report.seconds = t0.elapsed().as_secs_f64();
     match result {

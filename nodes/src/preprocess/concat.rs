@@ -1,6 +1,7 @@
 //! `preprocess.concat`: stacks the rows of several datasets.
 
 use candle_core::Tensor;
+use kiln_engine::kind::types_at;
 use kiln_engine::{
     InputSpec, InputTypes, KindSpec, NodeError, NodeKind, OutputSpec, OutputTypes, Outputs,
     PortName, RunContext, Settings, ValueType,
@@ -31,10 +32,7 @@ All parts must have the same features per example and the same kind of target; c
         inputs: &InputTypes,
         _: &Settings,
     ) -> Result<OutputTypes, String> {
-        let types = inputs
-            .get(&PortName::new_static("parts"))
-            .cloned()
-            .unwrap_or_default();
+        let types = types_at(inputs, "parts");
         let ty = if !types.is_empty() && types.iter().all(|t| *t == ValueType::Table) {
             ValueType::Table
         } else {

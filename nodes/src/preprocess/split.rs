@@ -1,5 +1,6 @@
 //! `preprocess.split`: train/test split, shuffled and stratified from the node's seed.
 
+use kiln_engine::kind::types_at;
 use kiln_engine::{
     InputSpec, InputTypes, KindSpec, NodeError, NodeKind, OutputSpec, OutputTypes, Outputs,
     PortName, RunContext, SettingSpec, SettingType, Settings, ValueType,
@@ -41,9 +42,9 @@ With `stratify`, each class keeps its share in both parts. Shuffling follows the
         inputs: &InputTypes,
         _: &Settings,
     ) -> Result<OutputTypes, String> {
-        let ty = inputs
-            .get(&PortName::new_static("data"))
-            .and_then(|t| t.first().copied())
+        let ty = types_at(inputs, "data")
+            .first()
+            .copied()
             .unwrap_or(ValueType::Dataset);
         Ok(spec.outputs.iter().map(|o| (o.name.clone(), ty)).collect())
     }

@@ -4,6 +4,7 @@
 use std::collections::BTreeMap;
 
 use candle_core::DType;
+use kiln_engine::kind::types_at;
 use kiln_engine::{
     InputSpec, InputTypes, KindSpec, NodeError, NodeKind, OutputSpec, OutputTypes, Outputs,
     PortName, RunContext, SettingSpec, SettingType, Settings, Value, ValueType,
@@ -47,15 +48,12 @@ A constant feature is only centred.",
         inputs: &InputTypes,
         _: &Settings,
     ) -> Result<OutputTypes, String> {
-        let first = |port: &'static str| {
-            inputs
-                .get(&PortName::new_static(port))
-                .cloned()
-                .unwrap_or_default()
-        };
-        let fit = first("fit").first().copied().unwrap_or(ValueType::Dataset);
+        let fit = types_at(inputs, "fit")
+            .first()
+            .copied()
+            .unwrap_or(ValueType::Dataset);
         let mut out = vec![(PortName::new_static("fit"), fit)];
-        let apply = first("apply");
+        let apply = types_at(inputs, "apply");
         if let Some(ty) = apply.first() {
             out.push((PortName::new_static("apply"), *ty));
         }
@@ -96,19 +94,19 @@ A constant feature is only centred.",
             mean.ones_like()?
         };
         let apply = |d: &Dataset| -> Result<Value, NodeError> {
+            let expected = &mean.dims()[1..];
+            let given = d.features.dims().get(1..).unwrap_or(&[]);
+            if given != expected {
+                return Err(NodeError::new(format!(
+                    "`apply` has features of shape {given:?} per example, but `fit` has {expected:?}: \
+                     standardize data with the same columns it was fitted on"
+                )));
+            }
             let features = d
                 .features
                 .to_dtype(DType::F32)?
                 .broadcast_sub(&mean)?
                 .broadcast_div(&std)?;
-            let expected = &mean.dims()[1..];
-            if d.features.dims().get(1..) != Some(expected) {
-                return Err(NodeError::new(format!(
-                    "`apply` has features of shape {:?} per example, but `fit` has {:?}",
-                    &d.features.dims()[1..],
-                    expected
-                )));
-            }
             Ok(Dataset {
                 features,
                 ..d.clone()

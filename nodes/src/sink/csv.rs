@@ -29,7 +29,7 @@ The path is relative to the run's output folder (`--out`) unless absolute.",
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
         let data = Dataset::from_value(ctx.input("data")?)?;
-        let path = ctx.output_path(ctx.settings().str("path")?);
+        let path = ctx.output_file(ctx.settings().str("path")?)?;
         write_csv(&data, &path)?;
         Ok(vec![])
     }
@@ -77,10 +77,6 @@ fn write_csv(data: &Dataset, path: &Path) -> Result<(), NodeError> {
         }
         None => None,
     };
-    if let Some(parent) = path.parent() {
-        std::fs::create_dir_all(parent)
-            .map_err(|e| NodeError::new(format!("cannot create `{}`: {e}", parent.display())))?;
-    }
     let err = |e: csv::Error| NodeError::new(format!("cannot write `{}`: {e}", path.display()));
     let mut w = csv::Writer::from_path(path).map_err(err)?;
     w.write_record(&header).map_err(err)?;

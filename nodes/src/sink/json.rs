@@ -24,12 +24,7 @@ The path is relative to the run's output folder (`--out`) unless absolute.",
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
         let json = crate::show::to_json(ctx.input("data")?)?;
-        let path = ctx.output_path(ctx.settings().str("path")?);
-        if let Some(parent) = path.parent() {
-            std::fs::create_dir_all(parent).map_err(|e| {
-                NodeError::new(format!("cannot create `{}`: {e}", parent.display()))
-            })?;
-        }
+        let path = ctx.output_file(ctx.settings().str("path")?)?;
         let text =
             serde_json::to_string_pretty(&json).map_err(|e| NodeError::new(e.to_string()))?;
         std::fs::write(&path, text + "\n")
