@@ -11,3 +11,4 @@ mod pipelines;
 mod robustness;
 mod scale;
 mod scheduler;
+mod training;

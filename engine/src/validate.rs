@@ -398,9 +398,8 @@ fn check_node(
             }
         }
     }
-    if !ok {
-        return None;
-    }
+    // Settings that passed are checked against each other even when others
+    // failed, so every problem shows at once.
     let written = Json::Object(values.clone().into_iter().collect());
     let mut settings = Settings::from_map(values);
     let mut files = Vec::new();

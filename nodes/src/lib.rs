@@ -5,19 +5,30 @@
 //! an engine [`Registry`](kiln_engine::Registry); adding a kind is one file
 //! plus one `reg.register(...)` line in its category's `mod.rs`.
 //!
-//! Shared typed views of values live beside the categories: [`data`] for
-//! tables and datasets, [`show`] for JSON renderings.
+//! Shared pieces live beside the categories: [`data`] (tables and
+//! datasets), [`nn`] (networks, seeded initialisation, model values),
+//! [`metrics`] (scores) and [`show`] (JSON renderings).
 
 pub mod data;
+pub mod infer;
+pub mod metrics;
+pub mod model;
+pub mod nn;
+pub mod postprocess;
 pub mod preprocess;
 pub mod show;
 pub mod sink;
 pub mod source;
+pub mod train;
 
 /// Registers every node kind this crate provides.
 pub fn register_all(reg: &mut kiln_engine::Registry) {
     source::register_all(reg);
     preprocess::register_all(reg);
+    model::register_all(reg);
+    train::register_all(reg);
+    infer::register_all(reg);
+    postprocess::register_all(reg);
     sink::register_all(reg);
 }
 

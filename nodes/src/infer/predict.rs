@@ -1,0 +1,95 @@
+//! `infer.predict`: a trained model's scores for a dataset.
+
+use candle_core::{DType, D};
+use kiln_engine::{
+    InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
+    SettingSpec, SettingType, ValueType,
+};
+use serde_json::json;
+
+use crate::data::Dataset;
+use crate::nn::ModelValue;
+
+/// Runs a trained model over a dataset in batches.
+pub struct Predict;
+
+impl NodeKind for Predict {
+    fn spec(&self) -> KindSpec {
+        KindSpec {
+            name: "infer.predict",
+            version: 1,
+            doc: "Runs a trained model over a dataset, in batches, on the node's device.
+Gives a dataset whose features are the scores: class probabilities (one column per label) for classification, predicted values for regression; the input's target, if any, is kept for scoring.",
+            inputs: vec![
+                InputSpec::required("model", ValueType::Model, "a trained model"),
+                InputSpec::required("data", ValueType::Dataset, "examples shaped as the model was trained on"),
+            ],
+            outputs: vec![OutputSpec::new("predictions", ValueType::Dataset, "the scores, one row per example")],
+            settings: vec![SettingSpec::with_default("batch_size", SettingType::Int { min: Some(1), max: Some(1 << 20) }, json!(256), "examples per forward pass")],
+            side_effects: false,
+        }
+    }
+
+    fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
+        let model = ModelValue::from_value(ctx.input("model")?)?;
+        let data = Dataset::from_value(ctx.input("data")?)?;
+        let predictions = scores(
+            &model,
+            &data,
+            ctx.settings().usize("batch_size")?,
+            ctx.device(),
+        )?;
+        Ok(vec![(
+            PortName::new_static("predictions"),
+            predictions.into_value(),
+        )])
+    }
+}
+
+/// Scores of `model` on `data`: probabilities for classes, values for regression.
+pub fn scores(
+    model: &ModelValue,
+    data: &Dataset,
+    batch: usize,
+    device: &candle_core::Device,
+) -> Result<Dataset, NodeError> {
+    let (trained, dims, task) = model.load(device)?;
+    let given = &data.features.dims()[1..];
+    if given != dims.input.as_slice() {
+        return Err(NodeError::new(format!(
+            "the model takes examples of shape {:?}, but the data's are {given:?}: preprocess it as the training data was",
+            dims.input
+        )));
+    }
+    let out = trained.predict(
+        &data.features.to_dtype(DType::F32)?.to_device(device)?,
+        batch,
+    )?;
+    let (features, columns) = if task.is_classification() {
+        if dims.output == 1 {
+            (
+                candle_nn::ops::sigmoid(&out)?,
+                vec![format!(
+                    "p({})",
+                    task.labels
+                        .as_ref()
+                        .and_then(|l| l.get(1))
+                        .map_or("1", |s| s.as_str())
+                )],
+            )
+        } else {
+            let labels = task
+                .labels
+                .clone()
+                .unwrap_or_else(|| (0..dims.output).map(|i| i.to_string()).collect());
+            (candle_nn::ops::softmax(&out, D::Minus1)?, labels)
+        }
+    } else {
+        (out, vec![task.target.clone()])
+    };
+    Ok(Dataset {
+        features,
+        columns: Some(columns),
+        target: data.target.clone(),
+    })
+}

@@ -1,0 +1,127 @@
+//! `model.mlp`: a multi-layer perceptron.
+
+use candle_core::{Result, Tensor};
+use candle_nn::{Linear, Module, VarBuilder};
+use kiln_engine::{
+    KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, SettingSpec,
+    SettingType, Settings, ValueType,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::nn::batch_norm::BatchNorm;
+use crate::nn::dropout::dropout;
+use crate::nn::{activate, Dims, Mode, ModelValue, Network, ACTIVATIONS};
+
+/// The MLP's architecture, as written in `with:`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct MlpConfig {
+    /// Units of each hidden layer.
+    pub hidden: Vec<usize>,
+    /// Activation after each hidden layer.
+    pub activation: String,
+    /// Dropout probability after each hidden activation.
+    pub dropout: f64,
+    /// Batch norm between each hidden layer and its activation.
+    pub batch_norm: bool,
+}
+
+/// Flatten, then hidden layers (linear, batch norm, activation, dropout), then a linear head.
+pub struct Mlp {
+    hidden: Vec<(Linear, Option<BatchNorm>)>,
+    head: Linear,
+    cfg: MlpConfig,
+}
+
+impl Mlp {
+    /// Builds the layers; weights are named `layers.{i}.weight`, `head.weight`, `layers.{i}.bn.*`.
+    pub fn new(cfg: &MlpConfig, dims: &Dims, vb: VarBuilder) -> Result<Self> {
+        let mut width: usize = dims.input.iter().product();
+        let mut hidden = Vec::new();
+        for (i, &units) in cfg.hidden.iter().enumerate() {
+            let vb = vb.pp(format!("layers.{i}"));
+            let linear = candle_nn::linear(width, units, vb.clone())?;
+            let bn = if cfg.batch_norm {
+                Some(BatchNorm::new(units, vb.pp("bn"))?)
+            } else {
+                None
+            };
+            hidden.push((linear, bn));
+            width = units;
+        }
+        let head = candle_nn::linear(width, dims.output, vb.pp("head"))?;
+        Ok(Mlp {
+            hidden,
+            head,
+            cfg: cfg.clone(),
+        })
+    }
+}
+
+impl Network for Mlp {
+    fn forward(&self, x: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor> {
+        let mut h = x.flatten_from(1)?;
+        for (linear, bn) in &self.hidden {
+            h = linear.forward(&h)?;
+            if let Some(bn) = bn {
+                h = bn.forward(&h, mode)?;
+            }
+            h = activate(&h, &self.cfg.activation)?;
+            h = dropout(&h, self.cfg.dropout, mode)?;
+        }
+        self.head.forward(&h)
+    }
+}
+
+/// The `model.mlp` kind.
+pub struct MlpKind;
+
+impl NodeKind for MlpKind {
+    fn spec(&self) -> KindSpec {
+        KindSpec {
+            name: "model.mlp",
+            version: 1,
+            doc: "A multi-layer perceptron: hidden layers of linear units with an activation, optional batch norm and dropout, and a linear output layer.
+Input and output sizes come from the data when `train.supervised` trains it; examples of any shape are flattened.",
+            inputs: vec![],
+            outputs: vec![OutputSpec::new("model", ValueType::Model, "the untrained architecture")],
+            settings: vec![
+                SettingSpec::with_default("hidden", SettingType::list(SettingType::int_min(1)), json!([64]), "units of each hidden layer, e.g. [300, 100]"),
+                SettingSpec::with_default("activation", SettingType::Choice(ACTIVATIONS), json!("relu"), "activation after each hidden layer"),
+                SettingSpec::with_default(
+                    "dropout",
+                    SettingType::Float { min: Some((0.0, false)), max: Some((1.0, true)) },
+                    json!(0.0),
+                    "probability of dropping a hidden unit while training",
+                ),
+                SettingSpec::with_default("batch_norm", SettingType::Bool, json!(false), "batch-normalise each hidden layer"),
+            ],
+            side_effects: false,
+        }
+    }
+
+    fn check(&self, settings: &Settings) -> Vec<(String, String)> {
+        match settings.get("hidden").and_then(|h| h.as_array()) {
+            Some(h) if h.is_empty() => vec![(
+                "hidden".into(),
+                "needs at least one layer size, e.g. `[64]`".into(),
+            )],
+            _ => vec![],
+        }
+    }
+
+    fn run(&self, ctx: &RunContext<'_>) -> std::result::Result<Outputs, NodeError> {
+        let s = ctx.settings();
+        let arch = json!({
+            "type": "mlp",
+            "hidden": s.get("hidden"),
+            "activation": s.str("activation")?,
+            "dropout": s.float("dropout")?,
+            "batch_norm": s.bool("batch_norm")?,
+        });
+        Ok(vec![(
+            PortName::new_static("model"),
+            ModelValue::untrained(arch).into_value(),
+        )])
+    }
+}

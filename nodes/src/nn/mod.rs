@@ -1,0 +1,54 @@
+//! Neural-network building blocks shared by the model kinds: the
+//! [`Network`] trait every architecture implements, seeded initialisation,
+//! dropout and batch norm, activations, and [`ModelValue`], the typed view of
+//! a `model` value (architecture, input/output sizes, task, weights).
+
+pub mod batch_norm;
+pub mod dropout;
+pub mod init;
+mod model_value;
+
+pub use model_value::{Dims, ModelValue, Task, Trained};
+
+use candle_core::{Result, Tensor};
+use rand_chacha::ChaCha8Rng;
+
+/// How a forward pass runs: training (dropout on, batch statistics) or not,
+/// and the generator dropout draws from.
+pub struct Mode<'a> {
+    /// Whether this pass is for training.
+    pub train: bool,
+    /// The node's generator, for dropout masks.
+    pub rng: Option<&'a mut ChaCha8Rng>,
+}
+
+impl Mode<'_> {
+    /// Inference: no dropout, running statistics.
+    pub fn eval() -> Mode<'static> {
+        Mode {
+            train: false,
+            rng: None,
+        }
+    }
+}
+
+/// A network: a forward pass from a batch of examples to outputs.
+pub trait Network: Send + Sync {
+    /// `x`: `[batch, ...input]`; returns `[batch, output]`.
+    fn forward(&self, x: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor>;
+}
+
+/// Activation functions by name.
+pub const ACTIVATIONS: &[&str] = &["relu", "tanh", "sigmoid", "gelu", "leaky_relu", "silu"];
+
+/// Applies a named activation (names are checked at validation).
+pub fn activate(x: &Tensor, name: &str) -> Result<Tensor> {
+    match name {
+        "tanh" => x.tanh(),
+        "sigmoid" => candle_nn::ops::sigmoid(x),
+        "gelu" => x.gelu_erf(),
+        "leaky_relu" => candle_nn::ops::leaky_relu(x, 0.01),
+        "silu" => x.silu(),
+        _ => x.relu(),
+    }
+}

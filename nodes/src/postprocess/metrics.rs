@@ -1,0 +1,105 @@
+//! `postprocess.metrics`: scores a model (or its predictions) against a dataset's target.
+
+use candle_core::{DType, Device, D};
+use kiln_engine::kind::types_at;
+use kiln_engine::{
+    InputSpec, InputTypes, KindSpec, NodeError, NodeKind, OutputSpec, OutputTypes, Outputs,
+    PortName, RunContext, Settings, Value, ValueType,
+};
+
+use crate::data::Dataset;
+use crate::nn::ModelValue;
+
+/// Scores predictions against targets.
+pub struct Metrics;
+
+impl NodeKind for Metrics {
+    fn spec(&self) -> KindSpec {
+        KindSpec {
+            name: "postprocess.metrics",
+            version: 1,
+            doc: "Scores a model on a dataset: accuracy, precision, recall and F1 (macro and per class) and the confusion matrix for classes; MSE, MAE and R² for numbers.
+Connect `model` and `data` (the model predicts `data`), or `predictions` from `infer.predict` and `data`.",
+            inputs: vec![
+                InputSpec::optional("model", ValueType::Model, "a trained model, run on `data`"),
+                InputSpec::optional("predictions", ValueType::Dataset, "scores from `infer.predict`, instead of `model`"),
+                InputSpec::required("data", ValueType::Dataset, "the examples with their true target"),
+            ],
+            outputs: vec![OutputSpec::new("metrics", ValueType::Metrics, "the scores")],
+            settings: vec![],
+            side_effects: false,
+        }
+    }
+
+    fn output_types(
+        &self,
+        spec: &KindSpec,
+        inputs: &InputTypes,
+        _: &Settings,
+    ) -> Result<OutputTypes, String> {
+        let model = !types_at(inputs, "model").is_empty();
+        let predictions = !types_at(inputs, "predictions").is_empty();
+        if model == predictions {
+            return Err("connect exactly one of `model` and `predictions` (with `data`)".into());
+        }
+        Ok(spec
+            .outputs
+            .iter()
+            .map(|o| (o.name.clone(), o.ty))
+            .collect())
+    }
+
+    fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
+        let data = Dataset::from_value(ctx.input("data")?)?;
+        let predictions = match (ctx.opt_input("model"), ctx.opt_input("predictions")) {
+            (Some(model), _) => {
+                crate::infer::scores(&ModelValue::from_value(model)?, &data, 1024, ctx.device())?
+            }
+            (None, Some(p)) => Dataset::from_value(p)?,
+            (None, None) => return Err(NodeError::new("connect `model` or `predictions`")),
+        };
+        let truth = data.target.as_ref().ok_or_else(|| {
+            NodeError::new(
+                "`data` has no target to score against: name it on the source (`target:`)",
+            )
+        })?;
+        if predictions.len() != data.len() {
+            return Err(NodeError::new(format!(
+                "{} predictions for {} examples: predict the same data you score",
+                predictions.len(),
+                data.len()
+            )));
+        }
+        let scores = predictions
+            .features
+            .to_device(&Device::Cpu)?
+            .to_dtype(DType::F32)?;
+        let metrics = if truth.is_classification() {
+            let classes: Vec<u32> = if scores.dim(1)? == 1 {
+                scores
+                    .flatten_all()?
+                    .to_vec1::<f32>()?
+                    .into_iter()
+                    .map(|p| u32::from(p > 0.5))
+                    .collect()
+            } else {
+                scores.argmax(D::Minus1)?.to_vec1::<u32>()?
+            };
+            let truth_idx = truth.values.to_device(&Device::Cpu)?.to_vec1::<u32>()?;
+            let labels = truth.labels.clone().unwrap_or_default();
+            crate::metrics::classification(&classes, &truth_idx, &labels)
+        } else {
+            let pred = scores.flatten_all()?.to_vec1::<f32>()?;
+            let t = truth
+                .values
+                .to_device(&Device::Cpu)?
+                .to_dtype(DType::F32)?
+                .to_vec1::<f32>()?;
+            crate::metrics::regression(&pred, &t)
+        };
+        Ok(vec![(
+            PortName::new_static("metrics"),
+            Value::from_json(ValueType::Metrics, metrics),
+        )])
+    }
+}

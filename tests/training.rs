@@ -1,0 +1,105 @@
+//! Training on real data: accuracy reached, repeatability, and the errors
+//! a user meets (diverging loss, data shaped unlike the training data).
+
+use std::fs;
+
+use crate::common::{assert_exit, kiln, text, workspace};
+
+fn metrics(dir: &std::path::Path, out: &str) -> serde_json::Value {
+    serde_json::from_slice(&fs::read(dir.join(out).join("metrics.json")).unwrap()).unwrap()
+}
+
+#[test]
+fn iris_mlp_classifies_held_out_flowers() {
+    let ws = workspace();
+    let pipeline = fs::read_to_string(ws.path().join("iris-mlp.yaml")).unwrap();
+    // Iris has 30 test flowers: one split's accuracy moves in steps of 0.033,
+    // so the model is judged over several seeds (several splits and inits).
+    let mut accuracies = Vec::new();
+    for seed in [1, 2, 3, 7, 42, 100] {
+        let name = format!("iris-{seed}.yaml");
+        fs::write(
+            ws.path().join(&name),
+            pipeline.replace("seed: 42", &format!("seed: {seed}")),
+        )
+        .unwrap();
+        let out = format!("out-{seed}");
+        assert_exit(&kiln(ws.path(), &["run", &name, "--out", &out]), 0);
+        let m = metrics(ws.path(), &out);
+        let acc = m["eval.metrics"]["accuracy"].as_f64().unwrap();
+        assert!(acc >= 0.86, "seed {seed}: accuracy {acc}");
+        assert_eq!(m["eval.metrics"]["examples"], 30);
+        accuracies.push(acc);
+    }
+    let mean = accuracies.iter().sum::<f64>() / accuracies.len() as f64;
+    assert!(
+        mean >= 0.93,
+        "mean test accuracy {mean:.3} over seeds: {accuracies:?}"
+    );
+}
+
+#[test]
+fn training_is_bit_identical_across_runs_and_jobs() {
+    let ws = workspace();
+    for (jobs, out) in [("1", "a"), ("2", "b"), ("2", "c")] {
+        assert_exit(
+            &kiln(
+                ws.path(),
+                &[
+                    "run",
+                    "iris-mlp.yaml",
+                    "--no-cache",
+                    "--jobs",
+                    jobs,
+                    "--out",
+                    out,
+                ],
+            ),
+            0,
+        );
+    }
+    let a = fs::read(ws.path().join("a/metrics.json")).unwrap();
+    assert_eq!(a, fs::read(ws.path().join("b/metrics.json")).unwrap());
+    assert_eq!(a, fs::read(ws.path().join("c/metrics.json")).unwrap());
+}
+
+#[test]
+fn a_diverging_loss_stops_training_with_a_clear_message() {
+    let ws = workspace();
+    let out = kiln(
+        ws.path(),
+        &[
+            "run",
+            "iris-mlp.yaml",
+            "--set",
+            "params.lr=1e12",
+            "--out",
+            "diverged",
+        ],
+    );
+    assert_exit(&out, 1);
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("node `fit` (train.supervised) failed: training diverged: the loss became"),
+        "{stderr}"
+    );
+    assert!(stderr.contains("lower `lr` or set `clip_norm`"), "{stderr}");
+    assert!(stderr.contains("3 nodes not run because of it"), "{stderr}");
+}
+
+#[test]
+fn scoring_data_shaped_unlike_the_training_data_is_a_clear_error() {
+    let ws = workspace();
+    let text_in = fs::read_to_string(ws.path().join("iris-mlp.yaml")).unwrap().replace(
+        "outputs: [eval.metrics, fit.metrics]",
+        "  narrow:\n    kind: source.csv\n    with: { path: data/iris.csv, target: species, columns: [sepal_length, sepal_width] }\n  bad_eval:\n    kind: postprocess.metrics\n    inputs: { model: fit.model, data: narrow }\n",
+    );
+    fs::write(ws.path().join("narrow.yaml"), text_in).unwrap();
+    let out = kiln(ws.path(), &["run", "narrow.yaml"]);
+    assert_exit(&out, 1);
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("the model takes examples of shape [4], but the data's are [2]"),
+        "{stderr}"
+    );
+}
