@@ -103,3 +103,16 @@ fn scoring_data_shaped_unlike_the_training_data_is_a_clear_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn digits_cnn_reaches_97_percent() {
+    let ws = workspace();
+    assert_exit(
+        &kiln(ws.path(), &["run", "digits-cnn.yaml", "--out", "out"]),
+        0,
+    );
+    let m = metrics(ws.path(), "out");
+    let acc = m["eval.metrics"]["accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.97, "digits CNN test accuracy {acc}");
+    assert_eq!(m["eval.metrics"]["examples"], 359);
+}

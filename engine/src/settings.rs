@@ -41,6 +41,8 @@ pub enum SettingType {
     List(Box<SettingType>),
     /// Any of several types (`string or int`).
     OneOf(Vec<SettingType>),
+    /// A mapping whose keys the kind checks itself (layer specs and the like).
+    Object,
 }
 
 impl SettingType {
@@ -129,6 +131,7 @@ impl SettingType {
                 }
                 Ok(())
             }
+            (SettingType::Object, Json::Object(_)) => Ok(()),
             (SettingType::OneOf(types), v) => {
                 if types.iter().any(|t| t.check(v).is_ok()) {
                     Ok(())
@@ -172,6 +175,7 @@ impl SettingType {
             SettingType::OneOf(types) => {
                 json!({"anyOf": types.iter().map(SettingType::json_schema).collect::<Vec<_>>()})
             }
+            SettingType::Object => json!({"type": "object"}),
         }
     }
 }
@@ -241,6 +245,7 @@ impl fmt::Display for SettingType {
             SettingType::OutputPath => f.write_str("a path to write"),
             SettingType::Choice(options) => write!(f, "one of {}", options.join(", ")),
             SettingType::List(of) => write!(f, "a list of ({of})"),
+            SettingType::Object => f.write_str("a mapping"),
             SettingType::OneOf(types) => {
                 let names: Vec<String> = types.iter().map(ToString::to_string).collect();
                 f.write_str(&names.join(" or "))

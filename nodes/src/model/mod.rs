@@ -2,6 +2,7 @@
 //! untrained `model` value; `train.supervised` builds it for the data's
 //! sizes. [`build`] maps an architecture's `type` to its network.
 
+mod cnn;
 mod mlp;
 
 use candle_nn::VarBuilder;
@@ -13,21 +14,120 @@ use crate::nn::{Dims, Network};
 /// Registers every model kind.
 pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(mlp::MlpKind);
+    reg.register(cnn::CnnKind);
 }
 
 /// Builds the network an architecture describes, for `dims`.
 pub fn build(arch: &Json, dims: &Dims, vb: VarBuilder) -> Result<Box<dyn Network>, NodeError> {
-    let bad = |e: serde_json::Error| {
-        NodeError::new(format!("the model's architecture is malformed: {e}"))
-    };
-    match arch.get("type").and_then(Json::as_str) {
-        Some("mlp") => Ok(Box::new(mlp::Mlp::new(
+    let kind = arch.get("type").and_then(Json::as_str).unwrap_or("?");
+    let bad =
+        |e: serde_json::Error| NodeError::new(format!("the {kind} architecture is malformed: {e}"));
+    let built: candle_core::Result<Box<dyn Network>> = match kind {
+        "mlp" => mlp::Mlp::new(
             &serde_json::from_value(arch.clone()).map_err(bad)?,
             dims,
             vb,
-        )?)),
-        other => Err(NodeError::new(format!(
-            "unknown architecture {other:?}: this kiln builds `mlp`"
-        ))),
+        )
+        .map(|n| Box::new(n) as Box<dyn Network>),
+        "cnn" => cnn::Cnn::new(
+            &serde_json::from_value(arch.clone()).map_err(bad)?,
+            dims,
+            vb,
+        )
+        .map(|n| Box::new(n) as Box<dyn Network>),
+        other => {
+            return Err(NodeError::new(format!(
+                "unknown architecture `{other}`: this kiln builds `mlp` and `cnn`"
+            )))
+        }
+    };
+    built.map_err(|e| NodeError::new(format!("cannot build the {kind} model: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use candle_core::{Device, Tensor};
+    use serde_json::json;
+
+    use super::*;
+    use crate::nn::batch_norm::is_statistic;
+    use crate::nn::init::{var_builder, SeededVars};
+    use crate::nn::Mode;
+
+    /// Every trainable variable must receive a gradient (a forward-only op
+    /// would silently stop training below it).
+    fn assert_all_trained(arch: serde_json::Value, input: &[usize]) {
+        let dims = Dims {
+            input: input.to_vec(),
+            output: 3,
+        };
+        let vars = Arc::new(SeededVars::new(1, HashMap::new()));
+        let net = build(&arch, &dims, var_builder(vars.clone(), &Device::Cpu)).unwrap();
+        let mut shape = vec![4];
+        shape.extend_from_slice(input);
+        let x = Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap();
+        let y = net
+            .forward(
+                &x,
+                &mut Mode {
+                    train: true,
+                    rng: None,
+                },
+            )
+            .unwrap();
+        let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+        for (name, var) in vars.sorted_vars() {
+            if is_statistic(&name) {
+                continue;
+            }
+            let g = grads
+                .get(var.as_tensor())
+                .unwrap_or_else(|| panic!("{name} gets no gradient"));
+            let norm = g
+                .sqr()
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .to_scalar::<f32>()
+                .unwrap();
+            assert!(norm > 0.0, "{name} gets a zero gradient");
+        }
+    }
+
+    #[test]
+    fn every_mlp_weight_is_trained() {
+        let arch = json!({"type": "mlp", "hidden": [8, 8], "activation": "tanh", "dropout": 0.0, "batch_norm": true});
+        assert_all_trained(arch, &[5]);
+    }
+
+    #[test]
+    fn every_cnn_weight_is_trained() {
+        let arch = json!({
+            "type": "cnn", "input_shape": [1, 8, 8], "activation": "relu",
+            "layers": [{"conv": {"channels": 4, "kernel": 3, "stride": 1, "padding": 1}}, "batch_norm", {"pool": {"size": 2}}, {"dense": {"units": 8}}],
+        });
+        assert_all_trained(arch, &[64]);
+    }
+
+    #[test]
+    fn an_input_shape_unlike_the_data_is_a_clear_error() {
+        let arch =
+            json!({"type": "cnn", "input_shape": [1, 28, 28], "activation": "relu", "layers": []});
+        let dims = Dims {
+            input: vec![64],
+            output: 10,
+        };
+        let vars = Arc::new(SeededVars::new(1, HashMap::new()));
+        let Err(e) = build(&arch, &dims, var_builder(vars, &Device::Cpu)) else {
+            panic!("built")
+        };
+        assert!(
+            e.message()
+                .contains("`input_shape: [1, 28, 28]` holds 784 values, but each example has 64"),
+            "{e}"
+        );
     }
 }

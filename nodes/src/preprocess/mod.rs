@@ -1,6 +1,7 @@
 //! Preprocessing kinds: splitting, scaling, combining.
 
 mod concat;
+mod reshape;
 mod split;
 mod standardize;
 
@@ -9,4 +10,5 @@ pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(split::Split);
     reg.register(standardize::Standardize);
     reg.register(concat::Concat);
+    reg.register(reshape::Reshape);
 }

@@ -1,0 +1,56 @@
+//! `preprocess.reshape`: gives each example a shape (flat pixels -> C×H×W).
+
+use kiln_engine::{
+    InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
+    SettingSpec, SettingType, ValueType,
+};
+use serde_json::Value as Json;
+
+use crate::data::Dataset;
+
+/// Reshapes every example's features.
+pub struct Reshape;
+
+impl NodeKind for Reshape {
+    fn spec(&self) -> KindSpec {
+        KindSpec {
+            name: "preprocess.reshape",
+            version: 1,
+            doc: "Gives each example's features a shape, e.g. 784 pixels -> [1, 28, 28] for a CNN; the number of values must stay the same.",
+            inputs: vec![InputSpec::required("data", ValueType::Dataset, "the examples")],
+            outputs: vec![OutputSpec::new("data", ValueType::Dataset, "the same examples, reshaped (targets kept)")],
+            settings: vec![SettingSpec::required("shape", SettingType::list(SettingType::int_min(1)), "the shape of one example, e.g. [1, 8, 8]")],
+            side_effects: false,
+        }
+    }
+
+    fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
+        let data = Dataset::from_value(ctx.input("data")?)?;
+        let shape: Vec<usize> = ctx
+            .settings()
+            .get("shape")
+            .and_then(Json::as_array)
+            .map(|a| {
+                a.iter()
+                    .filter_map(Json::as_u64)
+                    .map(|d| d as usize)
+                    .collect()
+            })
+            .unwrap_or_default();
+        let per_example: usize = data.features.dims()[1..].iter().product();
+        if shape.iter().product::<usize>() != per_example {
+            return Err(NodeError::new(format!(
+                "setting `shape`: {shape:?} holds {} values, but each example has {per_example}",
+                shape.iter().product::<usize>()
+            )));
+        }
+        let mut full = vec![data.len()];
+        full.extend_from_slice(&shape);
+        let reshaped = Dataset {
+            features: data.features.reshape(full)?,
+            columns: None,
+            target: data.target,
+        };
+        Ok(vec![(PortName::new_static("data"), reshaped.into_value())])
+    }
+}
