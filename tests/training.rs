@@ -116,3 +116,16 @@ fn digits_cnn_reaches_97_percent() {
     assert!(acc >= 0.97, "digits CNN test accuracy {acc}");
     assert_eq!(m["eval.metrics"]["examples"], 359);
 }
+
+#[test]
+fn mnist_lenet_300_100_reaches_98_percent() {
+    // Reads MNIST from the shared data beside the repository, in place.
+    let dir = crate::common::root().join("pipelines");
+    let out = tempfile::tempdir().unwrap();
+    let out_dir = out.path().to_str().unwrap();
+    assert_exit(&kiln(&dir, &["run", "mnist-mlp.yaml", "--out", out_dir]), 0);
+    let m = metrics(out.path(), "");
+    let acc = m["eval.metrics"]["accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.98, "MNIST test accuracy {acc}");
+    assert_eq!(m["eval.metrics"]["examples"], 10_000);
+}

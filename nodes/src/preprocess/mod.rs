@@ -1,6 +1,7 @@
 //! Preprocessing kinds: splitting, scaling, combining.
 
 mod concat;
+mod normalize;
 mod reshape;
 mod split;
 mod standardize;
@@ -11,4 +12,5 @@ pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(standardize::Standardize);
     reg.register(concat::Concat);
     reg.register(reshape::Reshape);
+    reg.register(normalize::Normalize);
 }

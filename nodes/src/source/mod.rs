@@ -1,8 +1,10 @@
 //! Source kinds: nodes that read data from files.
 
 mod csv;
+mod idx;
 
 /// Registers every source kind.
 pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(csv::CsvSource);
+    reg.register(idx::IdxSource);
 }

@@ -1,0 +1,113 @@
+//! `preprocess.normalize`: min-max scaling to [0, 1], fitted on one dataset
+//! and applied unchanged to another.
+
+use std::collections::BTreeMap;
+
+use candle_core::DType;
+use kiln_engine::kind::types_at;
+use kiln_engine::{
+    InputSpec, InputTypes, KindSpec, NodeError, NodeKind, OutputSpec, OutputTypes, Outputs,
+    PortName, RunContext, SettingSpec, SettingType, Settings, Value, ValueType,
+};
+use serde_json::json;
+
+use crate::data::Dataset;
+
+/// Min-max scaling with ranges fitted on `fit`.
+pub struct Normalize;
+
+impl NodeKind for Normalize {
+    fn spec(&self) -> KindSpec {
+        KindSpec {
+            name: "preprocess.normalize",
+            version: 1,
+            doc: "Scales features to [0, 1] with the minimum and maximum fitted on `fit` only, per feature or over all of them (`per_feature: false`, e.g. 0–255 pixels).
+The fitted range is applied unchanged to `apply` and given as `transform`; a constant feature becomes 0.",
+            inputs: vec![
+                InputSpec::required("fit", ValueType::Dataset, "the data the range is fitted on"),
+                InputSpec::optional("apply", ValueType::Dataset, "data scaled with the fitted range"),
+            ],
+            outputs: vec![
+                OutputSpec::new("fit", ValueType::Dataset, "`fit`, scaled"),
+                OutputSpec::new("apply", ValueType::Dataset, "`apply`, scaled"),
+                OutputSpec::new("transform", ValueType::Transform, "the fitted minimum and range"),
+            ],
+            settings: vec![SettingSpec::with_default("per_feature", SettingType::Bool, json!(true), "fit a range per feature (true) or one for all (false)")],
+            side_effects: false,
+        }
+    }
+
+    fn output_types(
+        &self,
+        _: &KindSpec,
+        inputs: &InputTypes,
+        _: &Settings,
+    ) -> Result<OutputTypes, String> {
+        let ty = |port| {
+            types_at(inputs, port)
+                .first()
+                .copied()
+                .unwrap_or(ValueType::Dataset)
+        };
+        let mut out = vec![(PortName::new_static("fit"), ty("fit"))];
+        if !types_at(inputs, "apply").is_empty() {
+            out.push((PortName::new_static("apply"), ty("apply")));
+        }
+        out.push((PortName::new_static("transform"), ValueType::Transform));
+        Ok(out)
+    }
+
+    fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
+        let fit = Dataset::from_value(ctx.input("fit")?)?;
+        if fit.is_empty() {
+            return Err(NodeError::new("input `fit` has no examples to fit on"));
+        }
+        let x = fit.features.to_dtype(DType::F32)?;
+        let (min, max) = if ctx.settings().bool("per_feature")? {
+            (x.min_keepdim(0)?, x.max_keepdim(0)?)
+        } else {
+            let lo = x.flatten_all()?.min(0)?.to_scalar::<f32>()?;
+            let hi = x.flatten_all()?.max(0)?.to_scalar::<f32>()?;
+            let one = x.narrow(0, 0, 1)?.ones_like()?;
+            ((&one * lo as f64)?, (&one * hi as f64)?)
+        };
+        let range = (&max - &min)?;
+        let range = range.le(0.0)?.where_cond(&range.ones_like()?, &range)?;
+        let scale = |d: &Dataset| -> Result<Value, NodeError> {
+            let given = d.features.dims().get(1..).unwrap_or(&[]);
+            if given != &min.dims()[1..] {
+                return Err(NodeError::new(format!(
+                    "`apply` has features of shape {given:?} per example, but `fit` has {:?}",
+                    &min.dims()[1..]
+                )));
+            }
+            let features = d
+                .features
+                .to_dtype(DType::F32)?
+                .broadcast_sub(&min)?
+                .broadcast_div(&range)?;
+            Ok(Dataset {
+                features,
+                ..d.clone()
+            }
+            .into_value())
+        };
+        let mut out = vec![(PortName::new_static("fit"), scale(&fit)?)];
+        if let Some(apply) = ctx.opt_input("apply") {
+            out.push((
+                PortName::new_static("apply"),
+                scale(&Dataset::from_value(apply)?)?,
+            ));
+        }
+        let transform = Value::new(
+            ValueType::Transform,
+            BTreeMap::from([
+                ("min".to_string(), min.squeeze(0)?),
+                ("range".to_string(), range.squeeze(0)?),
+            ]),
+            json!({ "transform": "normalize", "columns": fit.columns }),
+        );
+        out.push((PortName::new_static("transform"), transform));
+        Ok(out)
+    }
+}
