@@ -3,6 +3,7 @@
 //! sizes. [`build`] maps an architecture's `type` to its network.
 
 mod cnn;
+mod load;
 mod mlp;
 
 use candle_nn::VarBuilder;
@@ -15,6 +16,7 @@ use crate::nn::{Dims, Network};
 pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(mlp::MlpKind);
     reg.register(cnn::CnnKind);
+    reg.register(load::Load);
 }
 
 /// Builds the network an architecture describes, for `dims`.

@@ -2,9 +2,11 @@
 
 mod csv;
 mod json;
+mod safetensors;
 
 /// Registers every sink kind.
 pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(csv::CsvSink);
     reg.register(json::JsonSink);
+    reg.register(safetensors::SafetensorsSink);
 }
