@@ -10,6 +10,18 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+/// candle asks for the machine's core count before every matrix product and,
+/// unless `RAYON_NUM_THREADS` is set, re-reads `/proc/cpuinfo` each time (half
+/// of an LSTM's run time went to it). Setting the variable once, before any
+/// thread exists, makes that a cheap lookup; the user's own value wins.
+fn pin_thread_count() {
+    if std::env::var_os("RAYON_NUM_THREADS").is_none() {
+        let n = std::thread::available_parallelism().map_or(1, |n| n.get());
+        // Safe: called first thing in `main`, while the process has one thread.
+        std::env::set_var("RAYON_NUM_THREADS", n.to_string());
+    }
+}
+
 /// What a command can fail with, and so which exit code it gets.
 pub enum Failure {
     /// A node or the server failed at run time (exit 1).
@@ -28,6 +40,7 @@ impl From<kiln_engine::EngineError> for Failure {
 }
 
 fn main() -> ExitCode {
+    pin_thread_count();
     if std::env::var_os("KILN_DEBUG").is_none() {
         // Panics inside nodes are caught and reported as the node's failure;
         // the default hook would print a raw panic message first.

@@ -193,3 +193,17 @@ fn the_shipped_iris_model_still_loads_and_predicts() {
         "{rows}"
     );
 }
+
+#[test]
+fn an_lstm_solves_the_adding_problem() {
+    let ws = workspace();
+    assert_exit(
+        &kiln(ws.path(), &["run", "sequence-lstm.yaml", "--out", "out"]),
+        0,
+    );
+    let m = metrics(ws.path(), "out");
+    let mse = m["eval.metrics"]["mse"].as_f64().unwrap();
+    // Always answering the mean scores about 0.167.
+    assert!(mse < 0.01, "adding-problem test MSE {mse}");
+    assert!(m["eval.metrics"]["r2"].as_f64().unwrap() > 0.9);
+}

@@ -5,6 +5,7 @@
 mod cnn;
 mod load;
 mod mlp;
+mod rnn;
 
 use candle_nn::VarBuilder;
 use kiln_engine::NodeError;
@@ -17,6 +18,7 @@ pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(mlp::MlpKind);
     reg.register(cnn::CnnKind);
     reg.register(load::Load);
+    reg.register(rnn::RnnKind);
 }
 
 /// Builds the network an architecture describes, for `dims`.
@@ -37,9 +39,15 @@ pub fn build(arch: &Json, dims: &Dims, vb: VarBuilder) -> Result<Box<dyn Network
             vb,
         )
         .map(|n| Box::new(n) as Box<dyn Network>),
+        "rnn" => rnn::Rnn::new(
+            &serde_json::from_value(arch.clone()).map_err(bad)?,
+            dims,
+            vb,
+        )
+        .map(|n| Box::new(n) as Box<dyn Network>),
         other => {
             return Err(NodeError::new(format!(
-                "unknown architecture `{other}`: this kiln builds `mlp` and `cnn`"
+                "unknown architecture `{other}`: this kiln builds `mlp`, `cnn` and `rnn`"
             )))
         }
     };
@@ -112,6 +120,16 @@ mod tests {
             "layers": [{"conv": {"channels": 4, "kernel": 3, "stride": 1, "padding": 1}}, "batch_norm", {"pool": {"size": 2}}, {"dense": {"units": 8}}],
         });
         assert_all_trained(arch, &[64]);
+    }
+
+    #[test]
+    fn every_rnn_weight_is_trained() {
+        for cell in ["lstm", "gru"] {
+            let arch = json!({"type": "rnn", "cell": cell, "hidden": 6, "layers": 2, "bidirectional": true, "pooling": "last"});
+            assert_all_trained(arch, &[7, 2]);
+        }
+        let arch = json!({"type": "rnn", "cell": "lstm", "hidden": 6, "layers": 1, "bidirectional": false, "pooling": "mean"});
+        assert_all_trained(arch, &[5]);
     }
 
     #[test]
