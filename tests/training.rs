@@ -207,3 +207,27 @@ fn an_lstm_solves_the_adding_problem() {
     assert!(mse < 0.01, "adding-problem test MSE {mse}");
     assert!(m["eval.metrics"]["r2"].as_f64().unwrap() > 0.9);
 }
+
+#[test]
+fn penguins_with_text_columns_and_missing_values_are_classified() {
+    let ws = workspace();
+    assert_exit(
+        &kiln(ws.path(), &["run", "penguins-mlp.yaml", "--out", "out"]),
+        0,
+    );
+    let m = metrics(ws.path(), "out");
+    let acc = m["eval.metrics"]["accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.95, "penguins test accuracy {acc}");
+    let encoded = fs::read_to_string(ws.path().join("out/test-encoded.csv")).unwrap();
+    let header = encoded.lines().next().unwrap();
+    assert!(
+        header.starts_with("island=Biscoe,island=Dream,island=Torgersen,"),
+        "{header}"
+    );
+    assert!(
+        header.contains("sex=female,sex=male,species") && !header.contains("sex=NA"),
+        "{header}"
+    );
+    // Every missing measurement was filled: no NaN reaches the model.
+    assert!(!encoded.contains("NaN"));
+}

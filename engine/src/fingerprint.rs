@@ -34,6 +34,8 @@ pub struct FingerprintInput<'a> {
 /// The fingerprint (blake3, hex).
 pub fn fingerprint(input: &FingerprintInput<'_>) -> String {
     let doc = json!({
+        // A new kiln release may compute differently: its results are its own.
+        "kiln": env!("CARGO_PKG_VERSION"),
         "kind": input.kind,
         "version": input.version,
         "settings": canonical(input.settings),

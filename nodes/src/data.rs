@@ -39,6 +39,9 @@ pub struct Dataset {
     pub columns: Option<Vec<String>>,
     /// The target, if the data has one.
     pub target: Option<Target>,
+    /// Category names of categorical feature columns, by column (each such
+    /// column holds category indices).
+    pub categories: BTreeMap<String, Vec<String>>,
 }
 
 impl Dataset {
@@ -67,10 +70,15 @@ impl Dataset {
             values: t.clone(),
             labels: strings("labels"),
         });
+        let categories = meta
+            .get("categories")
+            .and_then(|c| serde_json::from_value(c.clone()).ok())
+            .unwrap_or_default();
         Ok(Dataset {
             features: value.tensor("features")?.clone(),
             columns: strings("columns"),
             target,
+            categories,
         })
     }
 
@@ -83,6 +91,9 @@ impl Dataset {
         };
         let mut tensors = BTreeMap::from([("features".to_string(), self.features)]);
         let mut meta = json!({ "columns": self.columns });
+        if !self.categories.is_empty() {
+            meta["categories"] = json!(self.categories);
+        }
         if let Some(t) = self.target {
             meta["target"] = json!(t.name);
             meta["labels"] = json!(t.labels);
@@ -115,6 +126,7 @@ impl Dataset {
             features: self.features.index_select(&idx, 0)?,
             columns: self.columns.clone(),
             target,
+            categories: self.categories.clone(),
         })
     }
 

@@ -91,5 +91,6 @@ pub fn scores(
         features,
         columns: Some(columns),
         target: data.target.clone(),
+        categories: Default::default(),
     })
 }

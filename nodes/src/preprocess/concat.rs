@@ -51,7 +51,10 @@ All parts must have the same features per example and the same kind of target; c
             .first()
             .ok_or_else(|| NodeError::new("input `parts` is empty"))?;
         for (i, p) in parts.iter().enumerate().skip(1) {
-            if p.features.dims()[1..] != first.features.dims()[1..] || p.columns != first.columns {
+            if p.features.dims()[1..] != first.features.dims()[1..]
+                || p.columns != first.columns
+                || p.categories != first.categories
+            {
                 return Err(NodeError::new(format!(
                     "part {i} has other features than part 0: concat needs the same columns"
                 )));
@@ -85,6 +88,7 @@ All parts must have the same features per example and the same kind of target; c
             features,
             columns: first.columns.clone(),
             target,
+            categories: first.categories.clone(),
         };
         Ok(vec![(PortName::new_static("data"), data.into_value())])
     }

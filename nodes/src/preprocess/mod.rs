@@ -1,7 +1,9 @@
 //! Preprocessing kinds: splitting, scaling, combining.
 
 mod concat;
+mod impute;
 mod normalize;
+mod onehot;
 mod reshape;
 mod split;
 mod standardize;
@@ -13,4 +15,6 @@ pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(concat::Concat);
     reg.register(reshape::Reshape);
     reg.register(normalize::Normalize);
+    reg.register(onehot::OneHot);
+    reg.register(impute::Impute);
 }

@@ -50,6 +50,7 @@ impl NodeKind for Reshape {
             features: data.features.reshape(full)?,
             columns: None,
             target: data.target,
+            categories: Default::default(),
         };
         Ok(vec![(PortName::new_static("data"), reshaped.into_value())])
     }

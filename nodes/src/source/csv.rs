@@ -16,9 +16,13 @@ use crate::data::{Dataset, Target};
 /// Reads a CSV file into a table.
 pub struct CsvSource;
 
+/// With `task: auto`, whole-number targets with at most this many distinct
+/// values are classes.
+const MAX_AUTO_CLASSES: usize = 30;
+
 const DOC: &str = "Reads a CSV file (or .csv.gz) into a table of numeric features and an optional target.
 A target that is not numeric becomes class indices, with the label names kept for decoding.
-Empty cells, `NA` and `nan` read as missing (NaN); any other text in a feature column is an error naming its line and column.";
+Empty cells, `NA` and `nan` read as missing (NaN). Text feature columns are listed under `categorical`; other text in a feature column is an error naming its line and column.";
 
 fn column_ref() -> SettingType {
     SettingType::OneOf(vec![SettingType::Str, SettingType::int()])
@@ -28,7 +32,7 @@ impl NodeKind for CsvSource {
     fn spec(&self) -> KindSpec {
         KindSpec {
             name: "source.csv",
-            version: 1,
+            version: 2,
             doc: DOC,
             inputs: vec![],
             outputs: vec![OutputSpec::new("data", ValueType::Table, "the rows read")],
@@ -45,11 +49,16 @@ impl NodeKind for CsvSource {
                     SettingType::list(column_ref()),
                     "feature columns to keep (names or indices); default: all but the target",
                 ),
+                SettingSpec::optional(
+                    "categorical",
+                    SettingType::list(column_ref()),
+                    "text feature columns: each becomes category indices, names kept (expand with `preprocess.onehot`)",
+                ),
                 SettingSpec::with_default(
                     "task",
                     SettingType::Choice(&["auto", "classification", "regression"]),
                     json!("auto"),
-                    "what the target is; `auto`: text or whole numbers are classes, other numbers regression",
+                    "what the target is; `auto`: text, or whole numbers with at most 30 distinct values, are classes; other numbers regression",
                 ),
                 SettingSpec::with_default("delimiter", SettingType::Str, json!(","), "the field separator, one character"),
             ],
@@ -177,10 +186,19 @@ fn column_index(header: &[String], spec: &Json, path: &Path) -> Result<usize, No
     }
 }
 
+/// Cells that mean "no value".
+fn is_missing(cell: &str) -> bool {
+    matches!(
+        cell,
+        "" | "NA" | "na" | "N/A" | "NaN" | "nan" | "null" | "?"
+    )
+}
+
 fn parse_cell(cell: &str) -> Option<f32> {
-    match cell {
-        "" | "NA" | "na" | "NaN" | "nan" | "null" => Some(f32::NAN),
-        _ => cell.parse::<f32>().ok(),
+    if is_missing(cell) {
+        Some(f32::NAN)
+    } else {
+        cell.parse::<f32>().ok()
     }
 }
 
@@ -207,15 +225,42 @@ fn read_table(path: &Path, s: &Settings) -> Result<Dataset, NodeError> {
             path.display()
         )));
     }
+    let categorical: Vec<usize> = s
+        .get("categorical")
+        .and_then(Json::as_array)
+        .into_iter()
+        .flatten()
+        .map(|c| column_index(&raw.header, c, path))
+        .collect::<Result<_, _>>()?;
+    // Category names per categorical column, sorted; cells hold their index.
+    let mut categories = std::collections::BTreeMap::new();
+    for &j in feature_idx.iter().filter(|j| categorical.contains(j)) {
+        let names: BTreeSet<&str> = raw
+            .rows
+            .iter()
+            .map(|(_, r)| r[j].as_str())
+            .filter(|c| !is_missing(c))
+            .collect();
+        categories.insert(j, names.into_iter().map(String::from).collect::<Vec<_>>());
+    }
     let n = raw.rows.len();
     let mut features = Vec::with_capacity(n * feature_idx.len());
     for (line, row) in &raw.rows {
         for &j in &feature_idx {
             let cell = &row[j];
+            if let Some(names) = categories.get(&j) {
+                features.push(
+                    names
+                        .iter()
+                        .position(|c| c == cell)
+                        .map_or(f32::NAN, |i| i as f32),
+                );
+                continue;
+            }
             features.push(parse_cell(cell).ok_or_else(|| {
                 NodeError::new(format!(
                     "`{}` line {line}, column {} (`{}`): `{cell}` is not a number; \
-                     only the target column may hold text",
+                     list text columns under `categorical`",
                     path.display(),
                     j + 1,
                     raw.header[j]
@@ -223,6 +268,10 @@ fn read_table(path: &Path, s: &Settings) -> Result<Dataset, NodeError> {
             })?);
         }
     }
+    let categories = categories
+        .into_iter()
+        .map(|(j, names)| (raw.header[j].clone(), names))
+        .collect();
     let features = Tensor::from_vec(features, (n, feature_idx.len()), &Device::Cpu)?;
     let columns = feature_idx.iter().map(|&j| raw.header[j].clone()).collect();
     let target = match target_idx {
@@ -233,6 +282,7 @@ fn read_table(path: &Path, s: &Settings) -> Result<Dataset, NodeError> {
         features,
         columns: Some(columns),
         target,
+        categories,
     })
 }
 
@@ -242,10 +292,17 @@ fn read_target(raw: &Raw, j: usize, task: &str, path: &Path) -> Result<Target, N
     let whole = numbers
         .as_ref()
         .is_some_and(|ns| ns.iter().all(|x| x.fract() == 0.0 && x.is_finite()));
+    // Whole numbers are classes when there are few distinct ones (digits,
+    // ratings), quantities otherwise (prices, counts).
+    let few_values = || {
+        let distinct: BTreeSet<i64> = numbers.iter().flatten().map(|x| *x as i64).collect();
+        let n = cells.len();
+        distinct.len() <= MAX_AUTO_CLASSES && (n < 10 || distinct.len() * 2 <= n)
+    };
     let classify = match task {
         "classification" => true,
         "regression" => false,
-        _ => numbers.is_none() || whole,
+        _ => numbers.is_none() || (whole && few_values()),
     };
     let name = raw.header[j].clone();
     let n = cells.len();
@@ -340,6 +397,42 @@ mod tests {
         let f = write("a,b\n1,2\n3,x\n");
         let e = read_table(f.path(), &settings(&[])).unwrap_err();
         assert!(e.message().contains("line 3, column 2 (`b`)"), "{e}");
+    }
+
+    #[test]
+    fn many_distinct_whole_numbers_are_a_quantity_not_classes() {
+        let rows: String = (0..200)
+            .map(|i| format!("{i},{}\n", i * 1000 + 7))
+            .collect();
+        let f = write(&format!("x,price\n{rows}"));
+        let t = read_table(f.path(), &settings(&[("target", json!("price"))])).unwrap();
+        assert!(!t.target.unwrap().is_classification());
+        let t = read_table(
+            f.path(),
+            &settings(&[
+                ("target", json!("price")),
+                ("task", json!("classification")),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(t.target.unwrap().labels.unwrap().len(), 200);
+    }
+
+    #[test]
+    fn categorical_columns_keep_their_names_and_missing_cells() {
+        let f = write("colour,size,label\nred,1,a\nblue,NA,b\nNA,3,a\nred,4,b\n");
+        let t = read_table(
+            f.path(),
+            &settings(&[
+                ("target", json!("label")),
+                ("categorical", json!(["colour"])),
+            ]),
+        )
+        .unwrap();
+        assert_eq!(t.categories["colour"], vec!["blue", "red"]);
+        let x: Vec<Vec<f32>> = t.features.to_vec2().unwrap();
+        assert_eq!((x[0][0], x[1][0], x[3][0]), (1.0, 0.0, 1.0));
+        assert!(x[2][0].is_nan() && x[1][1].is_nan());
     }
 
     #[test]

@@ -67,6 +67,7 @@ Features keep the file's shape per example (28Ã—28 for MNIST) as raw values (0â€
             features,
             columns: None,
             target,
+            categories: Default::default(),
         };
         Ok(vec![(PortName::new_static("data"), data.into_value())])
     }

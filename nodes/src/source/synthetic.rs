@@ -68,6 +68,7 @@ fn adding(rng: &mut ChaCha8Rng, n: usize, len: usize) -> Result<Dataset, NodeErr
             values: Tensor::from_vec(targets, n, &Device::Cpu)?,
             labels: None,
         }),
+        categories: Default::default(),
     })
 }
 
@@ -91,6 +92,7 @@ fn parity(rng: &mut ChaCha8Rng, n: usize, len: usize) -> Result<Dataset, NodeErr
             values: Tensor::from_vec(targets, n, &Device::Cpu)?,
             labels: Some(vec!["even".into(), "odd".into()]),
         }),
+        categories: Default::default(),
     })
 }
 

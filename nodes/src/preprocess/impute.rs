@@ -1,0 +1,173 @@
+//! `preprocess.impute`: fills missing values with statistics fitted on one dataset.
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Device, Tensor};
+use kiln_engine::kind::types_at;
+use kiln_engine::{
+    InputSpec, InputTypes, KindSpec, NodeError, NodeKind, OutputSpec, OutputTypes, Outputs,
+    PortName, RunContext, SettingSpec, SettingType, Settings, Value, ValueType,
+};
+use serde_json::json;
+
+use crate::data::Dataset;
+
+/// Replaces missing values (NaN) column by column.
+pub struct Impute;
+
+impl NodeKind for Impute {
+    fn spec(&self) -> KindSpec {
+        KindSpec {
+            name: "preprocess.impute",
+            version: 1,
+            doc: "Fills missing values (empty cells, `NA`, `nan`) per column with the mean, the median or the most frequent value of `fit`, or a constant.
+The fitted fill values are applied unchanged to `apply` and given as `transform`.",
+            inputs: vec![
+                InputSpec::required("fit", ValueType::Dataset, "the data the fill values come from"),
+                InputSpec::optional("apply", ValueType::Dataset, "data filled with `fit`'s values"),
+            ],
+            outputs: vec![
+                OutputSpec::new("fit", ValueType::Dataset, "`fit`, filled"),
+                OutputSpec::new("apply", ValueType::Dataset, "`apply`, filled"),
+                OutputSpec::new("transform", ValueType::Transform, "the fill value of each column"),
+            ],
+            settings: vec![
+                SettingSpec::with_default("strategy", SettingType::Choice(&["mean", "median", "most_frequent", "constant"]), json!("mean"), "how a column's fill value is chosen"),
+                SettingSpec::with_default("value", SettingType::float(), json!(0.0), "the fill value for `strategy: constant`"),
+            ],
+            side_effects: false,
+        }
+    }
+
+    fn output_types(
+        &self,
+        _: &KindSpec,
+        inputs: &InputTypes,
+        _: &Settings,
+    ) -> Result<OutputTypes, String> {
+        let ty = |port| {
+            types_at(inputs, port)
+                .first()
+                .copied()
+                .unwrap_or(ValueType::Dataset)
+        };
+        let mut out = vec![(PortName::new_static("fit"), ty("fit"))];
+        if !types_at(inputs, "apply").is_empty() {
+            out.push((PortName::new_static("apply"), ty("apply")));
+        }
+        out.push((PortName::new_static("transform"), ValueType::Transform));
+        Ok(out)
+    }
+
+    fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
+        let s = ctx.settings();
+        let fit = Dataset::from_value(ctx.input("fit")?)?;
+        let (n, width) = (fit.len(), fit.features.elem_count() / fit.len().max(1));
+        let x: Vec<f32> = fit
+            .features
+            .to_device(&Device::Cpu)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1()?;
+        let strategy = s.str("strategy")?;
+        let fills: Vec<f32> = (0..width)
+            .map(|j| {
+                let mut col: Vec<f32> = (0..n)
+                    .map(|i| x[i * width + j])
+                    .filter(|v| !v.is_nan())
+                    .collect();
+                fill_value(&mut col, strategy, s.float("value").unwrap_or(0.0) as f32)
+            })
+            .collect();
+        let fill = |d: &Dataset| -> Result<Value, NodeError> {
+            let per_example = d.features.elem_count() / d.len().max(1);
+            if per_example != width {
+                return Err(NodeError::new(format!(
+                    "`apply` has {per_example} values per example, `fit` {width}"
+                )));
+            }
+            let mut v: Vec<f32> = d
+                .features
+                .to_device(&Device::Cpu)?
+                .to_dtype(DType::F32)?
+                .flatten_all()?
+                .to_vec1()?;
+            for (i, x) in v.iter_mut().enumerate() {
+                if x.is_nan() {
+                    *x = fills[i % width];
+                }
+            }
+            let features = Tensor::from_vec(v, d.features.shape(), &Device::Cpu)?;
+            Ok(Dataset {
+                features,
+                ..d.clone()
+            }
+            .into_value())
+        };
+        let mut out = vec![(PortName::new_static("fit"), fill(&fit)?)];
+        if let Some(apply) = ctx.opt_input("apply") {
+            out.push((
+                PortName::new_static("apply"),
+                fill(&Dataset::from_value(apply)?)?,
+            ));
+        }
+        let transform = Value::new(
+            ValueType::Transform,
+            BTreeMap::from([(
+                "fill".to_string(),
+                Tensor::from_vec(fills, width, &Device::Cpu)?,
+            )]),
+            json!({ "transform": "impute", "strategy": strategy, "columns": fit.columns }),
+        );
+        out.push((PortName::new_static("transform"), transform));
+        Ok(out)
+    }
+}
+
+/// A column's fill value; a column with no values at all gets the constant.
+fn fill_value(col: &mut [f32], strategy: &str, constant: f32) -> f32 {
+    if col.is_empty() || strategy == "constant" {
+        return constant;
+    }
+    match strategy {
+        "median" => {
+            col.sort_by(f32::total_cmp);
+            let m = col.len() / 2;
+            if col.len() % 2 == 0 {
+                (col[m - 1] + col[m]) / 2.0
+            } else {
+                col[m]
+            }
+        }
+        "most_frequent" => {
+            col.sort_by(f32::total_cmp);
+            let mut best = (col[0], 0usize);
+            let mut run = (col[0], 0usize);
+            for &v in col.iter() {
+                run = if v == run.0 { (v, run.1 + 1) } else { (v, 1) };
+                if run.1 > best.1 {
+                    best = run;
+                }
+            }
+            best.0
+        }
+        _ => (col.iter().map(|&v| v as f64).sum::<f64>() / col.len() as f64) as f32,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn fill_values_follow_the_strategy() {
+        assert_eq!(fill_value(&mut [1.0, 2.0, 6.0], "mean", 0.0), 3.0);
+        assert_eq!(fill_value(&mut [5.0, 1.0, 2.0, 9.0], "median", 0.0), 3.5);
+        assert_eq!(
+            fill_value(&mut [2.0, 7.0, 7.0, 1.0], "most_frequent", 0.0),
+            7.0
+        );
+        assert_eq!(fill_value(&mut [2.0], "constant", -1.0), -1.0);
+        assert_eq!(fill_value(&mut [], "mean", 4.0), 4.0);
+    }
+}

@@ -1,0 +1,159 @@
+//! `preprocess.onehot`: categorical columns -> one indicator column per category.
+
+use std::collections::BTreeMap;
+
+use candle_core::{DType, Device, Tensor};
+use kiln_engine::kind::types_at;
+use kiln_engine::{
+    InputSpec, InputTypes, KindSpec, NodeError, NodeKind, OutputSpec, OutputTypes, Outputs,
+    PortName, RunContext, SettingSpec, SettingType, Settings, Value, ValueType,
+};
+use serde_json::{json, Value as Json};
+
+use crate::data::Dataset;
+
+/// Expands categorical columns into indicator columns.
+pub struct OneHot;
+
+impl NodeKind for OneHot {
+    fn spec(&self) -> KindSpec {
+        KindSpec {
+            name: "preprocess.onehot",
+            version: 1,
+            doc: "Replaces each categorical column (see `source.csv`'s `categorical`) by one 0/1 column per category, named `column=category`.
+The categories are those of `fit`; `apply` is encoded with them unchanged, so a category `fit` never saw becomes all zeros, and a missing cell too.",
+            inputs: vec![
+                InputSpec::required("fit", ValueType::Table, "the table whose categories define the columns"),
+                InputSpec::optional("apply", ValueType::Table, "a table encoded with `fit`'s categories"),
+            ],
+            outputs: vec![
+                OutputSpec::new("fit", ValueType::Table, "`fit`, encoded"),
+                OutputSpec::new("apply", ValueType::Table, "`apply`, encoded"),
+                OutputSpec::new("transform", ValueType::Transform, "the categories of each encoded column"),
+            ],
+            settings: vec![SettingSpec::optional(
+                "columns",
+                SettingType::list(SettingType::Str),
+                "the columns to encode (default: every categorical column)",
+            )],
+            side_effects: false,
+        }
+    }
+
+    fn output_types(
+        &self,
+        spec: &KindSpec,
+        inputs: &InputTypes,
+        _: &Settings,
+    ) -> Result<OutputTypes, String> {
+        Ok(spec
+            .outputs
+            .iter()
+            .filter(|o| o.name.as_str() != "apply" || !types_at(inputs, "apply").is_empty())
+            .map(|o| (o.name.clone(), o.ty))
+            .collect())
+    }
+
+    fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
+        let fit = Dataset::from_value(ctx.input("fit")?)?;
+        let chosen: Vec<String> = match ctx.settings().get("columns").and_then(Json::as_array) {
+            Some(cols) => cols
+                .iter()
+                .filter_map(|c| c.as_str().map(String::from))
+                .collect(),
+            None => fit.categories.keys().cloned().collect(),
+        };
+        let mut vocab = BTreeMap::new();
+        for col in &chosen {
+            let names = fit.categories.get(col).ok_or_else(|| {
+                NodeError::new(format!(
+                    "setting `columns`: `{col}` is not a categorical column (categorical: {})",
+                    fit.categories
+                        .keys()
+                        .cloned()
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ))
+            })?;
+            vocab.insert(col.clone(), names.clone());
+        }
+        let mut out = vec![(
+            PortName::new_static("fit"),
+            encode(&fit, &vocab)?.into_value(),
+        )];
+        if let Some(apply) = ctx.opt_input("apply") {
+            out.push((
+                PortName::new_static("apply"),
+                encode(&Dataset::from_value(apply)?, &vocab)?.into_value(),
+            ));
+        }
+        let transform = Value::from_json(
+            ValueType::Transform,
+            json!({ "transform": "onehot", "categories": vocab }),
+        );
+        out.push((PortName::new_static("transform"), transform));
+        Ok(out)
+    }
+}
+
+/// Encodes `data` with the categories in `vocab` (column -> names).
+fn encode(data: &Dataset, vocab: &BTreeMap<String, Vec<String>>) -> Result<Dataset, NodeError> {
+    let columns = data
+        .columns
+        .clone()
+        .ok_or_else(|| NodeError::new("onehot needs a table with named columns"))?;
+    let rows: Vec<Vec<f32>> = data
+        .features
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .to_vec2()?;
+    let mut names = Vec::new();
+    // For each input column: None (copied) or Some(map from its own index to fit's index, width).
+    let mut plan: Vec<Option<(Vec<Option<usize>>, usize)>> = Vec::new();
+    for col in &columns {
+        match vocab.get(col) {
+            Some(fit_names) => {
+                let own = data.categories.get(col).ok_or_else(|| {
+                    NodeError::new(format!(
+                        "`{col}` is categorical in `fit` but not in this table"
+                    ))
+                })?;
+                let map = own
+                    .iter()
+                    .map(|name| fit_names.iter().position(|f| f == name))
+                    .collect();
+                names.extend(fit_names.iter().map(|c| format!("{col}={c}")));
+                plan.push(Some((map, fit_names.len())));
+            }
+            None => {
+                names.push(col.clone());
+                plan.push(None);
+            }
+        }
+    }
+    let width = names.len();
+    let mut values = Vec::with_capacity(rows.len() * width);
+    for row in &rows {
+        for (x, how) in row.iter().zip(&plan) {
+            match how {
+                None => values.push(*x),
+                Some((map, k)) => {
+                    let hot = if x.is_nan() {
+                        None
+                    } else {
+                        map.get(*x as usize).copied().flatten()
+                    };
+                    values.extend((0..*k).map(|i| if Some(i) == hot { 1.0 } else { 0.0 }));
+                }
+            }
+        }
+    }
+    let mut categories = data.categories.clone();
+    categories.retain(|c, _| !vocab.contains_key(c));
+    Ok(Dataset {
+        features: Tensor::from_vec(values, (rows.len(), width), &Device::Cpu)?,
+        columns: Some(names),
+        target: data.target.clone(),
+        categories,
+    })
+}
