@@ -133,7 +133,7 @@ fn fill_value(col: &mut [f32], strategy: &str, constant: f32) -> f32 {
         "median" => {
             col.sort_by(f32::total_cmp);
             let m = col.len() / 2;
-            if col.len() % 2 == 0 {
+            if col.len().is_multiple_of(2) {
                 (col[m - 1] + col[m]) / 2.0
             } else {
                 col[m]
