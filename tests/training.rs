@@ -115,6 +115,23 @@ fn digits_cnn_reaches_97_percent() {
     let acc = m["eval.metrics"]["accuracy"].as_f64().unwrap();
     assert!(acc >= 0.97, "digits CNN test accuracy {acc}");
     assert_eq!(m["eval.metrics"]["examples"], 359);
+
+    // The curves and the confusion matrix are drawn: real PNG and SVG files.
+    for png in ["training.png", "confusion.png"] {
+        let bytes = fs::read(ws.path().join("out").join(png)).unwrap();
+        assert!(
+            bytes.starts_with(b"\x89PNG\r\n\x1a\n"),
+            "{png} is not a PNG"
+        );
+        let (w, h) = (
+            u32::from_be_bytes(bytes[16..20].try_into().unwrap()),
+            u32::from_be_bytes(bytes[20..24].try_into().unwrap()),
+        );
+        assert!(w >= 600 && h >= 400, "{png} is {w}×{h}");
+        assert!(bytes.len() > 10_000, "{png} looks empty");
+    }
+    let svg = fs::read_to_string(ws.path().join("out/training.svg")).unwrap();
+    assert!(svg.contains("<svg") && svg.contains("epoch") && svg.contains("validation accuracy"));
 }
 
 #[test]

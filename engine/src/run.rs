@@ -523,7 +523,13 @@ fn execute_inner(
     });
     report.fingerprint = Some(fp.clone());
     let cacheable = node.cache && !node.spec.side_effects;
-    if cacheable && opts.cache == CacheMode::Use {
+    // `--only` with `--no-cache` re-runs the one node; what it depends on still comes from the cache.
+    let may_reuse = match opts.cache {
+        CacheMode::Use => true,
+        CacheMode::Refresh => mode == Mode::CacheOnly,
+        CacheMode::Off => false,
+    };
+    if cacheable && may_reuse {
         if let Some(entry) = cache.lookup(&fp) {
             let entry = Arc::new(entry);
             let outs = entry

@@ -2,6 +2,7 @@
 
 mod csv;
 mod json;
+mod plot;
 mod safetensors;
 
 /// Registers every sink kind.
@@ -9,4 +10,5 @@ pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(csv::CsvSink);
     reg.register(json::JsonSink);
     reg.register(safetensors::SafetensorsSink);
+    reg.register(plot::Plot);
 }
