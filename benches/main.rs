@@ -5,6 +5,7 @@
 use criterion::{criterion_group, criterion_main};
 
 mod engine;
+mod training;
 
 criterion_group! {
     name = benches;
@@ -14,4 +15,12 @@ criterion_group! {
         .measurement_time(std::time::Duration::from_secs(5));
     targets = engine::parse_and_validate, engine::scheduling_overhead, engine::cached_rerun, engine::parallel_branches
 }
-criterion_main!(benches);
+criterion_group! {
+    name = training_benches;
+    config = criterion::Criterion::default()
+        .sample_size(10)
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(10));
+    targets = training::peer_workloads, training::plain_candle_mlp
+}
+criterion_main!(benches, training_benches);
