@@ -25,7 +25,10 @@ Gives a dataset whose features are the scores: class probabilities (one column p
                 InputSpec::required("data", ValueType::Dataset, "examples shaped as the model was trained on"),
             ],
             outputs: vec![OutputSpec::new("predictions", ValueType::Dataset, "the scores, one row per example")],
-            settings: vec![SettingSpec::with_default("batch_size", SettingType::Int { min: Some(1), max: Some(1 << 20) }, json!(256), "examples per forward pass")],
+            settings: vec![
+                SettingSpec::with_default("batch_size", SettingType::Int { min: Some(1), max: Some(1 << 20) }, json!(256), "examples per forward pass"),
+                SettingSpec::with_default("scores", SettingType::Choice(&["probabilities", "logits"]), json!("probabilities"), "class scores as probabilities, or the raw outputs (for `postprocess.softmax`)"),
+            ],
             side_effects: false,
         }
     }
@@ -38,6 +41,7 @@ Gives a dataset whose features are the scores: class probabilities (one column p
             &data,
             ctx.settings().usize("batch_size")?,
             ctx.device(),
+            ctx.settings().str("scores")? == "probabilities",
         )?;
         Ok(vec![(
             PortName::new_static("predictions"),
@@ -46,12 +50,14 @@ Gives a dataset whose features are the scores: class probabilities (one column p
     }
 }
 
-/// Scores of `model` on `data`: probabilities for classes, values for regression.
+/// Scores of `model` on `data`: for classes, probabilities (or the raw
+/// outputs when `probabilities` is false); for regression, the values.
 pub fn scores(
     model: &ModelValue,
     data: &Dataset,
     batch: usize,
     device: &candle_core::Device,
+    probabilities: bool,
 ) -> Result<Dataset, NodeError> {
     let (trained, dims, task) = model.load(device)?;
     let given = &data.features.dims()[1..];
@@ -68,7 +74,11 @@ pub fn scores(
     let (features, columns) = if task.is_classification() {
         if dims.output == 1 {
             (
-                candle_nn::ops::sigmoid(&out)?,
+                if probabilities {
+                    candle_nn::ops::sigmoid(&out)?
+                } else {
+                    out
+                },
                 vec![format!(
                     "p({})",
                     task.labels
@@ -82,7 +92,12 @@ pub fn scores(
                 .labels
                 .clone()
                 .unwrap_or_else(|| (0..dims.output).map(|i| i.to_string()).collect());
-            (candle_nn::ops::softmax(&out, D::Minus1)?, labels)
+            let scores = if probabilities {
+                candle_nn::ops::softmax(&out, D::Minus1)?
+            } else {
+                out
+            };
+            (scores, labels)
         }
     } else {
         (out, vec![task.target.clone()])

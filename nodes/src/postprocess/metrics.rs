@@ -52,9 +52,13 @@ Connect `model` and `data` (the model predicts `data`), or `predictions` from `i
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
         let data = Dataset::from_value(ctx.input("data")?)?;
         let predictions = match (ctx.opt_input("model"), ctx.opt_input("predictions")) {
-            (Some(model), _) => {
-                crate::infer::scores(&ModelValue::from_value(model)?, &data, 1024, ctx.device())?
-            }
+            (Some(model), _) => crate::infer::scores(
+                &ModelValue::from_value(model)?,
+                &data,
+                1024,
+                ctx.device(),
+                true,
+            )?,
             (None, Some(p)) => Dataset::from_value(p)?,
             (None, None) => return Err(NodeError::new("connect `model` or `predictions`")),
         };

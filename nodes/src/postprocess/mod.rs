@@ -1,8 +1,14 @@
 //! Postprocessing kinds: turning model outputs into answers and scores.
 
+mod decide;
 mod metrics;
 
 /// Registers every postprocessing kind.
 pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(metrics::Metrics);
+    reg.register(decide::Softmax);
+    reg.register(decide::Argmax);
+    reg.register(decide::Threshold);
+    reg.register(decide::TopK);
+    reg.register(decide::Decode);
 }

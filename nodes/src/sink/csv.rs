@@ -17,7 +17,7 @@ impl NodeKind for CsvSink {
     fn spec(&self) -> KindSpec {
         KindSpec {
             name: "sink.csv",
-            version: 1,
+            version: 2,
             doc: "Writes a table as CSV with a header row; class targets are written as their label names.
 The path is relative to the run's output folder (`--out`) unless absolute.",
             inputs: vec![InputSpec::required("data", ValueType::Dataset, "the rows to write (2-D features)")],
@@ -81,7 +81,19 @@ fn write_csv(data: &Dataset, path: &Path) -> Result<(), NodeError> {
     let mut w = csv::Writer::from_path(path).map_err(err)?;
     w.write_record(&header).map_err(err)?;
     for (i, row) in rows.iter().enumerate() {
-        let mut record: Vec<String> = row.iter().map(|x| x.to_string()).collect();
+        // Categorical columns are written as their names; a missing one as empty.
+        let mut record: Vec<String> = row
+            .iter()
+            .zip(&header)
+            .map(|(x, col)| match data.categories.get(col) {
+                Some(_) if x.is_nan() => String::new(),
+                Some(names) => names
+                    .get(*x as usize)
+                    .cloned()
+                    .unwrap_or_else(|| x.to_string()),
+                None => x.to_string(),
+            })
+            .collect();
         if let Some(t) = &target {
             record.push(t[i].clone());
         }
