@@ -254,12 +254,21 @@ fn early_stopping_ends_training_and_keeps_the_best_epoch() {
     let ws = workspace();
     let text = fs::read_to_string(ws.path().join("iris-mlp.yaml"))
         .unwrap()
-        .replace("epochs: 100, batch_size: 16 }", "epochs: 100, batch_size: 16, patience: 5 }");
+        .replace(
+            "epochs: 100, batch_size: 16 }",
+            "epochs: 100, batch_size: 16, patience: 5 }",
+        );
     fs::write(ws.path().join("patient.yaml"), text).unwrap();
-    assert_exit(&kiln(ws.path(), &["run", "patient.yaml", "--out", "out"]), 0);
+    assert_exit(
+        &kiln(ws.path(), &["run", "patient.yaml", "--out", "out"]),
+        0,
+    );
     let fit = &metrics(ws.path(), "out")["fit.metrics"];
     assert_eq!(fit["stopped_early"], true);
-    let (best, run) = (fit["best_epoch"].as_u64().unwrap(), fit["epochs_run"].as_u64().unwrap());
+    let (best, run) = (
+        fit["best_epoch"].as_u64().unwrap(),
+        fit["epochs_run"].as_u64().unwrap(),
+    );
     assert_eq!(run, best + 5, "stops 5 epochs after the best one");
     assert!(run < 100);
 }
