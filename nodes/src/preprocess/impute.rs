@@ -3,10 +3,9 @@
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor};
-use kiln_engine::kind::types_at;
 use kiln_engine::{
-    InputSpec, InputTypes, KindSpec, NodeError, NodeKind, OutputSpec, OutputTypes, Outputs,
-    PortName, RunContext, SettingSpec, SettingType, Settings, Value, ValueType,
+    InputTypes, KindSpec, NodeError, NodeKind, OutputTypes, Outputs, PortName, RunContext,
+    SettingSpec, SettingType, Settings, Value, ValueType,
 };
 use serde_json::json;
 
@@ -22,15 +21,8 @@ impl NodeKind for Impute {
             version: 1,
             doc: "Fills missing values (empty cells, `NA`, `nan`) per column with the mean, the median or the most frequent value of `fit`, or a constant.
 The fitted fill values are applied unchanged to `apply` and given as `transform`.",
-            inputs: vec![
-                InputSpec::required("fit", ValueType::Dataset, "the data the fill values come from"),
-                InputSpec::optional("apply", ValueType::Dataset, "data filled with `fit`'s values"),
-            ],
-            outputs: vec![
-                OutputSpec::new("fit", ValueType::Dataset, "`fit`, filled"),
-                OutputSpec::new("apply", ValueType::Dataset, "`apply`, filled"),
-                OutputSpec::new("transform", ValueType::Transform, "the fill value of each column"),
-            ],
+            inputs: super::fitted::inputs(ValueType::Dataset, "the data the fill values come from", "data filled with `fit`'s values"),
+            outputs: super::fitted::outputs(ValueType::Dataset, "the fill value of each column"),
             settings: vec![
                 SettingSpec::with_default("strategy", SettingType::Choice(&["mean", "median", "most_frequent", "constant"]), json!("mean"), "how a column's fill value is chosen"),
                 SettingSpec::with_default("value", SettingType::float(), json!(0.0), "the fill value for `strategy: constant`"),
@@ -45,18 +37,7 @@ The fitted fill values are applied unchanged to `apply` and given as `transform`
         inputs: &InputTypes,
         _: &Settings,
     ) -> Result<OutputTypes, String> {
-        let ty = |port| {
-            types_at(inputs, port)
-                .first()
-                .copied()
-                .unwrap_or(ValueType::Dataset)
-        };
-        let mut out = vec![(PortName::new_static("fit"), ty("fit"))];
-        if !types_at(inputs, "apply").is_empty() {
-            out.push((PortName::new_static("apply"), ty("apply")));
-        }
-        out.push((PortName::new_static("transform"), ValueType::Transform));
-        Ok(out)
+        Ok(super::fitted::output_types(inputs))
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {

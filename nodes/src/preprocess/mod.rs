@@ -1,6 +1,7 @@
 //! Preprocessing kinds: splitting, scaling, combining.
 
 mod concat;
+mod fitted;
 mod impute;
 mod normalize;
 mod onehot;

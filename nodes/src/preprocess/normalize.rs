@@ -4,10 +4,9 @@
 use std::collections::BTreeMap;
 
 use candle_core::DType;
-use kiln_engine::kind::types_at;
 use kiln_engine::{
-    InputSpec, InputTypes, KindSpec, NodeError, NodeKind, OutputSpec, OutputTypes, Outputs,
-    PortName, RunContext, SettingSpec, SettingType, Settings, Value, ValueType,
+    InputTypes, KindSpec, NodeError, NodeKind, OutputTypes, Outputs, PortName, RunContext,
+    SettingSpec, SettingType, Settings, Value, ValueType,
 };
 use serde_json::json;
 
@@ -23,15 +22,8 @@ impl NodeKind for Normalize {
             version: 1,
             doc: "Scales features to [0, 1] with the minimum and maximum fitted on `fit` only, per feature or over all of them (`per_feature: false`, e.g. 0–255 pixels).
 The fitted range is applied unchanged to `apply` and given as `transform`; a constant feature becomes 0.",
-            inputs: vec![
-                InputSpec::required("fit", ValueType::Dataset, "the data the range is fitted on"),
-                InputSpec::optional("apply", ValueType::Dataset, "data scaled with the fitted range"),
-            ],
-            outputs: vec![
-                OutputSpec::new("fit", ValueType::Dataset, "`fit`, scaled"),
-                OutputSpec::new("apply", ValueType::Dataset, "`apply`, scaled"),
-                OutputSpec::new("transform", ValueType::Transform, "the fitted minimum and range"),
-            ],
+            inputs: super::fitted::inputs(ValueType::Dataset, "the data the range is fitted on", "data scaled with the fitted range"),
+            outputs: super::fitted::outputs(ValueType::Dataset, "the fitted minimum and range"),
             settings: vec![SettingSpec::with_default("per_feature", SettingType::Bool, json!(true), "fit a range per feature (true) or one for all (false)")],
             side_effects: false,
         }
@@ -43,18 +35,7 @@ The fitted range is applied unchanged to `apply` and given as `transform`; a con
         inputs: &InputTypes,
         _: &Settings,
     ) -> Result<OutputTypes, String> {
-        let ty = |port| {
-            types_at(inputs, port)
-                .first()
-                .copied()
-                .unwrap_or(ValueType::Dataset)
-        };
-        let mut out = vec![(PortName::new_static("fit"), ty("fit"))];
-        if !types_at(inputs, "apply").is_empty() {
-            out.push((PortName::new_static("apply"), ty("apply")));
-        }
-        out.push((PortName::new_static("transform"), ValueType::Transform));
-        Ok(out)
+        Ok(super::fitted::output_types(inputs))
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {

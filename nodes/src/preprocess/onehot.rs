@@ -3,10 +3,9 @@
 use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor};
-use kiln_engine::kind::types_at;
 use kiln_engine::{
-    InputSpec, InputTypes, KindSpec, NodeError, NodeKind, OutputSpec, OutputTypes, Outputs,
-    PortName, RunContext, SettingSpec, SettingType, Settings, Value, ValueType,
+    InputTypes, KindSpec, NodeError, NodeKind, OutputTypes, Outputs, PortName, RunContext,
+    SettingSpec, SettingType, Settings, Value, ValueType,
 };
 use serde_json::{json, Value as Json};
 
@@ -22,15 +21,8 @@ impl NodeKind for OneHot {
             version: 1,
             doc: "Replaces each categorical column (see `source.csv`'s `categorical`) by one 0/1 column per category, named `column=category`.
 The categories are those of `fit`; `apply` is encoded with them unchanged, so a category `fit` never saw becomes all zeros, and a missing cell too.",
-            inputs: vec![
-                InputSpec::required("fit", ValueType::Table, "the table whose categories define the columns"),
-                InputSpec::optional("apply", ValueType::Table, "a table encoded with `fit`'s categories"),
-            ],
-            outputs: vec![
-                OutputSpec::new("fit", ValueType::Table, "`fit`, encoded"),
-                OutputSpec::new("apply", ValueType::Table, "`apply`, encoded"),
-                OutputSpec::new("transform", ValueType::Transform, "the categories of each encoded column"),
-            ],
+            inputs: super::fitted::inputs(ValueType::Table, "the table whose categories define the columns", "a table encoded with `fit`'s categories"),
+            outputs: super::fitted::outputs(ValueType::Table, "the categories of each encoded column"),
             settings: vec![SettingSpec::optional(
                 "columns",
                 SettingType::list(SettingType::Str),
@@ -42,16 +34,11 @@ The categories are those of `fit`; `apply` is encoded with them unchanged, so a 
 
     fn output_types(
         &self,
-        spec: &KindSpec,
+        _: &KindSpec,
         inputs: &InputTypes,
         _: &Settings,
     ) -> Result<OutputTypes, String> {
-        Ok(spec
-            .outputs
-            .iter()
-            .filter(|o| o.name.as_str() != "apply" || !types_at(inputs, "apply").is_empty())
-            .map(|o| (o.name.clone(), o.ty))
-            .collect())
+        Ok(super::fitted::output_types(inputs))
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
