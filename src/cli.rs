@@ -19,6 +19,8 @@ pub struct Cli {
 pub enum Command {
     /// Validate a pipeline, then run it (cached nodes are reused).
     Run(RunArgs),
+    /// Run, then re-run what each change to the file or its data affects (Ctrl-C stops).
+    Watch(WatchArgs),
     /// Check pipeline files without running them; every problem is reported.
     Validate {
         /// Pipeline files.
@@ -71,6 +73,25 @@ pub struct RunArgs {
     /// Run this node and what it depends on.
     #[arg(long, value_name = "NODE")]
     pub until: Option<String>,
+}
+
+/// `kiln watch` arguments.
+#[derive(Args)]
+pub struct WatchArgs {
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// Nodes running at once (default: all cores).
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub jobs: Option<u16>,
+    /// Where results go (default: `runs/<pipeline>/` beside the pipeline file).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Override a param: `--set params.NAME=VALUE`.
+    #[arg(long = "set", value_name = "params.NAME=VALUE")]
+    pub set: Vec<String>,
+    /// Milliseconds for file events to settle before a re-run.
+    #[arg(long, default_value_t = 50, value_name = "MS")]
+    pub debounce_ms: u64,
 }
 
 /// Graph output formats.

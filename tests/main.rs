@@ -12,3 +12,4 @@ mod robustness;
 mod scale;
 mod scheduler;
 mod training;
+mod watch;

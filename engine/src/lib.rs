@@ -4,7 +4,7 @@
 //! format ([`format`], [`load`]), whole-file validation ([`validate`]) into a
 //! [`Plan`], the petgraph DAG and its drawings ([`render`]), the ready-set
 //! scheduler on a rayon pool ([`run`]), the content-addressed cache
-//! ([`cache`]) and devices ([`device`]).
+//! ([`cache`]), watch mode ([`watch`]) and devices ([`device`]).
 //!
 //! The engine knows no concrete node kind. Kinds implement [`NodeKind`] and
 //! are added to a [`Registry`] by the `kiln-nodes` crate; everything the
@@ -43,6 +43,7 @@ pub mod schema;
 pub mod settings;
 pub mod validate;
 pub mod value;
+pub mod watch;
 pub mod yaml;
 
 use std::path::Path;

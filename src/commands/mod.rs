@@ -3,6 +3,7 @@
 mod graph;
 mod nodes;
 mod run;
+mod watch;
 
 use std::path::Path;
 
@@ -17,6 +18,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
     let registry = kiln_nodes::registry();
     match cli.command {
         Command::Run(args) => run::run(&args, &registry),
+        Command::Watch(args) => watch::watch(&args, &registry),
         Command::Validate { files, set } => validate(&files, &set, &registry),
         Command::Graph { file, format, set } => graph::graph(&file, format, &set, &registry),
         Command::Nodes { kind } => nodes::nodes(kind.as_deref(), &registry),

@@ -44,13 +44,7 @@ pub fn run(args: &RunArgs, registry: &Registry) -> Result<(), Failure> {
         );
     }
     write_results(&plan, &report, &outputs, &out_dir, jobs)?;
-    println!(
-        "ran {}, reused {}, failed {} in {:.2}s",
-        report.count(Status::Ran),
-        report.count(Status::Cached),
-        report.count(Status::Failed),
-        report.seconds
-    );
+    println!("{}", summary(&report));
     if report.succeeded() {
         return Ok(());
     }
@@ -71,6 +65,17 @@ pub fn run(args: &RunArgs, registry: &Registry) -> Result<(), Failure> {
         ));
     }
     Err(Failure::Run(msg.trim_end().to_string()))
+}
+
+/// The one-line summary of a run: `ran 3, reused 9, failed 0 in 1.42s`.
+pub fn summary(report: &RunReport) -> String {
+    format!(
+        "ran {}, reused {}, failed {} in {:.2}s",
+        report.count(Status::Ran),
+        report.count(Status::Cached),
+        report.count(Status::Failed),
+        report.seconds
+    )
 }
 
 fn selection(plan: &Plan, args: &RunArgs) -> Result<Selection, Failure> {
@@ -122,7 +127,7 @@ fn print_table(report: &RunReport) {
 }
 
 /// The values named in `outputs:` as JSON, by `node.port`.
-fn outputs_json(plan: &Plan, report: &RunReport) -> serde_json::Value {
+pub fn outputs_json(plan: &Plan, report: &RunReport) -> serde_json::Value {
     let mut map = serde_json::Map::new();
     for outlet in &plan.outputs {
         let Some(handle) = report.value(outlet) else {
@@ -137,7 +142,7 @@ fn outputs_json(plan: &Plan, report: &RunReport) -> serde_json::Value {
     serde_json::Value::Object(map)
 }
 
-fn write_results(
+pub fn write_results(
     plan: &Plan,
     report: &RunReport,
     outputs: &serde_json::Value,

@@ -1,0 +1,217 @@
+//! Watch mode: run, then re-run on every change to the pipeline file or to a
+//! file its nodes read.
+//!
+//! The folders holding those files are watched (not the files), so editors
+//! that save by writing a temporary file and renaming it, or by deleting and
+//! re-creating, are seen. Events are debounced. A change re-validates the
+//! file: an invalid one is reported and the last good pipeline and results
+//! stay; a valid one starts a new run, which re-runs only nodes whose
+//! fingerprint changed (the rest come from the cache, and a node whose output
+//! did not change leaves its descendants alone). A change that lands while a
+//! run is in flight cancels it at the next node or batch boundary first.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::sync::mpsc;
+use std::sync::Arc;
+use std::thread;
+use std::time::Duration;
+
+use notify_debouncer_full::notify::RecursiveMode;
+use notify_debouncer_full::{new_debouncer, DebounceEventResult};
+
+use crate::context::{CancelToken, Observer};
+use crate::error::EngineError;
+use crate::registry::Registry;
+use crate::run::{CacheMode, RunOptions, RunReport, Selection};
+use crate::validate::Plan;
+
+/// How to watch.
+pub struct WatchOptions {
+    /// Nodes running at once.
+    pub jobs: usize,
+    /// Where sinks write (default: `runs/<pipeline>/` beside the file).
+    pub out_dir: Option<PathBuf>,
+    /// `--set params.NAME=VALUE` overrides.
+    pub overrides: Vec<(String, serde_json::Value)>,
+    /// How long events settle before a re-run.
+    pub debounce: Duration,
+    /// Cancelled to stop watching (Ctrl-C).
+    pub stop: CancelToken,
+}
+
+/// What watch mode tells its user.
+pub trait WatchEvents: Send + Sync {
+    /// The file is invalid (or unreadable); the last good run stays.
+    fn invalid(&self, error: &EngineError);
+    /// A run starts, after `changed` (files, empty for the first run).
+    fn started(&self, plan: &Plan, changed: &[PathBuf]);
+    /// A run ended; `cancelled` when a newer change stopped it.
+    fn finished(&self, plan: &Plan, report: &RunReport, out_dir: &Path, cancelled: bool);
+    /// Receives node starts, progress and ends during runs.
+    fn observer(&self) -> Arc<dyn Observer>;
+}
+
+struct InFlight {
+    cancel: CancelToken,
+    handle: thread::JoinHandle<(Plan, Result<RunReport, EngineError>)>,
+    out_dir: PathBuf,
+}
+
+/// Watches until `opts.stop` is cancelled. `Err` only when watching itself
+/// can't start (the folder can't be watched).
+pub fn watch(
+    file: &Path,
+    registry: &Registry,
+    opts: &WatchOptions,
+    events: &dyn WatchEvents,
+) -> Result<(), EngineError> {
+    let (tx, rx) = mpsc::channel::<DebounceEventResult>();
+    let mut debouncer = new_debouncer(opts.debounce, None, tx)
+        .map_err(|e| EngineError::Usage(format!("cannot watch files: {e}")))?;
+    let mut watched_dirs: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut watched_files: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut in_flight: Option<InFlight> = None;
+    let mut changed: Vec<PathBuf> = Vec::new();
+    let mut reload = true;
+    while !opts.stop.is_cancelled() {
+        if reload {
+            reload = false;
+            let plan = crate::load_file(file, registry, &opts.overrides);
+            let mut files = vec![absolute(file)];
+            if let Ok(plan) = &plan {
+                files.extend(
+                    plan.nodes
+                        .iter()
+                        .flat_map(|n| n.files.iter().map(|f| absolute(f))),
+                );
+            }
+            for f in &files {
+                if let Some(dir) = f.parent() {
+                    if watched_dirs.insert(dir.to_path_buf()) {
+                        debouncer
+                            .watch(dir, RecursiveMode::NonRecursive)
+                            .map_err(|e| {
+                                EngineError::Usage(format!("cannot watch `{}`: {e}", dir.display()))
+                            })?;
+                    }
+                }
+            }
+            watched_files.extend(files);
+            match plan {
+                Err(e) => events.invalid(&e),
+                Ok(plan) => {
+                    in_flight = Some(start(plan, opts, events, &std::mem::take(&mut changed)))
+                }
+            }
+        }
+        match rx.recv_timeout(Duration::from_millis(50)) {
+            Ok(Ok(batch)) => {
+                // Reading a file is an event too (inotify's access events):
+                // only creations, writes, renames and removals count.
+                let hits: Vec<PathBuf> = batch
+                    .iter()
+                    .filter(|ev| {
+                        use notify_debouncer_full::notify::event::{EventKind, ModifyKind};
+                        matches!(
+                            ev.kind,
+                            EventKind::Create(_)
+                                | EventKind::Remove(_)
+                                | EventKind::Modify(
+                                    ModifyKind::Data(_) | ModifyKind::Name(_) | ModifyKind::Any
+                                )
+                        )
+                    })
+                    .flat_map(|ev| ev.paths.iter())
+                    .map(|p| absolute(p))
+                    .filter(|p| watched_files.contains(p))
+                    .collect();
+                if !hits.is_empty() {
+                    if let Some(run) = in_flight.take() {
+                        finish(run, events, true);
+                    }
+                    changed.extend(hits);
+                    changed.sort();
+                    changed.dedup();
+                    reload = true;
+                }
+            }
+            Ok(Err(errors)) => {
+                for e in errors {
+                    tracing::warn!("watching files: {e}");
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Timeout) => {
+                if in_flight.as_ref().is_some_and(|r| r.handle.is_finished()) {
+                    if let Some(run) = in_flight.take() {
+                        finish(run, events, false);
+                    }
+                }
+            }
+            Err(mpsc::RecvTimeoutError::Disconnected) => break,
+        }
+    }
+    if let Some(run) = in_flight.take() {
+        finish(run, events, true);
+    }
+    Ok(())
+}
+
+/// The path made absolute and its folder resolved, so events match however the file was named.
+fn absolute(path: &Path) -> PathBuf {
+    let full = if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|d| d.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    };
+    match (full.parent(), full.file_name()) {
+        (Some(dir), Some(name)) => dir.canonicalize().map(|d| d.join(name)).unwrap_or(full),
+        _ => full,
+    }
+}
+
+fn start(
+    plan: Plan,
+    opts: &WatchOptions,
+    events: &dyn WatchEvents,
+    changed: &[PathBuf],
+) -> InFlight {
+    events.started(&plan, changed);
+    let cancel = CancelToken::new();
+    let out_dir = opts
+        .out_dir
+        .clone()
+        .unwrap_or_else(|| plan.base_dir.join("runs").join(plan.name.as_str()));
+    let run_opts = RunOptions {
+        jobs: opts.jobs,
+        cache: CacheMode::Use,
+        out_dir: out_dir.clone(),
+        selection: Selection::All,
+        cancel: cancel.clone(),
+        observer: events.observer(),
+    };
+    let handle = thread::spawn(move || {
+        let report = crate::run::run(&plan, &run_opts);
+        (plan, report)
+    });
+    InFlight {
+        cancel,
+        handle,
+        out_dir,
+    }
+}
+
+fn finish(run: InFlight, events: &dyn WatchEvents, cancel: bool) {
+    // A run that ended on its own before the change is reported as complete.
+    let cancelled = cancel && !run.handle.is_finished();
+    if cancelled {
+        run.cancel.cancel();
+    }
+    match run.handle.join() {
+        Ok((plan, Ok(report))) => events.finished(&plan, &report, &run.out_dir, cancelled),
+        Ok((_, Err(e))) => events.invalid(&e),
+        Err(_) => tracing::error!("a run stopped with an internal error"),
+    }
+}

@@ -1,0 +1,164 @@
+//! `kiln watch` driven for real: a child process, edits on disk, its output read back.
+
+use std::fs;
+use std::io::{BufRead, BufReader};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::{channel, Receiver};
+use std::time::{Duration, Instant};
+
+use crate::common::workspace;
+
+struct Watcher {
+    child: Child,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Watcher {
+    fn start(dir: &Path, file: &str) -> Watcher {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["watch", file, "--jobs", "2"])
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kiln watch starts");
+        let (tx, rx) = channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        Watcher {
+            child,
+            lines: rx,
+            seen: Vec::new(),
+        }
+    }
+
+    /// The next line containing `text`, within 60 s.
+    fn wait_for(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "no line with {text:?}; output so far:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    /// Stops it with Ctrl-C (SIGINT) and returns its exit code.
+    fn interrupt(mut self) -> Option<i32> {
+        Command::new("kill")
+            .args(["-INT", &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status.code();
+            }
+            if Instant::now() > deadline {
+                let _ = self.child.kill();
+                panic!("kiln watch did not stop on Ctrl-C");
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+}
+
+fn edit(path: &Path, from: &str, to: &str) {
+    let text = fs::read_to_string(path).unwrap();
+    assert!(text.contains(from), "{from:?} not in {}", path.display());
+    fs::write(path, text.replacen(from, to, 1)).unwrap();
+}
+
+#[test]
+fn watch_reruns_what_each_change_reaches() {
+    let ws = workspace();
+    let file = ws.path().join("iris-mlp.yaml");
+    let mut w = Watcher::start(ws.path(), "iris-mlp.yaml");
+    let first = w.wait_for("ran ");
+    assert!(first.starts_with("ran 9, reused 0, failed 0"), "{first}");
+
+    // A training setting: training and what follows it only.
+    edit(&file, "lr: \"${params.lr}\"", "lr: 0.02");
+    let line = w.wait_for("ran ");
+    assert!(line.starts_with("ran 5, reused 4"), "{line}");
+    assert!(
+        line.ends_with("(fit, eval, predict, save_predictions, save_model)"),
+        "{line}"
+    );
+
+    // An invalid edit: reported, the watcher lives on, the next valid edit runs.
+    edit(&file, "kind: train.supervised", "kind: train.supervisd");
+    w.wait_for("did you mean `train.supervised`");
+    w.wait_for("keeping the last good pipeline");
+    edit(&file, "kind: train.supervisd", "kind: train.supervised");
+    let line = w.wait_for("ran ");
+    assert!(line.starts_with("ran 0, reused 9"), "{line}");
+
+    // An editor's save: write a temporary file, rename it over the pipeline.
+    let text = fs::read_to_string(&file)
+        .unwrap()
+        .replace("lr: 0.02", "lr: 0.03");
+    fs::write(ws.path().join(".iris-mlp.yaml.swp"), text).unwrap();
+    fs::rename(ws.path().join(".iris-mlp.yaml.swp"), &file).unwrap();
+    let line = w.wait_for("ran ");
+    assert!(line.starts_with("ran 5, reused 4"), "{line}");
+
+    // Truncate and write in place.
+    let text = fs::read_to_string(&file)
+        .unwrap()
+        .replace("lr: 0.03", "lr: 0.04");
+    fs::write(&file, "").unwrap();
+    fs::write(&file, text).unwrap();
+    let line = w.wait_for("ran 5, reused 4");
+    assert!(line.contains("fit"), "{line}");
+
+    // The data file: the source and everything below it.
+    edit(
+        &ws.path().join("data/iris.csv"),
+        "5.1,3.5,1.4,0.2",
+        "5.2,3.5,1.4,0.2",
+    );
+    let line = w.wait_for("ran ");
+    assert!(
+        line.starts_with("ran 8, reused 1"),
+        "the model node alone is reused: {line}"
+    );
+
+    assert_eq!(w.interrupt(), Some(0));
+}
+
+#[test]
+fn a_change_during_training_cancels_it_and_starts_again() {
+    let ws = workspace();
+    let file = ws.path().join("iris-mlp.yaml");
+    // Long enough never to finish within the test.
+    edit(&file, "epochs: 100", "epochs: 100000");
+    let mut w = Watcher::start(ws.path(), "iris-mlp.yaml");
+    std::thread::sleep(Duration::from_millis(1500));
+    edit(&file, "epochs: 100000", "epochs: 5");
+    let cancelled = w.wait_for("cancelled by a newer change");
+    assert!(cancelled.contains("after"), "{cancelled}");
+    let line = w.wait_for("ran ");
+    assert!(line.contains("fit"), "{line}");
+    assert_eq!(w.interrupt(), Some(0));
+}
