@@ -39,3 +39,36 @@ pub fn output_types(inputs: &InputTypes) -> OutputTypes {
     out.push((PortName::new_static("transform"), ValueType::Transform));
     out
 }
+
+/// The outputs of a fitted step: `step` applied to `fit` and, when
+/// connected, to `apply`, then the fitted `transform`.
+pub fn apply_all(
+    ctx: &kiln_engine::RunContext<'_>,
+    fit: &crate::data::Dataset,
+    step: impl Fn(&crate::data::Dataset) -> Result<crate::data::Dataset, kiln_engine::NodeError>,
+    transform: kiln_engine::Value,
+) -> Result<kiln_engine::Outputs, kiln_engine::NodeError> {
+    let mut out = vec![(PortName::new_static("fit"), step(fit)?.into_value())];
+    if let Some(apply) = ctx.opt_input("apply") {
+        let apply = crate::data::Dataset::from_value(apply)?;
+        out.push((PortName::new_static("apply"), step(&apply)?.into_value()));
+    }
+    out.push((PortName::new_static("transform"), transform));
+    Ok(out)
+}
+
+/// An error unless `data` has examples shaped like the fitted ones.
+pub fn check_shape(
+    data: &crate::data::Dataset,
+    fitted: &[usize],
+) -> Result<(), kiln_engine::NodeError> {
+    let given = data.features.dims().get(1..).unwrap_or(&[]);
+    if given == fitted {
+        Ok(())
+    } else {
+        Err(kiln_engine::NodeError::new(format!(
+            "`apply` has features of shape {given:?} per example, but `fit` has {fitted:?}: \
+             transform data with the same columns it was fitted on"
+        )))
+    }
+}

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor};
 use kiln_engine::{
-    InputTypes, KindSpec, NodeError, NodeKind, OutputTypes, Outputs, PortName, RunContext,
-    SettingSpec, SettingType, Settings, Value, ValueType,
+    InputTypes, KindSpec, NodeError, NodeKind, OutputTypes, Outputs, RunContext, SettingSpec,
+    SettingType, Settings, Value, ValueType,
 };
 use serde_json::json;
 
@@ -60,13 +60,9 @@ The fitted fill values are applied unchanged to `apply` and given as `transform`
                 fill_value(&mut col, strategy, s.float("value").unwrap_or(0.0) as f32)
             })
             .collect();
-        let fill = |d: &Dataset| -> Result<Value, NodeError> {
-            let per_example = d.features.elem_count() / d.len().max(1);
-            if per_example != width {
-                return Err(NodeError::new(format!(
-                    "`apply` has {per_example} values per example, `fit` {width}"
-                )));
-            }
+        let shape = fit.features.dims()[1..].to_vec();
+        let fill = |d: &Dataset| -> Result<Dataset, NodeError> {
+            super::fitted::check_shape(d, &shape)?;
             let mut v: Vec<f32> = d
                 .features
                 .to_device(&Device::Cpu)?
@@ -82,26 +78,17 @@ The fitted fill values are applied unchanged to `apply` and given as `transform`
             Ok(Dataset {
                 features,
                 ..d.clone()
-            }
-            .into_value())
+            })
         };
-        let mut out = vec![(PortName::new_static("fit"), fill(&fit)?)];
-        if let Some(apply) = ctx.opt_input("apply") {
-            out.push((
-                PortName::new_static("apply"),
-                fill(&Dataset::from_value(apply)?)?,
-            ));
-        }
         let transform = Value::new(
             ValueType::Transform,
             BTreeMap::from([(
                 "fill".to_string(),
-                Tensor::from_vec(fills, width, &Device::Cpu)?,
+                Tensor::from_vec(fills.clone(), width, &Device::Cpu)?,
             )]),
             json!({ "transform": "impute", "strategy": strategy, "columns": fit.columns }),
         );
-        out.push((PortName::new_static("transform"), transform));
-        Ok(out)
+        super::fitted::apply_all(ctx, &fit, fill, transform)
     }
 }
 

@@ -5,8 +5,8 @@ use std::collections::BTreeMap;
 
 use candle_core::DType;
 use kiln_engine::{
-    InputTypes, KindSpec, NodeError, NodeKind, OutputTypes, Outputs, PortName, RunContext,
-    SettingSpec, SettingType, Settings, Value, ValueType,
+    InputTypes, KindSpec, NodeError, NodeKind, OutputTypes, Outputs, RunContext, SettingSpec,
+    SettingType, Settings, Value, ValueType,
 };
 use serde_json::json;
 
@@ -54,14 +54,9 @@ The fitted range is applied unchanged to `apply` and given as `transform`; a con
         };
         let range = (&max - &min)?;
         let range = range.le(0.0)?.where_cond(&range.ones_like()?, &range)?;
-        let scale = |d: &Dataset| -> Result<Value, NodeError> {
-            let given = d.features.dims().get(1..).unwrap_or(&[]);
-            if given != &min.dims()[1..] {
-                return Err(NodeError::new(format!(
-                    "`apply` has features of shape {given:?} per example, but `fit` has {:?}",
-                    &min.dims()[1..]
-                )));
-            }
+        let shape = min.dims()[1..].to_vec();
+        let scale = |d: &Dataset| -> Result<Dataset, NodeError> {
+            super::fitted::check_shape(d, &shape)?;
             let features = d
                 .features
                 .to_dtype(DType::F32)?
@@ -70,16 +65,8 @@ The fitted range is applied unchanged to `apply` and given as `transform`; a con
             Ok(Dataset {
                 features,
                 ..d.clone()
-            }
-            .into_value())
+            })
         };
-        let mut out = vec![(PortName::new_static("fit"), scale(&fit)?)];
-        if let Some(apply) = ctx.opt_input("apply") {
-            out.push((
-                PortName::new_static("apply"),
-                scale(&Dataset::from_value(apply)?)?,
-            ));
-        }
         let transform = Value::new(
             ValueType::Transform,
             BTreeMap::from([
@@ -88,7 +75,6 @@ The fitted range is applied unchanged to `apply` and given as `transform`; a con
             ]),
             json!({ "transform": "normalize", "columns": fit.columns }),
         );
-        out.push((PortName::new_static("transform"), transform));
-        Ok(out)
+        super::fitted::apply_all(ctx, &fit, scale, transform)
     }
 }

@@ -4,8 +4,8 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor};
 use kiln_engine::{
-    InputTypes, KindSpec, NodeError, NodeKind, OutputTypes, Outputs, PortName, RunContext,
-    SettingSpec, SettingType, Settings, Value, ValueType,
+    InputTypes, KindSpec, NodeError, NodeKind, OutputTypes, Outputs, RunContext, SettingSpec,
+    SettingType, Settings, Value, ValueType,
 };
 use serde_json::{json, Value as Json};
 
@@ -64,22 +64,11 @@ The categories are those of `fit`; `apply` is encoded with them unchanged, so a 
             })?;
             vocab.insert(col.clone(), names.clone());
         }
-        let mut out = vec![(
-            PortName::new_static("fit"),
-            encode(&fit, &vocab)?.into_value(),
-        )];
-        if let Some(apply) = ctx.opt_input("apply") {
-            out.push((
-                PortName::new_static("apply"),
-                encode(&Dataset::from_value(apply)?, &vocab)?.into_value(),
-            ));
-        }
         let transform = Value::from_json(
             ValueType::Transform,
             json!({ "transform": "onehot", "categories": vocab }),
         );
-        out.push((PortName::new_static("transform"), transform));
-        Ok(out)
+        super::fitted::apply_all(ctx, &fit, |d| encode(d, &vocab), transform)
     }
 }
 

@@ -93,15 +93,9 @@ A constant feature is only centred.",
         } else {
             mean.ones_like()?
         };
+        let shape = mean.dims()[1..].to_vec();
         let apply = |d: &Dataset| -> Result<Value, NodeError> {
-            let expected = &mean.dims()[1..];
-            let given = d.features.dims().get(1..).unwrap_or(&[]);
-            if given != expected {
-                return Err(NodeError::new(format!(
-                    "`apply` has features of shape {given:?} per example, but `fit` has {expected:?}: \
-                     standardize data with the same columns it was fitted on"
-                )));
-            }
+            super::fitted::check_shape(d, &shape)?;
             let features = d
                 .features
                 .to_dtype(DType::F32)?
