@@ -118,3 +118,18 @@ fn iris_prep_holds_out_a_stratified_fifth() {
     let petal = means[2].as_f64().unwrap();
     assert!((petal - 3.758).abs() < 0.25, "{petal}");
 }
+
+#[test]
+fn digits_prep_writes_every_digit_scaled_with_its_label() {
+    let ws = workspace();
+    assert_exit(&kiln(ws.path(), &["run", "digits-prep.yaml"]), 0);
+    let text = fs::read_to_string(ws.path().join("runs/digits-prep/digits-scaled.csv")).unwrap();
+    let mut lines = text.lines();
+    let header = lines.next().unwrap();
+    assert_eq!(header.split(',').count(), 65, "64 pixels and the digit");
+    let rows: Vec<&str> = lines.collect();
+    assert_eq!(rows.len(), 1797);
+    let digits: std::collections::BTreeSet<&str> =
+        rows.iter().map(|r| r.rsplit(',').next().unwrap()).collect();
+    assert_eq!(digits.len(), 10);
+}
