@@ -38,10 +38,7 @@ pub fn run(args: &RunArgs, registry: &Registry) -> Result<(), Failure> {
     print_table(&report);
     let outputs = outputs_json(&plan, &report);
     for (name, value) in outputs.as_object().into_iter().flatten() {
-        println!(
-            "{name} = {}",
-            serde_json::to_string_pretty(value).unwrap_or_default()
-        );
+        println!("{name} = {}", readable(value, 0));
     }
     write_results(&plan, &report, &outputs, &out_dir, jobs)?;
     println!("{}", summary(&report));
@@ -65,6 +62,55 @@ pub fn run(args: &RunArgs, registry: &Registry) -> Result<(), Failure> {
         ));
     }
     Err(Failure::Run(msg.trim_end().to_string()))
+}
+
+/// JSON for people: indented, but lists of plain values kept on one line
+/// (a confusion matrix reads as a matrix).
+fn readable(value: &serde_json::Value, depth: usize) -> String {
+    use serde_json::Value as J;
+    let pad = "  ".repeat(depth + 1);
+    let close = "  ".repeat(depth);
+    match value {
+        J::Array(items) if items.iter().all(|v| !v.is_array() && !v.is_object()) => {
+            serde_json::to_string(value).unwrap_or_default()
+        }
+        J::Array(items)
+            if items.iter().all(|v| {
+                v.as_array()
+                    .is_some_and(|a| a.iter().all(|x| !x.is_array() && !x.is_object()))
+            }) =>
+        {
+            let rows: Vec<String> = items
+                .iter()
+                .map(|v| format!("{pad}{}", serde_json::to_string(v).unwrap_or_default()))
+                .collect();
+            format!("[\n{}\n{close}]", rows.join(",\n"))
+        }
+        J::Array(items) => {
+            let rows: Vec<String> = items
+                .iter()
+                .map(|v| format!("{pad}{}", readable(v, depth + 1)))
+                .collect();
+            format!("[\n{}\n{close}]", rows.join(",\n"))
+        }
+        J::Object(map)
+            if map.len() <= 6 && map.values().all(|v| !v.is_array() && !v.is_object()) =>
+        {
+            let fields: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{}: {v}", J::String(k.clone())))
+                .collect();
+            format!("{{ {} }}", fields.join(", "))
+        }
+        J::Object(map) if !map.is_empty() => {
+            let rows: Vec<String> = map
+                .iter()
+                .map(|(k, v)| format!("{pad}{}: {}", J::String(k.clone()), readable(v, depth + 1)))
+                .collect();
+            format!("{{\n{}\n{close}}}", rows.join(",\n"))
+        }
+        other => serde_json::to_string(other).unwrap_or_default(),
+    }
 }
 
 /// The one-line summary of a run: `ran 3, reused 9, failed 0 in 1.42s`.
@@ -164,4 +210,26 @@ pub fn write_results(
             .map_err(|e| Failure::Run(format!("error: cannot write `{}`: {e}", path.display())))?;
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::readable;
+    use serde_json::json;
+
+    #[test]
+    fn matrices_read_as_rows_and_small_records_as_lines() {
+        let shown = readable(
+            &json!({"confusion": [[1, 0], [2, 3]], "class": {"f1": 0.5, "support": 2}, "labels": ["a", "b"]}),
+            0,
+        );
+        assert!(shown.contains("\n    [1,0],\n    [2,3]\n  ]"), "{shown}");
+        assert!(
+            shown.contains("\"class\": { \"f1\": 0.5, \"support\": 2 }"),
+            "{shown}"
+        );
+        assert!(shown.contains("\"labels\": [\"a\",\"b\"]"), "{shown}");
+        let back: serde_json::Value = serde_json::from_str(&shown).unwrap();
+        assert_eq!(back["confusion"][1][0], 2);
+    }
 }
