@@ -123,9 +123,11 @@ pub fn validate(
 
     let ids: Vec<&str> = decl.nodes.iter().map(|n| n.id.as_str()).collect();
     let index: HashMap<&str, usize> = ids.iter().enumerate().map(|(i, id)| (*id, i)).collect();
-    let mut graph: DiGraph<NodeId, (PortName, PortName)> = DiGraph::new();
+    // Which node depends on which, before ports are resolved (they need the
+    // producers' output types, computed in topological order below).
+    let mut deps: DiGraph<NodeId, ()> = DiGraph::new();
     for n in &decl.nodes {
-        graph.add_node(n.id.clone());
+        deps.add_node(n.id.clone());
     }
 
     // Kinds and settings, node by node.
@@ -150,13 +152,7 @@ pub fn validate(
             for r in &input.refs {
                 match index.get(r.value.node.as_str()) {
                     Some(&from) => {
-                        let port = r
-                            .value
-                            .port
-                            .clone()
-                            .unwrap_or_else(|| PortName::new_static("_"));
-                        let to = PortName::new_static("_");
-                        graph.add_edge(NodeIndex::new(from), NodeIndex::new(i), (port, to));
+                        deps.add_edge(NodeIndex::new(from), NodeIndex::new(i), ());
                     }
                     None => diags.push(
                         missing_node(r.pos, &r.value, &input.port.value, &ids)
@@ -167,11 +163,11 @@ pub fn validate(
         }
     }
 
-    let cyclic = report_cycles(&graph, decl, diags);
+    let cyclic = report_cycles(&deps, decl, diags);
     let mut outs: Vec<Option<OutputTypes>> = vec![None; decl.nodes.len()];
     let mut inputs: Vec<Vec<(PortName, Vec<Outlet>)>> = vec![Vec::new(); decl.nodes.len()];
     if !cyclic {
-        let order = petgraph::algo::toposort(&graph, None).unwrap_or_default();
+        let order = petgraph::algo::toposort(&deps, None).unwrap_or_default();
         for idx in order {
             let i = idx.index();
             // A node whose settings are invalid still has its inputs checked and
@@ -241,7 +237,7 @@ pub fn validate(
             files,
         });
     }
-    // Rebuild edges with real port names now that they are resolved.
+    // The plan's graph: edges carry the resolved ports.
     let mut graph = DiGraph::new();
     for n in &nodes {
         graph.add_node(n.id.clone());
@@ -617,11 +613,7 @@ fn missing_node(pos: Pos, r: &PortRef, what: &str, ids: &[&str]) -> Diagnostic {
 }
 
 /// Reports every cycle as a full path; returns whether there was one.
-fn report_cycles(
-    graph: &DiGraph<NodeId, (PortName, PortName)>,
-    decl: &Declaration,
-    diags: &mut Diagnostics,
-) -> bool {
+fn report_cycles(graph: &DiGraph<NodeId, ()>, decl: &Declaration, diags: &mut Diagnostics) -> bool {
     let mut found = false;
     for scc in petgraph::algo::tarjan_scc(graph) {
         let self_loop = scc.len() == 1 && graph.contains_edge(scc[0], scc[0]);
@@ -652,11 +644,7 @@ fn report_cycles(
 }
 
 /// A path start -> … -> start inside one strongly connected component.
-fn cycle_path(
-    graph: &DiGraph<NodeId, (PortName, PortName)>,
-    start: NodeIndex,
-    scc: &[NodeIndex],
-) -> Vec<NodeIndex> {
+fn cycle_path(graph: &DiGraph<NodeId, ()>, start: NodeIndex, scc: &[NodeIndex]) -> Vec<NodeIndex> {
     // Breadth-first search from start's successors back to start, within the component.
     let mut prev: HashMap<NodeIndex, NodeIndex> = HashMap::new();
     let mut queue = std::collections::VecDeque::from([start]);
