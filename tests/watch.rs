@@ -161,4 +161,14 @@ fn a_change_during_training_cancels_it_and_starts_again() {
     let line = w.wait_for("ran ");
     assert!(line.contains("fit"), "{line}");
     assert_eq!(w.interrupt(), Some(0));
+
+    // The cancelled run left nothing half-written: no temporary file, and a
+    // plain run afterwards finds every result of the finished run intact.
+    let tmp = ws.path().join(".kiln/tmp");
+    assert!(!tmp.exists() || fs::read_dir(&tmp).unwrap().next().is_none());
+    let out = crate::common::kiln(ws.path(), &["run", "iris-mlp.yaml"]);
+    crate::common::assert_exit(&out, 0);
+    assert!(crate::common::text(&out)
+        .0
+        .contains("ran 0, reused 9, failed 0"));
 }
