@@ -287,3 +287,31 @@ nodes:
         "{stderr}"
     );
 }
+
+#[test]
+fn every_fitted_step_applies_to_a_list_with_one_output_each() {
+    let ws = workspace();
+    fs::write(
+        ws.path().join("lists.yaml"),
+        "pipeline: lists
+nodes:
+  iris: { kind: source.csv, with: { path: data/iris.csv, target: species } }
+  split: { kind: preprocess.split, inputs: { data: iris }, with: { test: 0.2 } }
+  halves: { kind: preprocess.split, inputs: { data: split.test }, with: { test: 0.5 } }
+  range: { kind: preprocess.normalize, inputs: { fit: split.train, apply: [halves.train, halves.test] } }
+  fill: { kind: preprocess.impute, inputs: { fit: range.fit, apply: [range.apply_0, range.apply_1] } }
+  both: { kind: preprocess.concat, inputs: { parts: [fill.apply_0, fill.apply_1] } }
+  out: { kind: sink.csv, inputs: { data: both }, with: { path: both.csv } }
+",
+    )
+    .unwrap();
+    assert_exit(&kiln(ws.path(), &["run", "lists.yaml"]), 0);
+    let rows = fs::read_to_string(ws.path().join("runs/lists/both.csv")).unwrap();
+    assert_eq!(
+        rows.lines().count(),
+        31,
+        "the two halves of the 30 test rows, and a header"
+    );
+    let out = kiln(ws.path(), &["graph", "lists.yaml", "--format", "json"]);
+    assert!(text(&out).0.contains("\"port\": \"apply_1\""));
+}

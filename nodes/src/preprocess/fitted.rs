@@ -1,72 +1,98 @@
 //! The shape shared by fitted preprocessing steps (impute, normalize,
 //! one-hot, standardize): statistics fitted on `fit` only, applied unchanged
-//! to `apply`, and given as `transform` — no train/test leakage, no
-//! train/serve skew.
+//! to every `apply` input, and given as `transform` — no train/test leakage,
+//! no train/serve skew. `apply` takes one reference or a list; with a list the
+//! outputs are `apply_0`, `apply_1`, … in order, and `apply` is the first.
 
 use kiln_engine::kind::types_at;
-use kiln_engine::{InputSpec, InputTypes, OutputSpec, OutputTypes, PortName, ValueType};
+use kiln_engine::{
+    InputSpec, InputTypes, NodeError, OutputSpec, OutputTypes, Outputs, PortName, RunContext,
+    Value, ValueType,
+};
 
-/// Inputs `fit` (required) and `apply` (optional).
+use crate::data::Dataset;
+
+/// Inputs `fit` (required) and `apply` (optional; one reference or a list).
 pub fn inputs(ty: ValueType, fit_doc: &'static str, apply_doc: &'static str) -> Vec<InputSpec> {
     vec![
         InputSpec::required("fit", ty, fit_doc),
-        InputSpec::optional("apply", ty, apply_doc),
+        InputSpec::optional("apply", ty, apply_doc).many(),
     ]
 }
 
-/// Outputs `fit`, `apply` and `transform`.
+/// Outputs `fit`, `apply` and `transform` (`apply_N` are added per list item).
 pub fn outputs(ty: ValueType, transform_doc: &'static str) -> Vec<OutputSpec> {
     vec![
         OutputSpec::new("fit", ty, "`fit`, transformed"),
-        OutputSpec::new("apply", ty, "`apply`, transformed"),
+        OutputSpec::new("apply", ty, "`apply`, transformed (the first, when a list is given; then also `apply_0`, `apply_1`, …)"),
         OutputSpec::new("transform", ValueType::Transform, transform_doc),
     ]
 }
 
-/// `fit` and `apply` keep their input's type (a table stays a table);
-/// `apply` exists only when connected.
-pub fn output_types(inputs: &InputTypes) -> OutputTypes {
-    let ty = |port| {
-        types_at(inputs, port)
-            .first()
-            .copied()
-            .unwrap_or(ValueType::Dataset)
-    };
-    let mut out = vec![(PortName::new_static("fit"), ty("fit"))];
-    if !types_at(inputs, "apply").is_empty() {
-        out.push((PortName::new_static("apply"), ty("apply")));
-    }
-    out.push((PortName::new_static("transform"), ValueType::Transform));
-    out
+fn apply_port(i: usize) -> Result<PortName, String> {
+    format!("apply_{i}")
+        .parse()
+        .map_err(|e: kiln_engine::ids::BadName| e.to_string())
 }
 
-/// The outputs of a fitted step: `step` applied to `fit` and, when
-/// connected, to `apply`, then the fitted `transform`.
+/// Each output keeps its input's type (a table stays a table); `apply`
+/// exists only when connected, `apply_N` only for a list.
+pub fn output_types(inputs: &InputTypes) -> Result<OutputTypes, String> {
+    let fit = types_at(inputs, "fit")
+        .first()
+        .copied()
+        .unwrap_or(ValueType::Dataset);
+    let mut out = vec![(PortName::new_static("fit"), fit)];
+    let apply = types_at(inputs, "apply");
+    if let Some(ty) = apply.first() {
+        out.push((PortName::new_static("apply"), *ty));
+    }
+    if apply.len() > 1 {
+        for (i, ty) in apply.iter().enumerate() {
+            out.push((apply_port(i)?, *ty));
+        }
+    }
+    out.push((PortName::new_static("transform"), ValueType::Transform));
+    Ok(out)
+}
+
+/// The outputs of a fitted step: `step` applied to `fit` and to every
+/// `apply` input, then the fitted `transform`.
 pub fn apply_all(
-    ctx: &kiln_engine::RunContext<'_>,
-    fit: &crate::data::Dataset,
-    step: impl Fn(&crate::data::Dataset) -> Result<crate::data::Dataset, kiln_engine::NodeError>,
-    transform: kiln_engine::Value,
-) -> Result<kiln_engine::Outputs, kiln_engine::NodeError> {
+    ctx: &RunContext<'_>,
+    fit: &Dataset,
+    step: impl Fn(&Dataset) -> Result<Dataset, NodeError>,
+    transform: Value,
+) -> Result<Outputs, NodeError> {
     let mut out = vec![(PortName::new_static("fit"), step(fit)?.into_value())];
-    if let Some(apply) = ctx.opt_input("apply") {
-        let apply = crate::data::Dataset::from_value(apply)?;
-        out.push((PortName::new_static("apply"), step(&apply)?.into_value()));
+    let applied: Vec<Value> = ctx
+        .inputs("apply")
+        .iter()
+        .map(|v| {
+            Dataset::from_value(v)
+                .and_then(|d| step(&d))
+                .map(Dataset::into_value)
+        })
+        .collect::<Result<_, _>>()?;
+    if let Some(first) = applied.first() {
+        out.push((PortName::new_static("apply"), first.clone()));
+    }
+    if applied.len() > 1 {
+        for (i, v) in applied.into_iter().enumerate() {
+            out.push((apply_port(i).map_err(NodeError::new)?, v));
+        }
     }
     out.push((PortName::new_static("transform"), transform));
     Ok(out)
 }
 
 /// An error unless `data` has examples shaped like the fitted ones.
-pub fn check_shape(
-    data: &crate::data::Dataset,
-    fitted: &[usize],
-) -> Result<(), kiln_engine::NodeError> {
+pub fn check_shape(data: &Dataset, fitted: &[usize]) -> Result<(), NodeError> {
     let given = data.features.dims().get(1..).unwrap_or(&[]);
     if given == fitted {
         Ok(())
     } else {
-        Err(kiln_engine::NodeError::new(format!(
+        Err(NodeError::new(format!(
             "`apply` has features of shape {given:?} per example, but `fit` has {fitted:?}: \
              transform data with the same columns it was fitted on"
         )))

@@ -37,7 +37,7 @@ The fitted fill values are applied unchanged to `apply` and given as `transform`
         inputs: &InputTypes,
         _: &Settings,
     ) -> Result<OutputTypes, String> {
-        Ok(super::fitted::output_types(inputs))
+        super::fitted::output_types(inputs)
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {

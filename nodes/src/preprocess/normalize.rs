@@ -35,7 +35,7 @@ The fitted range is applied unchanged to `apply` and given as `transform`; a con
         inputs: &InputTypes,
         _: &Settings,
     ) -> Result<OutputTypes, String> {
-        Ok(super::fitted::output_types(inputs))
+        super::fitted::output_types(inputs)
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {

@@ -38,7 +38,7 @@ The categories are those of `fit`; `apply` is encoded with them unchanged, so a 
         inputs: &InputTypes,
         _: &Settings,
     ) -> Result<OutputTypes, String> {
-        Ok(super::fitted::output_types(inputs))
+        super::fitted::output_types(inputs)
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
