@@ -7,6 +7,10 @@ use criterion::{criterion_group, criterion_main};
 mod engine;
 mod training;
 
+/// The allocator the `kiln` binary uses (see `src/main.rs`).
+#[global_allocator]
+static ALLOCATOR: mimalloc::MiMalloc = mimalloc::MiMalloc;
+
 criterion_group! {
     name = benches;
     config = criterion::Criterion::default()

@@ -17,7 +17,7 @@ impl NodeKind for Predict {
     fn spec(&self) -> KindSpec {
         KindSpec {
             name: "infer.predict",
-            version: 1,
+            version: 2,
             doc: "Runs a trained model over a dataset, in batches, on the node's device.
 Gives a dataset whose features are the scores: class probabilities (one column per label) for classification, predicted values for regression; the input's target, if any, is kept for scoring.",
             inputs: vec![

@@ -237,7 +237,9 @@ impl Network for Cnn {
         let mut h = x.reshape((x.dim(0)?, s[0], s[1], s[2]))?;
         for layer in &self.layers {
             h = match layer {
-                Built::Conv(conv) => activate(&conv.forward(&h)?, &self.cfg.activation)?,
+                Built::Conv(conv) => {
+                    activate(&crate::nn::conv::conv2d(conv, &h)?, &self.cfg.activation)?
+                }
                 Built::Pool(size) => h.max_pool2d(*size)?,
                 Built::AvgPool(size) => h.avg_pool2d(*size)?,
                 Built::BatchNorm(bn) => bn.forward(&h, mode)?,

@@ -1,7 +1,7 @@
 //! `model.rnn`: LSTM or GRU layers over sequences, then a linear head.
 
 use candle_core::{Result, Tensor};
-use candle_nn::rnn::{Direction, GRUConfig, LSTMConfig, GRU, LSTM, RNN};
+use candle_nn::rnn::{GRUConfig, GRU, RNN};
 use candle_nn::{Linear, Module, VarBuilder};
 use kiln_engine::{
     KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, SettingSpec,
@@ -10,6 +10,7 @@ use kiln_engine::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::nn::lstm::Lstm;
 use crate::nn::{Dims, Mode, ModelValue, Network};
 
 /// The RNN's architecture.
@@ -28,19 +29,23 @@ pub struct RnnConfig {
 }
 
 enum Cell {
-    Lstm(LSTM),
+    Lstm(Lstm),
     Gru(GRU),
 }
 
 impl Cell {
-    /// `[batch, time, features]` -> `[batch, time, hidden]`.
+    /// Time-major `[time, batch, features]` -> `[time, batch, hidden]`.
     fn run(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Cell::Lstm(c) => c.states_to_tensor(&c.seq(x)?),
+            Cell::Lstm(c) => c.run(x),
             Cell::Gru(c) => {
-                // GRU's states_to_tensor concatenates along time: [batch, time·hidden].
-                let (b, t) = (x.dim(0)?, x.dim(1)?);
-                c.states_to_tensor(&c.seq(x)?)?.reshape((b, t, ()))
+                let mut state = c.zero_state(x.dim(1)?)?;
+                let mut states = Vec::with_capacity(x.dim(0)?);
+                for t in 0..x.dim(0)? {
+                    state = c.step(&x.get(t)?, &state)?;
+                    states.push(state.h().clone());
+                }
+                Tensor::stack(&states, 0)
             }
         }
     }
@@ -60,11 +65,6 @@ fn cell(
     backward: bool,
     vb: &VarBuilder,
 ) -> Result<Cell> {
-    let direction = if backward {
-        Direction::Backward
-    } else {
-        Direction::Forward
-    };
     if cfg.cell == "gru" {
         let suffix = if backward { "_reverse" } else { "" };
         let vb = vb.pp(format!("gru_l{layer}{suffix}"));
@@ -75,29 +75,28 @@ fn cell(
             vb,
         )?));
     }
-    let conf = LSTMConfig {
-        layer_idx: layer,
-        direction,
-        ..LSTMConfig::default()
-    };
-    Ok(Cell::Lstm(candle_nn::rnn::lstm(
+    Ok(Cell::Lstm(Lstm::new(
         input,
         cfg.hidden,
-        conf,
-        vb.pp("lstm"),
+        layer,
+        backward,
+        &vb.pp("lstm"),
     )?))
 }
 
+/// Reverses a time-major sequence.
 fn reverse_time(x: &Tensor) -> Result<Tensor> {
-    let t = x.dim(1)?;
+    let t = x.dim(0)?;
     let idx: Vec<u32> = (0..t as u32).rev().collect();
-    x.index_select(&Tensor::from_vec(idx, t, x.device())?, 1)
+    x.contiguous()?
+        .index_select(&Tensor::from_vec(idx, t, x.device())?, 0)
 }
 
 impl Rnn {
     /// Builds the layers; weights follow PyTorch's names (`lstm.weight_ih_l0`, `…_reverse`).
     pub fn new(cfg: &RnnConfig, dims: &Dims, vb: VarBuilder) -> Result<Self> {
         let features = match dims.input.as_slice() {
+            [0] | [0, _] => candle_core::bail!("a recurrent model needs sequences of at least one step"),
             [_time] => 1,
             [_time, features] => *features,
             other => candle_core::bail!(
@@ -128,12 +127,13 @@ impl Rnn {
 
 impl Network for Rnn {
     fn forward(&self, x: &Tensor, _mode: &mut Mode<'_>) -> Result<Tensor> {
-        let mut h = if x.rank() == 2 {
+        let x = if x.rank() == 2 {
             x.unsqueeze(2)?
         } else {
             x.clone()
         };
-        let t = h.dim(1)?;
+        let mut h = x.transpose(0, 1)?.contiguous()?;
+        let t = h.dim(0)?;
         for (fwd, bwd) in &self.layers {
             let out = fwd.run(&h)?;
             h = match bwd {
@@ -142,19 +142,19 @@ impl Network for Rnn {
             };
         }
         let summary = if self.cfg.pooling == "mean" {
-            h.mean(1)?
+            h.mean(0)?
         } else if self.cfg.bidirectional {
             // Forward half at the last step, backward half at the first.
             let hidden = self.cfg.hidden;
             Tensor::cat(
                 &[
-                    h.narrow(1, t - 1, 1)?.narrow(2, 0, hidden)?.squeeze(1)?,
-                    h.narrow(1, 0, 1)?.narrow(2, hidden, hidden)?.squeeze(1)?,
+                    h.get(t - 1)?.narrow(1, 0, hidden)?,
+                    h.get(0)?.narrow(1, hidden, hidden)?,
                 ],
                 1,
             )?
         } else {
-            h.narrow(1, t - 1, 1)?.squeeze(1)?
+            h.get(t - 1)?
         };
         self.head.forward(&summary)
     }

@@ -4,8 +4,10 @@
 //! a `model` value (architecture, input/output sizes, task, weights).
 
 pub mod batch_norm;
+pub mod conv;
 pub mod dropout;
 pub mod init;
+pub mod lstm;
 mod model_value;
 
 pub use model_value::{Dims, ModelValue, Task, Trained};

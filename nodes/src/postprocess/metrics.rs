@@ -17,7 +17,7 @@ impl NodeKind for Metrics {
     fn spec(&self) -> KindSpec {
         KindSpec {
             name: "postprocess.metrics",
-            version: 1,
+            version: 2,
             doc: "Scores a model on a dataset: accuracy, precision, recall and F1 (macro and per class) and the confusion matrix for classes; MSE, MAE and R² for numbers.
 Connect `model` and `data` (the model predicts `data`), or `predictions` from `infer.predict` and `data`.",
             inputs: vec![

@@ -36,7 +36,7 @@ impl NodeKind for Supervised {
         };
         KindSpec {
             name: "train.supervised",
-            version: 1,
+            version: 2,
             doc: DOC,
             inputs: vec![
                 InputSpec::required("model", ValueType::Model, "the model to train (untrained, or trained to fine-tune)"),
