@@ -85,7 +85,8 @@ impl Geometry {
     }
 }
 
-/// `[b, c, h, w]` → `[c·k·k, b·oh·ow]`: each column one receptive field.
+/// `[b, c, h, w]` → `[b·oh·ow, c·k·k + 1]`: each row one receptive field,
+/// then a 1 for the bias.
 struct Im2Col(Geometry);
 
 /// The adjoint of [`Im2Col`]: sums patch gradients back onto the image.
@@ -109,16 +110,21 @@ impl CustomOp1 for Im2Col {
         let input = contiguous_f32(storage, layout, self.name())?;
         let batch = layout.dims()[0];
         let (image, pixels) = (g.channels * g.height * g.width, g.pixels());
-        let mut out = vec![0f32; g.patch_len() * batch * pixels];
+        let width = g.patch_len() + 1;
+        let mut out = vec![0f32; batch * pixels * width];
         for (b, src) in input.chunks_exact(image).enumerate() {
+            let dst = &mut out[b * pixels * width..][..pixels * width];
             g.for_each_run(|row, pixel, from, len| {
-                let dst = &mut out[(row * batch + b) * pixels + pixel..][..len];
-                for (i, d) in dst.iter_mut().enumerate() {
-                    *d = src[from + i * g.stride];
+                for i in 0..len {
+                    dst[(pixel + i) * width + row] = src[from + i * g.stride];
                 }
             });
+            // The last column multiplies the bias.
+            for p in 0..pixels {
+                dst[p * width + width - 1] = 1.0;
+            }
         }
-        Ok((CpuStorage::F32(out), (g.patch_len(), batch * pixels).into()))
+        Ok((CpuStorage::F32(out), (batch * pixels, width).into()))
     }
 
     fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -135,14 +141,14 @@ impl CustomOp1 for Col2Im {
         let g = self.0;
         let cols = contiguous_f32(storage, layout, self.name())?;
         let pixels = g.pixels();
-        let batch = layout.dims()[1] / pixels;
-        let image = g.channels * g.height * g.width;
+        let batch = layout.dims()[0] / pixels;
+        let (image, width) = (g.channels * g.height * g.width, g.patch_len() + 1);
         let mut out = vec![0f32; batch * image];
         for (b, dst) in out.chunks_exact_mut(image).enumerate() {
+            let src = &cols[b * pixels * width..][..pixels * width];
             g.for_each_run(|row, pixel, to, len| {
-                let src = &cols[(row * batch + b) * pixels + pixel..][..len];
-                for (i, v) in src.iter().enumerate() {
-                    dst[to + i * g.stride] += v;
+                for i in 0..len {
+                    dst[to + i * g.stride] += src[(pixel + i) * width + row];
                 }
             });
         }
@@ -185,19 +191,20 @@ pub fn conv2d(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
         stride: cfg.stride,
         padding: cfg.padding,
     };
-    // One product for the whole batch, `[out, k] · [k, batch·pixels]`, so
-    // the weight gradient is one product too (no sum over a broadcast).
+    // One product for the whole batch, `[batch·pixels, k + 1] · [k + 1, out]`,
+    // with the bias as the last row of the weights (so its gradient is part
+    // of the same product, not a sum over a broadcast).
     let cols = x.contiguous()?.apply_op1(Im2Col(g))?;
-    let y = weight
-        .reshape((out_channels, g.patch_len()))?
-        .matmul(&cols)?;
-    let y = match conv.bias() {
-        Some(b) => y.broadcast_add(&b.reshape((out_channels, 1))?)?,
-        None => y,
+    let bias = match conv.bias() {
+        Some(b) => b.reshape((out_channels, 1))?,
+        None => Tensor::zeros((out_channels, 1), weight.dtype(), weight.device())?,
     };
-    y.reshape((out_channels, batch, g.out_height(), g.out_width()))?
-        .transpose(0, 1)?
-        .contiguous()
+    let w = Tensor::cat(&[&weight.reshape((out_channels, g.patch_len()))?, &bias], 1)?;
+    cols.matmul(&w.t()?)?
+        .reshape((batch, g.pixels(), out_channels))?
+        .transpose(1, 2)?
+        .contiguous()?
+        .reshape((batch, out_channels, g.out_height(), g.out_width()))
 }
 
 #[cfg(test)]
