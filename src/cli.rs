@@ -21,6 +21,8 @@ pub enum Command {
     Run(RunArgs),
     /// Run, then re-run what each change to the file or its data affects (Ctrl-C stops).
     Watch(WatchArgs),
+    /// Serve pipelines over HTTP: run them (or take them from the cache), then answer requests.
+    Serve(ServeArgs),
     /// Check pipeline files without running them; every problem is reported.
     Validate {
         /// Pipeline files.
@@ -92,6 +94,26 @@ pub struct WatchArgs {
     /// Milliseconds for file events to settle before a re-run.
     #[arg(long, default_value_t = 50, value_name = "MS")]
     pub debounce_ms: u64,
+}
+
+/// `kiln serve` arguments.
+#[derive(Args)]
+pub struct ServeArgs {
+    /// Pipeline files, each with a `serve:` block; one service answers for all.
+    #[arg(required = true)]
+    pub files: Vec<PathBuf>,
+    /// Address to listen on (port 0 picks a free one and prints it).
+    #[arg(long, default_value = "127.0.0.1:8080", value_name = "HOST:PORT")]
+    pub addr: String,
+    /// Rebuild a pipeline when its file or data changes and swap it in.
+    #[arg(long)]
+    pub watch: bool,
+    /// Nodes running at once while a pipeline is (re)built (default: all cores).
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub jobs: Option<u16>,
+    /// Override a param: `--set params.NAME=VALUE`.
+    #[arg(long = "set", value_name = "params.NAME=VALUE")]
+    pub set: Vec<String>,
 }
 
 /// Graph output formats.

@@ -11,5 +11,6 @@ mod pipelines;
 mod robustness;
 mod scale;
 mod scheduler;
+mod serve;
 mod training;
 mod watch;

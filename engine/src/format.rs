@@ -45,6 +45,49 @@ pub struct PipelineFile {
     /// References (`node` or `node.port`) printed at the end of a run and written to `metrics.json`.
     #[serde(default)]
     pub outputs: Vec<String>,
+    /// What `kiln serve` answers requests with.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub serve: Option<ServeFile>,
+}
+
+/// The `serve:` block: which node takes requests and which output answers them.
+///
+/// ```yaml
+/// serve: { input: request, output: label, max_batch: 32, max_wait_ms: 2 }
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ServeFile {
+    /// The node that takes each request's rows (a kind that takes requests, such as `source.request`).
+    pub input: String,
+    /// The answer: `node` or `node.port`, downstream of `input`.
+    pub output: String,
+    /// Most rows run together in one pass when requests arrive together.
+    #[serde(default = "default_max_batch")]
+    #[schemars(range(min = 1))]
+    pub max_batch: u64,
+    /// How long the first request of a batch waits for others, in milliseconds.
+    #[serde(default = "default_max_wait_ms")]
+    pub max_wait_ms: u64,
+    /// Most rows one request may send.
+    #[serde(default = "default_max_rows")]
+    #[schemars(range(min = 1))]
+    pub max_rows: u64,
+}
+
+/// Default `serve.max_batch`.
+pub fn default_max_batch() -> u64 {
+    64
+}
+
+/// Default `serve.max_wait_ms`.
+pub fn default_max_wait_ms() -> u64 {
+    1
+}
+
+/// Default `serve.max_rows`.
+pub fn default_max_rows() -> u64 {
+    1024
 }
 
 /// One node of a pipeline.
@@ -89,7 +132,7 @@ pub enum Refs {
 }
 
 /// Top-level keys, in the order the docs show them.
-pub const PIPELINE_KEYS: [&str; 7] = [
+pub const PIPELINE_KEYS: [&str; 8] = [
     "pipeline",
     "description",
     "seed",
@@ -97,7 +140,11 @@ pub const PIPELINE_KEYS: [&str; 7] = [
     "params",
     "nodes",
     "outputs",
+    "serve",
 ];
+
+/// Keys of the `serve:` block.
+pub const SERVE_KEYS: [&str; 5] = ["input", "output", "max_batch", "max_wait_ms", "max_rows"];
 
 /// Keys of a node.
 pub const NODE_KEYS: [&str; 5] = ["kind", "inputs", "with", "device", "cache"];
@@ -126,5 +173,8 @@ mod tests {
         let mut node: Vec<String> = NODE_KEYS.iter().map(|s| s.to_string()).collect();
         node.sort();
         assert_eq!(keys_of::<NodeFile>(), node);
+        let mut serve: Vec<String> = SERVE_KEYS.iter().map(|s| s.to_string()).collect();
+        serve.sort();
+        assert_eq!(keys_of::<ServeFile>(), serve);
     }
 }

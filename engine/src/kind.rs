@@ -11,6 +11,7 @@ use std::sync::Arc;
 
 use crate::context::RunContext;
 use crate::ids::PortName;
+use crate::serve::RequestError;
 use crate::settings::{SettingSpec, Settings};
 use crate::value::Value;
 
@@ -246,6 +247,24 @@ pub trait NodeKind: Send + Sync {
 
     /// Does the work.
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, crate::NodeError>;
+
+    /// Whether the node's value comes from outside when the pipeline is
+    /// served: `serve.input` must name a node of such a kind (SPEC §7).
+    fn takes_requests(&self) -> bool {
+        false
+    }
+
+    /// The node's outputs for one request: `rows` is the JSON the client sent
+    /// for this node. Only called on kinds that take requests; every problem
+    /// with the client's input is a [`RequestError`] naming the field.
+    fn request(
+        &self,
+        settings: &Settings,
+        rows: &serde_json::Value,
+    ) -> Result<Outputs, RequestError> {
+        let _ = (settings, rows);
+        Err(RequestError::new("", "this node does not take requests"))
+    }
 }
 
 /// A shared handle to a kind.

@@ -40,6 +40,7 @@ pub mod registry;
 pub mod render;
 pub mod run;
 pub mod schema;
+pub mod serve;
 pub mod settings;
 pub mod validate;
 pub mod value;
@@ -58,6 +59,7 @@ pub use kind::{
 };
 pub use registry::Registry;
 pub use run::{run, CacheMode, NodeReport, RunOptions, RunReport, Selection, Status};
+pub use serve::{RequestError, ServeError, ServeSpec, Service};
 pub use settings::{SettingDefault, SettingSpec, SettingType, Settings};
 pub use validate::{Outlet, Plan, PlanNode};
 pub use value::Value;

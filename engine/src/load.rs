@@ -6,7 +6,7 @@ use std::collections::HashMap;
 
 use crate::device::DeviceSpec;
 use crate::diagnostic::{Diagnostic, Diagnostics};
-use crate::format::{NODE_KEYS, PIPELINE_KEYS};
+use crate::format::{NODE_KEYS, PIPELINE_KEYS, SERVE_KEYS};
 use crate::ids::{did_you_mean, NodeId, PipelineName, PortRef};
 use crate::yaml::{Data, Doc, Pos};
 
@@ -36,6 +36,25 @@ pub struct Declaration {
     pub nodes: Vec<NodeDecl>,
     /// The `outputs:` references.
     pub outputs: Vec<Located<PortRef>>,
+    /// The `serve:` block.
+    pub serve: Option<ServeDecl>,
+}
+
+/// The `serve:` block as declared.
+#[derive(Clone, Debug)]
+pub struct ServeDecl {
+    /// Where the block starts.
+    pub pos: Pos,
+    /// `input:`, the node that takes requests.
+    pub input: Option<Located<NodeId>>,
+    /// `output:`, the answer.
+    pub output: Option<Located<PortRef>>,
+    /// `max_batch:`.
+    pub max_batch: usize,
+    /// `max_wait_ms:`.
+    pub max_wait_ms: u64,
+    /// `max_rows:`.
+    pub max_rows: usize,
 }
 
 /// One node as declared.
@@ -146,6 +165,7 @@ pub fn declaration(doc: &Doc, diags: &mut Diagnostics) -> Declaration {
             },
             "nodes" => nodes_doc = Some(value),
             "outputs" => decl.outputs = refs(value, "`outputs`", diags).1,
+            "serve" => decl.serve = serve(value, diags),
             other => diags.push(unknown_key(key.pos, other, "top-level key", &PIPELINE_KEYS)),
         }
     }
@@ -376,6 +396,98 @@ fn device(doc: &Doc, diags: &mut Diagnostics) -> Option<Located<DeviceSpec>> {
             None
         }
     }
+}
+
+fn serve(doc: &Doc, diags: &mut Diagnostics) -> Option<ServeDecl> {
+    let Data::Map(entries) = &doc.data else {
+        diags.push(type_error(
+            doc,
+            "`serve`",
+            "a mapping such as `{ input: request, output: label }`",
+        ));
+        return None;
+    };
+    let mut decl = ServeDecl {
+        pos: doc.pos,
+        input: None,
+        output: None,
+        max_batch: crate::format::default_max_batch() as usize,
+        max_wait_ms: crate::format::default_max_wait_ms(),
+        max_rows: crate::format::default_max_rows() as usize,
+    };
+    let count = |value: &Doc, what: &str, min: i64, diags: &mut Diagnostics| match value.data {
+        Data::Int(i) if i >= min => Some(i as u64),
+        _ => {
+            let expected = if min > 0 {
+                "a positive integer"
+            } else {
+                "a non-negative integer"
+            };
+            diags.push(type_error(value, what, expected));
+            None
+        }
+    };
+    let mut seen = std::collections::HashSet::new();
+    for (key, value) in entries {
+        let name = key.key_text();
+        if !seen.insert(name.clone()) {
+            diags.push(Diagnostic::at(
+                key.pos,
+                format!("`serve.{name}` is given twice"),
+            ));
+            continue;
+        }
+        match name.as_str() {
+            "input" => match value.as_str().map(str::parse::<NodeId>) {
+                Some(Ok(id)) => {
+                    decl.input = Some(Located {
+                        value: id,
+                        pos: value.pos,
+                    })
+                }
+                Some(Err(e)) => {
+                    diags.push(Diagnostic::at(value.pos, format!("`serve.input`: {e}")))
+                }
+                None => diags.push(type_error(value, "`serve.input`", "a node id")),
+            },
+            "output" => {
+                let (_, found) = refs(value, "`serve.output`", diags);
+                decl.output = found.into_iter().next();
+                if matches!(value.data, Data::Seq(_)) {
+                    diags.push(type_error(
+                        value,
+                        "`serve.output`",
+                        "one reference `node` or `node.port`",
+                    ));
+                }
+            }
+            "max_batch" => {
+                if let Some(n) = count(value, "`serve.max_batch`", 1, diags) {
+                    decl.max_batch = n as usize;
+                }
+            }
+            "max_wait_ms" => {
+                if let Some(n) = count(value, "`serve.max_wait_ms`", 0, diags) {
+                    decl.max_wait_ms = n;
+                }
+            }
+            "max_rows" => {
+                if let Some(n) = count(value, "`serve.max_rows`", 1, diags) {
+                    decl.max_rows = n as usize;
+                }
+            }
+            other => diags.push(unknown_key(key.pos, other, "`serve` key", &SERVE_KEYS)),
+        }
+    }
+    for required in ["input", "output"] {
+        if !seen.contains(required) {
+            diags.push(Diagnostic::at(
+                doc.pos,
+                format!("`serve` needs `{required}:` (e.g. `serve: {{ input: request, output: label }}`)"),
+            ));
+        }
+    }
+    Some(decl)
 }
 
 fn type_error(doc: &Doc, what: &str, expected: &str) -> Diagnostic {

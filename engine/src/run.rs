@@ -48,6 +48,8 @@ pub enum Selection {
     Until(NodeIndex),
     /// This node alone; what it depends on must come from the cache (`--only`).
     Only(NodeIndex),
+    /// These nodes and everything they depend on (what a served pipeline reads).
+    Needed(Vec<NodeIndex>),
 }
 
 /// How to run.
@@ -391,27 +393,33 @@ fn modes(plan: &Plan, selection: &Selection) -> Vec<Option<Mode>> {
     match selection {
         Selection::All => vec![Some(Mode::Normal); n],
         Selection::Until(target) | Selection::Only(target) => {
-            let mut modes = vec![None; n];
             let ancestor_mode = if matches!(selection, Selection::Only(_)) {
                 Mode::CacheOnly
             } else {
                 Mode::Normal
             };
-            let mut stack = vec![*target];
-            while let Some(at) = stack.pop() {
-                if modes[at.index()].is_some() {
-                    continue;
-                }
-                modes[at.index()] = Some(if at == *target {
-                    Mode::Normal
-                } else {
-                    ancestor_mode
-                });
-                stack.extend(plan.graph.neighbors_directed(at, Direction::Incoming));
-            }
-            modes
+            with_ancestors(plan, &[*target], ancestor_mode)
         }
+        Selection::Needed(targets) => with_ancestors(plan, targets, Mode::Normal),
     }
+}
+
+/// `targets` run normally, their ancestors in `ancestor_mode`, others not at all.
+fn with_ancestors(plan: &Plan, targets: &[NodeIndex], ancestor_mode: Mode) -> Vec<Option<Mode>> {
+    let mut modes = vec![None; plan.nodes.len()];
+    let mut stack = targets.to_vec();
+    while let Some(at) = stack.pop() {
+        if modes[at.index()].is_some() {
+            continue;
+        }
+        modes[at.index()] = Some(if targets.contains(&at) {
+            Mode::Normal
+        } else {
+            ancestor_mode
+        });
+        stack.extend(plan.graph.neighbors_directed(at, Direction::Incoming));
+    }
+    modes
 }
 
 fn descendants(plan: &Plan, from: NodeIndex) -> Vec<NodeIndex> {

@@ -140,3 +140,77 @@ impl Dataset {
         }
     }
 }
+
+impl Dataset {
+    /// One JSON object per example, `{column: value}`: categorical columns
+    /// and class targets by name, a missing value as `null`. Examples with
+    /// more than one dimension give `{"features": [...]}`. This is how a
+    /// served pipeline answers.
+    pub fn to_rows(&self) -> Result<Vec<Json>, NodeError> {
+        let features = self
+            .features
+            .to_device(&Device::Cpu)?
+            .to_dtype(DType::F32)?;
+        let n = self.len();
+        let number =
+            |x: f32| serde_json::Number::from_f64(x as f64).map_or(Json::Null, Json::Number);
+        let mut rows: Vec<serde_json::Map<String, Json>> = vec![serde_json::Map::new(); n];
+        if features.rank() == 2 {
+            let width = features.dims()[1];
+            let names: Vec<String> = self
+                .columns
+                .clone()
+                .filter(|c| c.len() == width)
+                .unwrap_or_else(|| (0..width).map(|i| format!("col{i}")).collect());
+            for (row, values) in rows.iter_mut().zip(features.to_vec2::<f32>()?) {
+                for (name, x) in names.iter().zip(values) {
+                    let cell = match self.categories.get(name) {
+                        Some(labels) if x.is_finite() && x >= 0.0 => labels
+                            .get(x as usize)
+                            .map_or_else(|| number(x), |l| Json::String(l.clone())),
+                        _ => number(x),
+                    };
+                    row.insert(name.clone(), cell);
+                }
+            }
+        } else {
+            let flat = features.flatten_from(1)?.to_vec2::<f32>()?;
+            for (row, values) in rows.iter_mut().zip(flat) {
+                row.insert(
+                    "features".into(),
+                    Json::Array(values.into_iter().map(number).collect()),
+                );
+            }
+        }
+        if let Some(t) = &self.target {
+            let values = t.values.to_device(&Device::Cpu)?;
+            let cells: Vec<Json> = match (&t.labels, t.is_classification()) {
+                (Some(labels), true) => values
+                    .to_vec1::<u32>()?
+                    .into_iter()
+                    .map(|i| labels.get(i as usize).map_or(json!(i), |l| json!(l)))
+                    .collect(),
+                _ => values
+                    .to_dtype(DType::F32)?
+                    .to_vec1::<f32>()?
+                    .into_iter()
+                    .map(number)
+                    .collect(),
+            };
+            for (row, cell) in rows.iter_mut().zip(cells) {
+                row.insert(t.name.clone(), cell);
+            }
+        }
+        Ok(rows.into_iter().map(Json::Object).collect())
+    }
+}
+
+/// A value as a served answer: a dataset as rows ([`Dataset::to_rows`]),
+/// anything else as its metadata (metrics and the like).
+pub fn answer(value: &Value) -> Result<Json, NodeError> {
+    if ValueType::Dataset.accepts(value.ty()) {
+        Ok(Json::Array(Dataset::from_value(value)?.to_rows()?))
+    } else {
+        Ok(value.meta().clone())
+    }
+}

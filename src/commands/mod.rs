@@ -3,6 +3,7 @@
 mod graph;
 mod nodes;
 mod run;
+mod serve;
 mod watch;
 
 use std::path::Path;
@@ -19,6 +20,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
     match cli.command {
         Command::Run(args) => run::run(&args, &registry),
         Command::Watch(args) => watch::watch(&args, &registry),
+        Command::Serve(args) => serve::serve(&args, registry),
         Command::Validate { files, set } => validate(&files, &set, &registry),
         Command::Graph { file, format, set } => graph::graph(&file, format, &set, &registry),
         Command::Nodes { kind } => nodes::nodes(kind.as_deref(), &registry),

@@ -60,36 +60,48 @@ The fitted fill values are applied unchanged to `apply` and given as `transform`
                 fill_value(&mut col, strategy, s.float("value").unwrap_or(0.0) as f32)
             })
             .collect();
-        let shape = fit.features.dims()[1..].to_vec();
-        let fill = |d: &Dataset| -> Result<Dataset, NodeError> {
-            super::fitted::check_shape(d, &shape)?;
-            let mut v: Vec<f32> = d
-                .features
-                .to_device(&Device::Cpu)?
-                .to_dtype(DType::F32)?
-                .flatten_all()?
-                .to_vec1()?;
-            for (i, x) in v.iter_mut().enumerate() {
-                if x.is_nan() {
-                    *x = fills[i % width];
-                }
-            }
-            let features = Tensor::from_vec(v, d.features.shape(), &Device::Cpu)?;
-            Ok(Dataset {
-                features,
-                ..d.clone()
-            })
-        };
         let transform = Value::new(
             ValueType::Transform,
             BTreeMap::from([(
                 "fill".to_string(),
-                Tensor::from_vec(fills.clone(), width, &Device::Cpu)?,
+                Tensor::from_vec(fills, width, &Device::Cpu)?,
             )]),
             json!({ "transform": "impute", "strategy": strategy, "columns": fit.columns }),
         );
-        super::fitted::apply_all(ctx, &fit, fill, transform)
+        super::fitted::apply_all(ctx, &fit, transform)
     }
+}
+
+/// Applies a fitted `impute` transform: missing values get their column's fill.
+pub(crate) fn apply(transform: &Value, data: &Dataset) -> Result<Dataset, NodeError> {
+    let fills: Vec<f32> = transform
+        .tensor("fill")?
+        .to_device(&Device::Cpu)?
+        .to_vec1()?;
+    let per_example: usize = data.features.dims().iter().skip(1).product();
+    if per_example != fills.len() {
+        return Err(NodeError::new(format!(
+            "the data has {per_example} values per example, but the fill values were fitted on {}: \
+             impute data with the same columns it was fitted on",
+            fills.len()
+        )));
+    }
+    let mut v: Vec<f32> = data
+        .features
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1()?;
+    for (i, x) in v.iter_mut().enumerate() {
+        if x.is_nan() {
+            *x = fills[i % fills.len()];
+        }
+    }
+    let features = Tensor::from_vec(v, data.features.shape(), &Device::Cpu)?;
+    Ok(Dataset {
+        features,
+        ..data.clone()
+    })
 }
 
 /// A column's fill value; a column with no values at all gets the constant.

@@ -1,5 +1,6 @@
 //! Preprocessing kinds: splitting, scaling, combining.
 
+mod apply;
 mod concat;
 mod fitted;
 mod impute;
@@ -18,4 +19,5 @@ pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(normalize::Normalize);
     reg.register(onehot::OneHot);
     reg.register(impute::Impute);
+    reg.register(apply::Apply);
 }

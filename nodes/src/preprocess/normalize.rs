@@ -54,19 +54,6 @@ The fitted range is applied unchanged to `apply` and given as `transform`; a con
         };
         let range = (&max - &min)?;
         let range = range.le(0.0)?.where_cond(&range.ones_like()?, &range)?;
-        let shape = min.dims()[1..].to_vec();
-        let scale = |d: &Dataset| -> Result<Dataset, NodeError> {
-            super::fitted::check_shape(d, &shape)?;
-            let features = d
-                .features
-                .to_dtype(DType::F32)?
-                .broadcast_sub(&min)?
-                .broadcast_div(&range)?;
-            Ok(Dataset {
-                features,
-                ..d.clone()
-            })
-        };
         let transform = Value::new(
             ValueType::Transform,
             BTreeMap::from([
@@ -75,6 +62,21 @@ The fitted range is applied unchanged to `apply` and given as `transform`; a con
             ]),
             json!({ "transform": "normalize", "columns": fit.columns }),
         );
-        super::fitted::apply_all(ctx, &fit, scale, transform)
+        super::fitted::apply_all(ctx, &fit, transform)
     }
+}
+
+/// Applies a fitted `normalize` transform.
+pub(crate) fn apply(transform: &Value, data: &Dataset) -> Result<Dataset, NodeError> {
+    let (min, range) = (transform.tensor("min")?, transform.tensor("range")?);
+    super::fitted::check_shape(data, min.dims())?;
+    let features = data
+        .features
+        .to_dtype(DType::F32)?
+        .broadcast_sub(min)?
+        .broadcast_div(range)?;
+    Ok(Dataset {
+        features,
+        ..data.clone()
+    })
 }

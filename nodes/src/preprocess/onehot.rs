@@ -68,8 +68,18 @@ The categories are those of `fit`; `apply` is encoded with them unchanged, so a 
             ValueType::Transform,
             json!({ "transform": "onehot", "categories": vocab }),
         );
-        super::fitted::apply_all(ctx, &fit, |d| encode(d, &vocab), transform)
+        super::fitted::apply_all(ctx, &fit, transform)
     }
+}
+
+/// Applies a fitted `onehot` transform.
+pub(crate) fn apply(transform: &Value, data: &Dataset) -> Result<Dataset, NodeError> {
+    let vocab: BTreeMap<String, Vec<String>> = transform
+        .meta()
+        .get("categories")
+        .and_then(|c| serde_json::from_value(c.clone()).ok())
+        .ok_or_else(|| NodeError::new("the onehot transform has no categories"))?;
+    encode(data, &vocab)
 }
 
 /// Encodes `data` with the categories in `vocab` (column -> names).

@@ -70,19 +70,6 @@ A constant feature is only centred.",
         } else {
             mean.ones_like()?
         };
-        let shape = mean.dims()[1..].to_vec();
-        let apply = |d: &Dataset| -> Result<Dataset, NodeError> {
-            super::fitted::check_shape(d, &shape)?;
-            let features = d
-                .features
-                .to_dtype(DType::F32)?
-                .broadcast_sub(&mean)?
-                .broadcast_div(&std)?;
-            Ok(Dataset {
-                features,
-                ..d.clone()
-            })
-        };
         let transform = Value::new(
             ValueType::Transform,
             BTreeMap::from([
@@ -91,6 +78,21 @@ A constant feature is only centred.",
             ]),
             json!({ "transform": "standardize", "columns": fit.columns }),
         );
-        super::fitted::apply_all(ctx, &fit, apply, transform)
+        super::fitted::apply_all(ctx, &fit, transform)
     }
+}
+
+/// Applies a fitted `standardize` transform.
+pub(crate) fn apply(transform: &Value, data: &Dataset) -> Result<Dataset, NodeError> {
+    let (mean, std) = (transform.tensor("mean")?, transform.tensor("std")?);
+    super::fitted::check_shape(data, mean.dims())?;
+    let features = data
+        .features
+        .to_dtype(DType::F32)?
+        .broadcast_sub(mean)?
+        .broadcast_div(std)?;
+    Ok(Dataset {
+        features,
+        ..data.clone()
+    })
 }

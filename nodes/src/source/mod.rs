@@ -1,7 +1,8 @@
-//! Source kinds: nodes that read data from files.
+//! Source kinds: nodes that read data from files, or take it from requests.
 
 mod csv;
 mod idx;
+mod request;
 mod synthetic;
 
 /// Registers every source kind.
@@ -9,4 +10,5 @@ pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(csv::CsvSource);
     reg.register(idx::IdxSource);
     reg.register(synthetic::Synthetic);
+    reg.register(request::Request);
 }

@@ -1,0 +1,251 @@
+//! `source.request`: the rows a served pipeline is asked about.
+
+use candle_core::{Device, Tensor};
+use kiln_engine::{
+    KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RequestError, RunContext,
+    SettingSpec, SettingType, Settings, ValueType,
+};
+use serde_json::Value as Json;
+
+use crate::data::Dataset;
+
+/// Rows of named numeric columns from a request (or from `example` in a run).
+pub struct Request;
+
+impl NodeKind for Request {
+    fn spec(&self) -> KindSpec {
+        KindSpec {
+            name: "source.request",
+            version: 1,
+            doc: "The rows a served pipeline answers: each request's rows become a table with the declared `columns` (SPEC §7).
+A row is an object (`{\"sepal_length\": 5.1, …}`, every column named once) or a list of numbers in column order; `null` is a missing value. In `kiln run` the node gives the `example` rows.",
+            inputs: vec![],
+            outputs: vec![OutputSpec::new("data", ValueType::Table, "the rows, as a table with the declared columns")],
+            settings: vec![
+                SettingSpec::required("columns", SettingType::list(SettingType::Str), "the columns a row holds, in order"),
+                SettingSpec::optional(
+                    "example",
+                    SettingType::list(SettingType::OneOf(vec![
+                        SettingType::list(SettingType::Float { min: None, max: None }),
+                        SettingType::Object,
+                    ])),
+                    "rows to use when the pipeline is run rather than served",
+                ),
+            ],
+            side_effects: false,
+        }
+    }
+
+    fn check(&self, settings: &Settings) -> Vec<(String, String)> {
+        let columns = columns(settings);
+        let mut problems = Vec::new();
+        if columns.is_empty() {
+            problems.push(("columns".into(), "list at least one column".into()));
+        }
+        for (i, c) in columns.iter().enumerate() {
+            if columns[..i].contains(c) {
+                problems.push(("columns".into(), format!("`{c}` is listed twice")));
+            }
+        }
+        if let Some(example) = settings.get("example") {
+            if let Err(e) = table(&columns, example) {
+                problems.push(("example".into(), e.within("example").to_string()));
+            }
+        }
+        problems
+    }
+
+    fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
+        let s = ctx.settings();
+        let example = s.get("example").ok_or_else(|| {
+            NodeError::new(
+                "this node takes its rows from requests (`kiln serve`); to run the pipeline, \
+                 give it rows in setting `example`",
+            )
+        })?;
+        let data = table(&columns(s), example).map_err(|e| NodeError::new(e.to_string()))?;
+        Ok(vec![(PortName::new_static("data"), data.into_value())])
+    }
+
+    fn takes_requests(&self) -> bool {
+        true
+    }
+
+    fn request(&self, settings: &Settings, rows: &Json) -> Result<Outputs, RequestError> {
+        let data = table(&columns(settings), rows)?;
+        Ok(vec![(PortName::new_static("data"), data.into_value())])
+    }
+}
+
+fn columns(settings: &Settings) -> Vec<String> {
+    settings
+        .get("columns")
+        .and_then(Json::as_array)
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c.as_str().map(String::from))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// Reads rows (a list of objects or of number lists; one object alone is
+/// one row) into a table with `columns`. Errors name the row and column.
+pub fn table(columns: &[String], rows: &Json) -> Result<Dataset, RequestError> {
+    let rows: &[Json] = match rows {
+        Json::Array(rows) => rows,
+        Json::Object(_) => std::slice::from_ref(rows),
+        other => {
+            return Err(RequestError::new(
+                "",
+                format!(
+                    "expected a list of rows (objects with {} or lists of {} numbers), not {}",
+                    columns.join(", "),
+                    columns.len(),
+                    json_kind(other)
+                ),
+            ))
+        }
+    };
+    if rows.is_empty() {
+        return Err(RequestError::new(
+            "",
+            "there are no rows: send at least one",
+        ));
+    }
+    let mut values = Vec::with_capacity(rows.len() * columns.len());
+    for (i, row) in rows.iter().enumerate() {
+        let at = |field: &str| {
+            if field.is_empty() {
+                format!("[{i}]")
+            } else {
+                format!("[{i}].{field}")
+            }
+        };
+        match row {
+            Json::Object(cells) => {
+                if let Some(unknown) = cells.keys().find(|k| !columns.contains(k)) {
+                    let hint =
+                        kiln_engine::ids::did_you_mean(unknown, columns.iter().map(String::as_str))
+                            .map(|m| format!(" (did you mean `{m}`?)"))
+                            .unwrap_or_default();
+                    return Err(RequestError::new(
+                        at(unknown),
+                        format!(
+                            "unknown column{hint}; the columns are {}",
+                            columns.join(", ")
+                        ),
+                    ));
+                }
+                for c in columns {
+                    let cell = cells.get(c).ok_or_else(|| {
+                        RequestError::new(
+                            at(c),
+                            "missing: every row needs every column (null for a missing value)",
+                        )
+                    })?;
+                    values.push(number(cell).map_err(|m| RequestError::new(at(c), m))?);
+                }
+            }
+            Json::Array(cells) => {
+                if cells.len() != columns.len() {
+                    return Err(RequestError::new(
+                        at(""),
+                        format!(
+                            "has {} values, but a row has {} ({})",
+                            cells.len(),
+                            columns.len(),
+                            columns.join(", ")
+                        ),
+                    ));
+                }
+                for (j, (cell, c)) in cells.iter().zip(columns).enumerate() {
+                    values.push(number(cell).map_err(|m| {
+                        RequestError::new(format!("[{i}][{j}]"), format!("({c}) {m}"))
+                    })?);
+                }
+            }
+            other => {
+                return Err(RequestError::new(
+                    at(""),
+                    format!(
+                        "a row is an object or a list of numbers, not {}",
+                        json_kind(other)
+                    ),
+                ))
+            }
+        }
+    }
+    let features = Tensor::from_vec(values, (rows.len(), columns.len()), &Device::Cpu)
+        .map_err(|e| RequestError::new("", e.to_string()))?;
+    Ok(Dataset {
+        features,
+        columns: Some(columns.to_vec()),
+        target: None,
+        categories: Default::default(),
+    })
+}
+
+fn number(cell: &Json) -> Result<f32, String> {
+    match cell {
+        Json::Null => Ok(f32::NAN),
+        Json::Number(n) => {
+            let v = n.as_f64().unwrap_or(f64::NAN) as f32;
+            if v.is_finite() {
+                Ok(v)
+            } else {
+                Err(format!("{n} is out of range for a 32-bit float"))
+            }
+        }
+        other => Err(format!("should be a number, not {}", json_kind(other))),
+    }
+}
+
+fn json_kind(v: &Json) -> String {
+    match v {
+        Json::Null => "null".into(),
+        Json::Bool(b) => format!("`{b}`"),
+        Json::Number(n) => format!("the number {n}"),
+        Json::String(s) if s.len() <= 40 => format!("the string \"{s}\""),
+        Json::String(_) => "a string".into(),
+        Json::Array(_) => "a list".into(),
+        Json::Object(_) => "an object".into(),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn cols() -> Vec<String> {
+        vec!["a".into(), "b".into()]
+    }
+
+    #[test]
+    fn objects_and_lists_give_the_same_table() {
+        let t1 = table(&cols(), &json!([{"b": 2, "a": 1.5}, [3, null]])).unwrap();
+        let v = t1.features.to_vec2::<f32>().unwrap();
+        assert_eq!(v[0], vec![1.5, 2.0]);
+        assert_eq!(v[1][0], 3.0);
+        assert!(v[1][1].is_nan());
+        assert_eq!(table(&cols(), &json!({"a": 1, "b": 2})).unwrap().len(), 1);
+    }
+
+    #[test]
+    fn bad_rows_name_the_field() {
+        let field = |rows: Json| table(&cols(), &rows).unwrap_err().field;
+        assert_eq!(
+            field(json!([{"a": 1, "b": 2}, {"a": 1, "bb": 2}])),
+            "[1].bb"
+        );
+        assert_eq!(field(json!([{"a": 1}])), "[0].b");
+        assert_eq!(field(json!([{"a": "x", "b": 1}])), "[0].a");
+        assert_eq!(field(json!([[1, 2, 3]])), "[0]");
+        assert_eq!(field(json!([[1, true]])), "[0][1]");
+        assert_eq!(field(json!([7])), "[0]");
+        assert_eq!(field(json!("rows")), "");
+        assert_eq!(field(json!([])), "");
+        assert_eq!(field(json!([{"a": 1e300, "b": 1}])), "[0].a");
+    }
+}

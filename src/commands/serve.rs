@@ -1,0 +1,230 @@
+//! `kiln serve`: build each pipeline, then answer requests over HTTP until
+//! Ctrl-C or SIGTERM; with `--watch`, rebuild on change and swap atomically.
+
+use std::collections::BTreeMap;
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use kiln_engine::watch::{WatchEvents, WatchOptions};
+use kiln_engine::{
+    CacheMode, CancelToken, EngineError, Observer, Plan, Quiet, Registry, RunOptions, RunReport,
+    Selection, Service,
+};
+
+use crate::cli::ServeArgs;
+use crate::serve::metrics::Metrics;
+use crate::serve::{router, App, Pipeline};
+use crate::Failure;
+
+/// Runs `kiln serve`.
+pub fn serve(args: &ServeArgs, registry: Registry) -> Result<(), Failure> {
+    let jobs = args
+        .jobs
+        .map(usize::from)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let mut plans = Vec::new();
+    for file in &args.files {
+        let plan = super::load(file, &args.set, &registry)?;
+        if plan.serve.is_none() {
+            return Err(Failure::Invalid(format!(
+                "error: {}: there is no `serve:` block to serve: add `serve: {{ input: <a source.request node>, output: <node> }}`",
+                file.display()
+            )));
+        }
+        if let Some((other, _)) = plans
+            .iter()
+            .find(|(_, p): &&(PathBuf, Plan)| p.name == plan.name)
+        {
+            return Err(Failure::Invalid(format!(
+                "error: {} and {} are both named `{}`: one service needs distinct pipeline names",
+                other.display(),
+                file.display(),
+                plan.name
+            )));
+        }
+        plans.push((file.clone(), plan));
+    }
+
+    let mut services = Vec::new();
+    for (file, plan) in plans {
+        let opts = RunOptions {
+            jobs,
+            cache: CacheMode::Use,
+            out_dir: plan.base_dir.join("runs").join(plan.name.as_str()),
+            selection: Selection::All,
+            cancel: CancelToken::new(),
+            observer: Arc::new(Quiet),
+        };
+        let (service, report) = Service::start(Arc::new(plan), &opts)
+            .map_err(|e| Failure::Run(format!("error: {}: {e}", file.display())))?;
+        println!(
+            "{}: {} (model {})",
+            service.plan().name,
+            super::run::summary(&report),
+            service.fingerprint()
+        );
+        services.push((file, service));
+    }
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(jobs.clamp(1, 4))
+        .thread_name("kiln-http")
+        .enable_all()
+        .build()
+        .map_err(|e| Failure::Run(format!("error: cannot start the server's threads: {e}")))?;
+    let metrics = Arc::new(
+        Metrics::new().map_err(|e| Failure::Run(format!("error: cannot set up metrics: {e}")))?,
+    );
+    runtime.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&args.addr)
+            .await
+            .map_err(|e| Failure::Run(format!("error: cannot listen on {}: {e}", args.addr)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| Failure::Run(format!("error: cannot read the listening address: {e}")))?;
+        let workers = Arc::new(tokio::sync::Semaphore::new(jobs));
+        let mut pipelines = BTreeMap::new();
+        let mut files = Vec::new();
+        for (file, service) in services {
+            let p = Pipeline::start(service, metrics.clone(), workers.clone());
+            println!(
+                "serving {} at http://{addr}/v1/pipelines/{}/infer",
+                p.name, p.name
+            );
+            files.push((file, p.clone()));
+            pipelines.insert(p.name.clone(), p);
+        }
+        println!(
+            "listening on http://{addr} (GET /v1/pipelines, /healthz, /metrics; Ctrl-C stops)"
+        );
+        let _ = std::io::stdout().flush();
+
+        let stop = CancelToken::new();
+        let watchers: Vec<_> = if args.watch {
+            files
+                .into_iter()
+                .map(|(file, pipeline)| watch(file, pipeline, jobs, &args.set, stop.clone()))
+                .collect()
+        } else {
+            Vec::new()
+        };
+        let app = Arc::new(App { pipelines, metrics });
+        let served = axum::serve(listener, router(app))
+            .with_graceful_shutdown(shutdown())
+            .await;
+        stop.cancel();
+        for w in watchers {
+            let _ = w.join();
+        }
+        println!("stopped");
+        served.map_err(|e| Failure::Run(format!("error: the server failed: {e}")))
+    })
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+async fn shutdown() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}
+
+/// Watches one pipeline's files on a thread of its own and swaps in each
+/// valid rebuild.
+fn watch(
+    file: PathBuf,
+    pipeline: Arc<Pipeline>,
+    jobs: usize,
+    sets: &[String],
+    stop: CancelToken,
+) -> std::thread::JoinHandle<()> {
+    let overrides = super::parse_sets(sets).unwrap_or_default();
+    std::thread::spawn(move || {
+        let registry = kiln_nodes::registry();
+        let opts = WatchOptions {
+            jobs,
+            out_dir: None,
+            overrides,
+            debounce: Duration::from_millis(50),
+            stop,
+        };
+        let events = Swapper { pipeline };
+        if let Err(e) = kiln_engine::watch::watch(&file, &registry, &opts, &events) {
+            eprintln!("error: cannot watch {}: {e}", file.display());
+        }
+    })
+}
+
+/// Swaps each valid rebuild in; keeps the old version on any problem.
+struct Swapper {
+    pipeline: Arc<Pipeline>,
+}
+
+impl WatchEvents for Swapper {
+    fn invalid(&self, error: &EngineError) {
+        eprintln!("{error}");
+        eprintln!(
+            "{}: the change is invalid; still serving model {}",
+            self.pipeline.name,
+            self.pipeline.current().fingerprint()
+        );
+    }
+
+    fn started(&self, _: &Plan, changed: &[PathBuf]) {
+        if !changed.is_empty() {
+            let names: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
+            println!(
+                "{}: rebuilding after a change to {}",
+                self.pipeline.name,
+                names.join(", ")
+            );
+        }
+    }
+
+    fn finished(&self, plan: &Plan, report: &RunReport, _: &Path, cancelled: bool) {
+        if cancelled {
+            return;
+        }
+        let name = &self.pipeline.name;
+        if plan.name.as_str() != name {
+            eprintln!(
+                "{name}: the file now names the pipeline `{}`; a running service keeps its name, so the change is not served (restart to rename)",
+                plan.name
+            );
+            return;
+        }
+        match Service::from_report(Arc::new(plan.clone()), report) {
+            Ok(service) => {
+                let fingerprint = service.fingerprint().to_string();
+                if self.pipeline.swap(service) {
+                    println!("{name}: now serving model {fingerprint}");
+                }
+            }
+            Err(e) => eprintln!(
+                "{name}: {e}; still serving model {}",
+                self.pipeline.current().fingerprint()
+            ),
+        }
+        let _ = std::io::stdout().flush();
+    }
+
+    fn observer(&self) -> Arc<dyn Observer> {
+        Arc::new(Quiet)
+    }
+}

@@ -1,0 +1,99 @@
+//! The service's Prometheus metrics (`GET /metrics`).
+
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+};
+
+/// Counters and histograms, labelled by pipeline.
+pub struct Metrics {
+    registry: Registry,
+    /// Requests answered, by pipeline and HTTP status.
+    pub requests: IntCounterVec,
+    /// Requests answered with a 4xx or 5xx, by pipeline and status.
+    pub errors: IntCounterVec,
+    /// Time from a request's arrival to its answer, by pipeline.
+    pub latency: HistogramVec,
+    /// Rows per forward pass (a batch may hold several requests), by pipeline.
+    pub batch_rows: HistogramVec,
+    /// Requests per forward pass, by pipeline.
+    pub batch_requests: HistogramVec,
+    /// New versions swapped in by `--watch`, by pipeline.
+    pub swaps: IntCounterVec,
+}
+
+impl Metrics {
+    /// Fresh metrics.
+    pub fn new() -> Result<Self, prometheus::Error> {
+        let registry = Registry::new();
+        let requests = IntCounterVec::new(
+            Opts::new("kiln_requests_total", "Requests answered, by status."),
+            &["pipeline", "status"],
+        )?;
+        let errors = IntCounterVec::new(
+            Opts::new(
+                "kiln_request_errors_total",
+                "Requests answered with an error status.",
+            ),
+            &["pipeline", "status"],
+        )?;
+        let latency = HistogramVec::new(
+            HistogramOpts::new(
+                "kiln_request_duration_seconds",
+                "Time from arrival to answer.",
+            )
+            .buckets(prometheus::exponential_buckets(0.0001, 2.0, 16)?),
+            &["pipeline"],
+        )?;
+        let batch_rows = HistogramVec::new(
+            HistogramOpts::new("kiln_batch_rows", "Rows per forward pass.")
+                .buckets(prometheus::exponential_buckets(1.0, 2.0, 12)?),
+            &["pipeline"],
+        )?;
+        let batch_requests = HistogramVec::new(
+            HistogramOpts::new("kiln_batch_requests", "Requests per forward pass.")
+                .buckets(prometheus::exponential_buckets(1.0, 2.0, 10)?),
+            &["pipeline"],
+        )?;
+        let swaps = IntCounterVec::new(
+            Opts::new(
+                "kiln_model_swaps_total",
+                "New versions swapped in by --watch.",
+            ),
+            &["pipeline"],
+        )?;
+        registry.register(Box::new(requests.clone()))?;
+        registry.register(Box::new(errors.clone()))?;
+        registry.register(Box::new(latency.clone()))?;
+        registry.register(Box::new(batch_rows.clone()))?;
+        registry.register(Box::new(batch_requests.clone()))?;
+        registry.register(Box::new(swaps.clone()))?;
+        Ok(Metrics {
+            registry,
+            requests,
+            errors,
+            latency,
+            batch_rows,
+            batch_requests,
+            swaps,
+        })
+    }
+
+    /// Records one answered request.
+    pub fn answered(&self, pipeline: &str, status: u16, seconds: f64) {
+        let status = status.to_string();
+        self.requests.with_label_values(&[pipeline, &status]).inc();
+        if status.starts_with('4') || status.starts_with('5') {
+            self.errors.with_label_values(&[pipeline, &status]).inc();
+        }
+        self.latency.with_label_values(&[pipeline]).observe(seconds);
+    }
+
+    /// The text exposition format.
+    pub fn render(&self) -> String {
+        let mut out = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut out) {
+            return format!("# cannot encode metrics: {e}\n");
+        }
+        String::from_utf8(out).unwrap_or_default()
+    }
+}

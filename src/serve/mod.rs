@@ -1,0 +1,310 @@
+//! The HTTP side of `kiln serve` (SPEC §7): routes, request checking,
+//! dynamic batching ([`batch`]) and metrics ([`metrics`]). What a request
+//! runs is the engine's [`Service`].
+
+pub mod batch;
+pub mod metrics;
+
+use std::collections::BTreeMap;
+use std::sync::{Arc, RwLock};
+use std::time::Instant;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use kiln_engine::{RequestError, Service};
+use serde_json::{json, Value};
+use tokio::sync::{mpsc, oneshot};
+
+use batch::{Failure, Job};
+use metrics::Metrics;
+
+/// The largest request body accepted.
+pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
+
+/// Requests waiting for a batch before new ones are turned away (503).
+const QUEUE: usize = 4096;
+
+/// One served pipeline: the version answering now, and its batch queue.
+pub struct Pipeline {
+    /// The pipeline's name (its route).
+    pub name: String,
+    current: RwLock<Arc<Service>>,
+    queue: mpsc::Sender<Job>,
+    metrics: Arc<Metrics>,
+}
+
+impl Pipeline {
+    /// Starts serving `service` (and its batching task, on the current runtime).
+    pub fn start(
+        service: Service,
+        metrics: Arc<Metrics>,
+        workers: Arc<tokio::sync::Semaphore>,
+    ) -> Arc<Pipeline> {
+        let (tx, rx) = mpsc::channel(QUEUE);
+        let pipeline = Arc::new(Pipeline {
+            name: service.plan().name.to_string(),
+            current: RwLock::new(Arc::new(service)),
+            queue: tx,
+            metrics,
+        });
+        tokio::spawn(batch::run(pipeline.clone(), rx, workers));
+        pipeline
+    }
+
+    /// The version answering requests now.
+    pub fn current(&self) -> Arc<Service> {
+        self.current
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    /// Swaps in a new version; batches already running finish on the old
+    /// one. Returns whether the fingerprint changed (an identical rebuild
+    /// is not swapped).
+    pub fn swap(&self, service: Service) -> bool {
+        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
+        if current.fingerprint() == service.fingerprint() {
+            return false;
+        }
+        *current = Arc::new(service);
+        self.metrics.swaps.with_label_values(&[&self.name]).inc();
+        true
+    }
+}
+
+/// Everything the handlers share.
+pub struct App {
+    /// Served pipelines by name.
+    pub pipelines: BTreeMap<String, Arc<Pipeline>>,
+    /// The metrics.
+    pub metrics: Arc<Metrics>,
+}
+
+/// The routes.
+pub fn router(app: Arc<App>) -> Router {
+    Router::new()
+        .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
+        .route("/metrics", get(metrics))
+        .route("/v1/pipelines", get(list))
+        .route("/v1/pipelines/{name}/infer", post(infer))
+        .fallback(|| async {
+            error(
+                StatusCode::NOT_FOUND,
+                "no such route: try GET /v1/pipelines, POST /v1/pipelines/<name>/infer, GET /healthz or GET /metrics",
+                None,
+            )
+        })
+        .method_not_allowed_fallback(|| async {
+            error(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "wrong method: inference is `POST /v1/pipelines/<name>/infer`; the other routes are GET",
+                None,
+            )
+        })
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .with_state(app)
+}
+
+async fn metrics(State(app): State<Arc<App>>) -> Response {
+    (
+        [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
+        app.metrics.render(),
+    )
+        .into_response()
+}
+
+async fn list(State(app): State<Arc<App>>) -> Json<Value> {
+    let pipelines: Vec<Value> = app
+        .pipelines
+        .values()
+        .map(|p| {
+            let s = p.current();
+            let plan = s.plan();
+            let spec = s.spec();
+            let input = plan.node(spec.input);
+            json!({
+                "name": p.name,
+                "description": plan.description,
+                "infer": format!("/v1/pipelines/{}/infer", p.name),
+                "inputs": { input.id.as_str(): {
+                    "kind": input.spec.name,
+                    "settings": s.input_settings(),
+                    "max_rows": spec.max_rows,
+                }},
+                "output": plan.outlet_name(&spec.output),
+                "fingerprint": s.fingerprint(),
+                "max_batch": spec.max_batch,
+                "max_wait_ms": spec.max_wait_ms,
+            })
+        })
+        .collect();
+    Json(json!({ "pipelines": pipelines }))
+}
+
+async fn infer(
+    State(app): State<Arc<App>>,
+    Path(name): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Response {
+    let started = Instant::now();
+    let pipeline = app.pipelines.get(&name).cloned();
+    let response = match &pipeline {
+        None => {
+            let known: Vec<&str> = app.pipelines.keys().map(String::as_str).collect();
+            error(
+                StatusCode::NOT_FOUND,
+                &format!(
+                    "no pipeline `{name}` is served here (served: {})",
+                    known.join(", ")
+                ),
+                None,
+            )
+        }
+        Some(p) => match body {
+            Err(rejection) => error(
+                rejection.status(),
+                &format!("cannot read the body: {}", rejection.body_text()),
+                None,
+            ),
+            Ok(bytes) => answer(p, &bytes).await,
+        },
+    };
+    // Unknown names share one label, so clients can't grow the metrics.
+    let label = pipeline.as_ref().map_or("-", |p| p.name.as_str());
+    app.metrics.answered(
+        label,
+        response.status().as_u16(),
+        started.elapsed().as_secs_f64(),
+    );
+    response
+}
+
+/// Checks a request body, queues it and waits for its answer.
+async fn answer(pipeline: &Pipeline, body: &[u8]) -> Response {
+    let service = pipeline.current();
+    let spec = service.spec().clone();
+    let input = service.plan().node(spec.input).id.to_string();
+    let request: Value = match serde_json::from_slice(body) {
+        Ok(v) => v,
+        Err(e) => {
+            return error(
+                StatusCode::BAD_REQUEST,
+                &format!("the body is not valid JSON: {e}"),
+                None,
+            )
+        }
+    };
+    let rows = match rows_of(&request, &input) {
+        Ok(rows) => rows,
+        Err(e) => return client_error(StatusCode::BAD_REQUEST, e),
+    };
+    let field = format!("inputs.{input}");
+    if rows.len() > spec.max_rows {
+        return client_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            RequestError::new(
+                field,
+                format!(
+                    "{} rows is more than this pipeline takes in one request ({}); split it",
+                    rows.len(),
+                    spec.max_rows
+                ),
+            ),
+        );
+    }
+    if let Err(e) = service.check(&Value::Array(rows.clone())) {
+        return client_error(StatusCode::UNPROCESSABLE_ENTITY, e.within(&field));
+    }
+    let (tx, rx) = oneshot::channel();
+    if pipeline.queue.try_send(Job { rows, reply: tx }).is_err() {
+        return error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "too many requests are waiting; retry shortly",
+            None,
+        );
+    }
+    match rx.await {
+        Ok(Ok((output, fingerprint))) => Json(json!({
+            "pipeline": pipeline.name,
+            "fingerprint": fingerprint,
+            "outputs": { service.plan().outlet_name(&spec.output): output },
+        }))
+        .into_response(),
+        Ok(Err(Failure::Client(e))) => {
+            client_error(StatusCode::UNPROCESSABLE_ENTITY, e.within(&field))
+        }
+        Ok(Err(Failure::Server(e))) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            &format!("the pipeline failed: {e}"),
+            None,
+        ),
+        Err(_) => error(
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "the request was dropped by an internal error",
+            None,
+        ),
+    }
+}
+
+/// The rows under `inputs.<input>`: a list, or one object as one row.
+fn rows_of(request: &Value, input: &str) -> Result<Vec<Value>, RequestError> {
+    let example = format!("send `{{\"inputs\": {{\"{input}\": [ ...rows... ]}}}}`");
+    let Value::Object(top) = request else {
+        return Err(RequestError::new(
+            "",
+            format!("the body should be an object: {example}"),
+        ));
+    };
+    if let Some(other) = top.keys().find(|k| *k != "inputs") {
+        return Err(RequestError::new(
+            other.as_str(),
+            format!("unknown key: {example}"),
+        ));
+    }
+    let Some(inputs) = top.get("inputs") else {
+        return Err(RequestError::new("inputs", format!("missing: {example}")));
+    };
+    let Value::Object(inputs) = inputs else {
+        return Err(RequestError::new(
+            "inputs",
+            format!("should be an object: {example}"),
+        ));
+    };
+    if let Some(other) = inputs.keys().find(|k| *k != input) {
+        return Err(RequestError::new(
+            format!("inputs.{other}"),
+            format!("this pipeline takes requests at `{input}` only"),
+        ));
+    }
+    match inputs.get(input) {
+        None => Err(RequestError::new(
+            format!("inputs.{input}"),
+            format!("missing: {example}"),
+        )),
+        Some(Value::Array(rows)) => Ok(rows.clone()),
+        Some(row @ Value::Object(_)) => Ok(vec![row.clone()]),
+        Some(_) => Err(RequestError::new(
+            format!("inputs.{input}"),
+            "should be a list of rows (objects, or lists of numbers)",
+        )),
+    }
+}
+
+fn client_error(status: StatusCode, e: RequestError) -> Response {
+    let field = (!e.field.is_empty()).then_some(e.field.as_str());
+    error(status, &e.message, field)
+}
+
+fn error(status: StatusCode, message: &str, field: Option<&str>) -> Response {
+    let mut body = json!({ "error": message });
+    if let Some(f) = field {
+        body["field"] = json!(f);
+    }
+    (status, Json(body)).into_response()
+}

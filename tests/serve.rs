@@ -1,0 +1,425 @@
+//! `kiln serve` driven for real: a child process on a free port, HTTP
+//! requests over loopback, answers compared with what `kiln run` gives.
+
+use std::fs;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{channel, Receiver};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use serde_json::{json, Value};
+
+use crate::common::{assert_exit, kiln, text, workspace};
+
+struct Server {
+    child: Child,
+    addr: String,
+    lines: Receiver<String>,
+    seen: Vec<String>,
+}
+
+impl Server {
+    fn start(dir: &Path, args: &[&str]) -> Server {
+        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .arg("serve")
+            .args(args)
+            .args(["--addr", "127.0.0.1:0", "--jobs", "2"])
+            .current_dir(dir)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("kiln serve starts");
+        let (tx, rx) = channel();
+        for stream in [
+            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
+            Box::new(child.stderr.take().unwrap()),
+        ] {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    let _ = tx.send(line);
+                }
+            });
+        }
+        let mut server = Server {
+            child,
+            addr: String::new(),
+            lines: rx,
+            seen: Vec::new(),
+        };
+        let line = server.wait_for("listening on http://");
+        server.addr = line
+            .split("http://")
+            .nth(1)
+            .and_then(|s| s.split_whitespace().next())
+            .expect("an address")
+            .to_string();
+        server
+    }
+
+    /// The next line containing `text`, within 60 s.
+    fn wait_for(&mut self, text: &str) -> String {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen.push(line.clone());
+                    if line.contains(text) {
+                        return line;
+                    }
+                }
+                Err(_) => break,
+            }
+        }
+        panic!(
+            "no line with {text:?}; output so far:\n{}",
+            self.seen.join("\n")
+        );
+    }
+
+    fn post(&self, path: &str, body: &[u8]) -> (u16, Value) {
+        request(&self.addr, "POST", path, body)
+    }
+
+    fn get(&self, path: &str) -> (u16, String) {
+        let (status, body) = raw(&self.addr, "GET", path, b"");
+        (status, String::from_utf8_lossy(&body).into_owned())
+    }
+
+    fn infer(&self, rows: Value) -> (u16, Value) {
+        infer_at(&self.addr, rows)
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+/// Asks the iris pipeline served at `addr` about `rows`.
+fn infer_at(addr: &str, rows: Value) -> (u16, Value) {
+    request(
+        addr,
+        "POST",
+        "/v1/pipelines/iris-mlp/infer",
+        json!({ "inputs": { "request": rows } })
+            .to_string()
+            .as_bytes(),
+    )
+}
+
+/// One HTTP/1.1 exchange on a fresh connection: status and body.
+fn raw(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, Vec<u8>) {
+    let mut s = TcpStream::connect(addr).expect("connects");
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let head = format!(
+        "{method} {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+        body.len()
+    );
+    s.write_all(head.as_bytes()).unwrap();
+    // The server may answer (413) before reading a large body.
+    let _ = s.write_all(body);
+    let mut out = Vec::new();
+    let _ = s.read_to_end(&mut out);
+    let split = out
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a full response");
+    let head = String::from_utf8_lossy(&out[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|s| s.parse().ok())
+        .expect("a status");
+    (status, out[split + 4..].to_vec())
+}
+
+fn request(addr: &str, method: &str, path: &str, body: &[u8]) -> (u16, Value) {
+    let (status, body) = raw(addr, method, path, body);
+    let json = serde_json::from_slice(&body)
+        .unwrap_or_else(|_| panic!("a JSON body, got {:?}", String::from_utf8_lossy(&body)));
+    (status, json)
+}
+
+/// The four measurements of every flower in `data/iris.csv`.
+fn iris_rows(dir: &Path) -> Vec<Vec<f64>> {
+    let text = fs::read_to_string(dir.join("data/iris.csv")).unwrap();
+    text.lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.split(',').take(4).map(|v| v.parse().unwrap()).collect())
+        .collect()
+}
+
+fn labels(answer: &Value) -> Vec<String> {
+    answer["outputs"]["label.classes"]
+        .as_array()
+        .unwrap_or_else(|| panic!("rows in {answer}"))
+        .iter()
+        .map(|r| r["class"].as_str().unwrap().to_string())
+        .collect()
+}
+
+#[test]
+fn served_labels_match_what_kiln_run_predicts() {
+    let ws = workspace();
+    let rows = iris_rows(ws.path());
+    assert_eq!(rows.len(), 150);
+    // `kiln run` on the same rows, through the same nodes, written to a CSV.
+    let pipeline = fs::read_to_string(ws.path().join("iris-mlp.yaml")).unwrap();
+    let example = "example: [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]";
+    assert!(pipeline.contains(example));
+    let with_rows = pipeline
+        .replace(example, &format!("example: {}", json!(rows)))
+        .replace(
+            "outputs: [eval.metrics, fit.metrics]",
+            "  label_csv:\n    kind: sink.csv\n    inputs: { data: label }\n    with: { path: labels.csv }\noutputs: [eval.metrics, fit.metrics]",
+        );
+    fs::write(ws.path().join("iris-rows.yaml"), with_rows).unwrap();
+    assert_exit(
+        &kiln(ws.path(), &["run", "iris-rows.yaml", "--out", "ran"]),
+        0,
+    );
+    let ran: Vec<String> = fs::read_to_string(ws.path().join("ran/labels.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .map(String::from)
+        .collect();
+    assert_eq!(ran.len(), 150);
+
+    let server = Server::start(ws.path(), &["iris-mlp.yaml"]);
+    // All rows in one request.
+    let (status, answer) = server.infer(json!(rows));
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(labels(&answer), ran);
+    assert_eq!(answer["fingerprint"].as_str().unwrap().len(), 16);
+    // One row per request, 150 at once from 10 threads: batched together,
+    // split back, each still gets its own flower's label.
+    let handles: Vec<_> = (0..10)
+        .map(|t| {
+            let (addr, rows) = (server.addr.clone(), rows.clone());
+            std::thread::spawn(move || {
+                (t..150)
+                    .step_by(10)
+                    .map(|i| {
+                        let (status, answer) = infer_at(&addr, json!([rows[i]]));
+                        assert_eq!(status, 200, "{answer}");
+                        (i, labels(&answer).remove(0))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for h in handles {
+        for (i, label) in h.join().unwrap() {
+            assert_eq!(label, ran[i], "row {i}");
+        }
+    }
+    // Iris is easy: the model gets the training flowers almost all right.
+    let species: Vec<String> = fs::read_to_string(ws.path().join("data/iris.csv"))
+        .unwrap()
+        .lines()
+        .skip(1)
+        .filter(|l| !l.trim().is_empty())
+        .map(|l| l.rsplit(',').next().unwrap().to_string())
+        .collect();
+    let right = species.iter().zip(&ran).filter(|(a, b)| a == b).count();
+    assert!(right >= 140, "{right} of 150 right");
+}
+
+#[test]
+fn bad_requests_get_4xx_naming_the_field_and_the_server_keeps_answering() {
+    let ws = workspace();
+    let server = Server::start(ws.path(), &["iris-mlp.yaml"]);
+    let path = "/v1/pipelines/iris-mlp/infer";
+    let row = json!([5.1, 3.5, 1.4, 0.2]);
+    let cases: Vec<(&str, Vec<u8>, u16, Option<&str>)> = vec![
+        ("malformed JSON", b"{\"inputs\": {\"request\": [[1, 2".to_vec(), 400, None),
+        ("not JSON at all", b"sepal_length=5.1".to_vec(), 400, None),
+        ("empty body", Vec::new(), 400, None),
+        ("a list, not an object", b"[1, 2, 3]".to_vec(), 400, Some("")),
+        ("no inputs", json!({"rows": [row]}).to_string().into_bytes(), 400, Some("rows")),
+        ("inputs not an object", json!({"inputs": [row]}).to_string().into_bytes(), 400, Some("inputs")),
+        ("wrong input name", json!({"inputs": {"requests": [row]}}).to_string().into_bytes(), 400, Some("inputs.requests")),
+        ("rows not a list", json!({"inputs": {"request": 5}}).to_string().into_bytes(), 400, Some("inputs.request")),
+        ("no rows", json!({"inputs": {"request": []}}).to_string().into_bytes(), 422, Some("inputs.request")),
+        ("unknown column", json!({"inputs": {"request": [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4, "petal_widht": 0.2}]}}).to_string().into_bytes(), 422, Some("inputs.request[0].petal_widht")),
+        ("missing column", json!({"inputs": {"request": [{"sepal_length": 5.1, "sepal_width": 3.5, "petal_length": 1.4}]}}).to_string().into_bytes(), 422, Some("inputs.request[0].petal_width")),
+        ("too few values", json!({"inputs": {"request": [row, [1, 2, 3]]}}).to_string().into_bytes(), 422, Some("inputs.request[1]")),
+        ("too many values", json!({"inputs": {"request": [[1, 2, 3, 4, 5]]}}).to_string().into_bytes(), 422, Some("inputs.request[0]")),
+        ("a string for a number", json!({"inputs": {"request": [[1, "2", 3, 4]]}}).to_string().into_bytes(), 422, Some("inputs.request[0][1]")),
+        ("a boolean for a number", json!({"inputs": {"request": [{"sepal_length": true, "sepal_width": 3.5, "petal_length": 1.4, "petal_width": 0.2}]}}).to_string().into_bytes(), 422, Some("inputs.request[0].sepal_length")),
+        ("a number too big for f32", b"{\"inputs\": {\"request\": [[1e300, 2, 3, 4]]}}".to_vec(), 422, Some("inputs.request[0][0]")),
+        ("a row that is a number", json!({"inputs": {"request": [7]}}).to_string().into_bytes(), 422, Some("inputs.request[0]")),
+        ("too many rows", json!({"inputs": {"request": vec![row.clone(); 1025]}}).to_string().into_bytes(), 413, Some("inputs.request")),
+        ("body over the size limit", vec![b' '; 5 * 1024 * 1024], 413, None),
+    ];
+    assert!(cases.len() >= 15);
+    for (what, body, status, field) in &cases {
+        let (got, answer) = server.post(path, body);
+        assert_eq!(got, *status, "{what}: {answer}");
+        let message = answer["error"]
+            .as_str()
+            .unwrap_or_else(|| panic!("{what}: {answer}"));
+        assert!(!message.is_empty(), "{what}");
+        if let Some(f) = field {
+            if f.is_empty() {
+                assert!(answer.get("field").is_none(), "{what}: {answer}");
+            } else {
+                assert_eq!(answer["field"], *f, "{what}: {answer}");
+            }
+        }
+    }
+    // Wrong pipeline, wrong route, wrong method.
+    let (status, answer) = server.post("/v1/pipelines/iris/infer", b"{}");
+    assert_eq!(status, 404);
+    assert!(
+        answer["error"].as_str().unwrap().contains("iris-mlp"),
+        "{answer}"
+    );
+    assert_eq!(request(&server.addr, "GET", "/nope", b"").0, 404);
+    assert_eq!(request(&server.addr, "GET", path, b"").0, 405);
+    // Still answering, and the metrics counted the errors.
+    assert_eq!(server.infer(json!([row])).0, 200);
+    assert_eq!(
+        server.get("/healthz"),
+        (200, json!({"status": "ok"}).to_string())
+    );
+    let (_, metrics) = server.get("/metrics");
+    assert!(
+        metrics.contains("kiln_requests_total{pipeline=\"iris-mlp\",status=\"200\"} 1"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kiln_request_errors_total{pipeline=\"iris-mlp\",status=\"422\"}"),
+        "{metrics}"
+    );
+    assert!(
+        metrics.contains("kiln_request_duration_seconds_bucket"),
+        "{metrics}"
+    );
+    assert!(metrics.contains("kiln_batch_rows_bucket"), "{metrics}");
+}
+
+#[test]
+fn lists_pipelines_with_their_inputs_and_fingerprint() {
+    let ws = workspace();
+    let server = Server::start(ws.path(), &["iris-mlp.yaml"]);
+    let (status, body) = server.get("/v1/pipelines");
+    assert_eq!(status, 200);
+    let list: Value = serde_json::from_str(&body).unwrap();
+    let p = &list["pipelines"][0];
+    assert_eq!(p["name"], "iris-mlp");
+    assert_eq!(p["output"], "label.classes");
+    assert_eq!(
+        p["inputs"]["request"]["settings"]["columns"],
+        json!(["sepal_length", "sepal_width", "petal_length", "petal_width"])
+    );
+    let (_, answer) = server.infer(json!([[5.1, 3.5, 1.4, 0.2]]));
+    assert_eq!(answer["fingerprint"], p["fingerprint"]);
+}
+
+#[test]
+fn watch_swaps_a_changed_model_in_without_failing_a_request() {
+    let ws = workspace();
+    let mut server = Server::start(ws.path(), &["iris-mlp.yaml", "--watch"]);
+    let (_, first) = server.infer(json!([[5.1, 3.5, 1.4, 0.2]]));
+    let old = first["fingerprint"].as_str().unwrap().to_string();
+    // A client loops requests through the change.
+    let stop = Arc::new(AtomicBool::new(false));
+    let failures = Arc::new(AtomicUsize::new(0));
+    let addr = server.addr.clone();
+    let client = {
+        let (stop, failures) = (stop.clone(), failures.clone());
+        std::thread::spawn(move || {
+            let mut seen: Vec<String> = Vec::new();
+            while !stop.load(Ordering::Relaxed) {
+                let body = json!({"inputs": {"request": [[6.7, 3.0, 5.2, 2.3]]}}).to_string();
+                let (status, answer) = request(
+                    &addr,
+                    "POST",
+                    "/v1/pipelines/iris-mlp/infer",
+                    body.as_bytes(),
+                );
+                if status != 200 {
+                    failures.fetch_add(1, Ordering::Relaxed);
+                    continue;
+                }
+                let fp = answer["fingerprint"].as_str().unwrap().to_string();
+                if seen.last() != Some(&fp) {
+                    seen.push(fp);
+                }
+            }
+            seen
+        })
+    };
+    std::thread::sleep(Duration::from_millis(300));
+    let file = ws.path().join("iris-mlp.yaml");
+    let text = fs::read_to_string(&file).unwrap();
+    fs::write(&file, text.replace("lr: 0.01", "lr: 0.02")).unwrap();
+    let swapped = server.wait_for("now serving model");
+    std::thread::sleep(Duration::from_millis(300));
+    // An invalid edit: reported, the new model keeps serving.
+    let current = fs::read_to_string(&file).unwrap();
+    fs::write(
+        &file,
+        current.replace("kind: infer.predict", "kind: infer.predikt"),
+    )
+    .unwrap();
+    server.wait_for("still serving model");
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::Relaxed);
+    let seen = client.join().unwrap();
+    assert_eq!(failures.load(Ordering::Relaxed), 0);
+    assert_eq!(seen.len(), 2, "fingerprints seen in order: {seen:?}");
+    assert_eq!(seen[0], old);
+    assert!(swapped.contains(&seen[1]), "{swapped} vs {seen:?}");
+    let (status, answer) = server.infer(json!([[5.1, 3.5, 1.4, 0.2]]));
+    assert_eq!(status, 200);
+    assert_eq!(answer["fingerprint"], seen[1]);
+}
+
+#[test]
+fn refuses_pipelines_it_cannot_serve() {
+    let ws = workspace();
+    // No `serve:` block: a usage error.
+    let out = kiln(
+        ws.path(),
+        &["serve", "iris-prep.yaml", "--addr", "127.0.0.1:0"],
+    );
+    assert_exit(&out, 2);
+    assert!(text(&out).1.contains("no `serve:` block"));
+    // The address is taken: a run-time error.
+    let server = Server::start(ws.path(), &["iris-mlp.yaml"]);
+    let out = kiln(
+        ws.path(),
+        &["serve", "iris-mlp.yaml", "--addr", &server.addr],
+    );
+    assert_exit(&out, 1);
+    assert!(
+        text(&out).1.contains("cannot listen on"),
+        "{}",
+        text(&out).1
+    );
+}
+
+#[cfg(unix)]
+#[test]
+fn sigterm_stops_the_server_cleanly() {
+    let ws = workspace();
+    let mut server = Server::start(ws.path(), &["iris-mlp.yaml"]);
+    assert_eq!(server.infer(json!([[5.1, 3.5, 1.4, 0.2]])).0, 200);
+    let pid = server.child.id().to_string();
+    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
+    assert!(killed.success());
+    server.wait_for("stopped");
+    let status = server.child.wait().unwrap();
+    assert_eq!(status.code(), Some(0));
+}
