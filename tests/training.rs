@@ -84,7 +84,7 @@ fn a_diverging_loss_stops_training_with_a_clear_message() {
         "{stderr}"
     );
     assert!(stderr.contains("lower `lr` or set `clip_norm`"), "{stderr}");
-    assert!(stderr.contains("4 nodes not run because of it"), "{stderr}");
+    assert!(stderr.contains("6 nodes not run because of it"), "{stderr}");
 }
 
 #[test]

@@ -95,14 +95,14 @@ fn watch_reruns_what_each_change_reaches() {
     let file = ws.path().join("iris-mlp.yaml");
     let mut w = Watcher::start(ws.path(), "iris-mlp.yaml");
     let first = w.wait_for("ran ");
-    assert!(first.starts_with("ran 9, reused 0, failed 0"), "{first}");
+    assert!(first.starts_with("ran 13, reused 0, failed 0"), "{first}");
 
     // A training setting: training and what follows it only.
     edit(&file, "lr: \"${params.lr}\"", "lr: 0.02");
     let line = w.wait_for("ran ");
-    assert!(line.starts_with("ran 5, reused 4"), "{line}");
+    assert!(line.starts_with("ran 7, reused 6"), "{line}");
     assert!(
-        line.ends_with("(fit, eval, predict, save_predictions, save_model)"),
+        line.ends_with("(fit, eval, predict, save_predictions, save_model, request_scores, label)"),
         "{line}"
     );
 
@@ -112,7 +112,7 @@ fn watch_reruns_what_each_change_reaches() {
     w.wait_for("keeping the last good pipeline");
     edit(&file, "kind: train.supervisd", "kind: train.supervised");
     let line = w.wait_for("ran ");
-    assert!(line.starts_with("ran 0, reused 9"), "{line}");
+    assert!(line.starts_with("ran 0, reused 13"), "{line}");
 
     // An editor's save: write a temporary file, rename it over the pipeline.
     let text = fs::read_to_string(&file)
@@ -121,7 +121,7 @@ fn watch_reruns_what_each_change_reaches() {
     fs::write(ws.path().join(".iris-mlp.yaml.swp"), text).unwrap();
     fs::rename(ws.path().join(".iris-mlp.yaml.swp"), &file).unwrap();
     let line = w.wait_for("ran ");
-    assert!(line.starts_with("ran 5, reused 4"), "{line}");
+    assert!(line.starts_with("ran 7, reused 6"), "{line}");
 
     // Truncate and write in place.
     let text = fs::read_to_string(&file)
@@ -129,7 +129,7 @@ fn watch_reruns_what_each_change_reaches() {
         .replace("lr: 0.03", "lr: 0.04");
     fs::write(&file, "").unwrap();
     fs::write(&file, text).unwrap();
-    let line = w.wait_for("ran 5, reused 4");
+    let line = w.wait_for("ran 7, reused 6");
     assert!(line.contains("fit"), "{line}");
 
     // The data file: the source and everything below it.
@@ -140,8 +140,8 @@ fn watch_reruns_what_each_change_reaches() {
     );
     let line = w.wait_for("ran ");
     assert!(
-        line.starts_with("ran 8, reused 1"),
-        "the model node alone is reused: {line}"
+        line.starts_with("ran 11, reused 2"),
+        "the model and request nodes alone are reused: {line}"
     );
 
     assert_eq!(w.interrupt(), Some(0));
@@ -170,5 +170,5 @@ fn a_change_during_training_cancels_it_and_starts_again() {
     crate::common::assert_exit(&out, 0);
     assert!(crate::common::text(&out)
         .0
-        .contains("ran 0, reused 9, failed 0"));
+        .contains("ran 0, reused 13, failed 0"));
 }
