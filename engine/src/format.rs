@@ -66,7 +66,7 @@ pub struct ServeFile {
     #[serde(default = "default_max_batch")]
     #[schemars(range(min = 1))]
     pub max_batch: u64,
-    /// How long the first request of a batch waits for others, in milliseconds.
+    /// How long the first request of a batch waits for others even when a worker is free, in milliseconds (requests that arrive while every worker is busy batch anyway).
     #[serde(default = "default_max_wait_ms")]
     pub max_wait_ms: u64,
     /// Most rows one request may send.
@@ -80,9 +80,10 @@ pub fn default_max_batch() -> u64 {
     64
 }
 
-/// Default `serve.max_wait_ms`.
+/// Default `serve.max_wait_ms`: none; requests that arrive while the
+/// workers are busy still batch together.
 pub fn default_max_wait_ms() -> u64 {
-    1
+    0
 }
 
 /// Default `serve.max_rows`.

@@ -1,9 +1,11 @@
 //! Dynamic batching: requests that arrive together run as one forward pass.
 //!
-//! One task per pipeline takes the first waiting request, then gathers more
-//! until `max_batch` rows or `max_wait_ms` have passed, and hands the batch
-//! to a blocking thread (at most one per core at once). The rows of all its
-//! requests run together; the answer's rows are split back by count.
+//! One task per pipeline takes the first waiting request and gathers more
+//! for up to `max_wait_ms`; then, until a worker is free (at most one batch
+//! per core runs at once), it keeps taking in requests that arrive, up to
+//! `max_batch` rows. So a quiet service answers at once and a busy one
+//! batches whatever queued while it was busy. The rows of all its requests
+//! run together; the answer's rows are split back by count.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,7 +45,7 @@ pub async fn run(pipeline: Arc<Pipeline>, mut queue: mpsc::Receiver<Job>, worker
         let mut rows = first.rows.len();
         let mut jobs = vec![first];
         let deadline = tokio::time::Instant::now() + Duration::from_millis(spec.max_wait_ms);
-        while rows < spec.max_batch {
+        while rows < spec.max_batch && spec.max_wait_ms > 0 {
             match tokio::time::timeout_at(deadline, queue.recv()).await {
                 Ok(Some(job)) => {
                     rows += job.rows.len();
@@ -52,7 +54,23 @@ pub async fn run(pipeline: Arc<Pipeline>, mut queue: mpsc::Receiver<Job>, worker
                 _ => break,
             }
         }
-        let Ok(permit) = workers.clone().acquire_owned().await else {
+        let permit = loop {
+            if rows >= spec.max_batch {
+                break workers.clone().acquire_owned().await;
+            }
+            tokio::select! {
+                biased;
+                permit = workers.clone().acquire_owned() => break permit,
+                job = queue.recv() => match job {
+                    Some(job) => {
+                        rows += job.rows.len();
+                        jobs.push(job);
+                    }
+                    None => break workers.clone().acquire_owned().await,
+                },
+            }
+        };
+        let Ok(permit) = permit else {
             return;
         };
         let pipeline = pipeline.clone();
