@@ -75,6 +75,10 @@ pub struct RunArgs {
     /// Run this node and what it depends on.
     #[arg(long, value_name = "NODE")]
     pub until: Option<String>,
+    /// Answer these rows as `kiln serve` would: FILE holds a request body,
+    /// `{"inputs": {"<request node>": [rows]}}`. Runs what the serve path needs.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["only", "until"])]
+    pub input: Option<std::path::PathBuf>,
 }
 
 /// `kiln watch` arguments.

@@ -194,6 +194,29 @@ fn served_labels_match_what_kiln_run_predicts() {
         .collect();
     assert_eq!(ran.len(), 150);
 
+    // `kiln run --input` answers through the serve path: the same labels.
+    fs::write(
+        ws.path().join("rows.json"),
+        json!({ "inputs": { "request": rows } }).to_string(),
+    )
+    .unwrap();
+    let out = kiln(
+        ws.path(),
+        &[
+            "run",
+            "iris-mlp.yaml",
+            "--input",
+            "rows.json",
+            "--out",
+            "answered",
+        ],
+    );
+    assert_exit(&out, 0);
+    let metrics: Value =
+        serde_json::from_str(&fs::read_to_string(ws.path().join("answered/metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(labels(&json!({ "outputs": metrics })), ran);
+
     let server = Server::start(ws.path(), &["iris-mlp.yaml"]);
     // All rows in one request.
     let (status, answer) = server.infer(json!(rows));
@@ -384,6 +407,82 @@ fn watch_swaps_a_changed_model_in_without_failing_a_request() {
     let (status, answer) = server.infer(json!([[5.1, 3.5, 1.4, 0.2]]));
     assert_eq!(status, 200);
     assert_eq!(answer["fingerprint"], seen[1]);
+}
+
+#[test]
+fn one_service_answers_for_several_pipelines() {
+    let ws = workspace();
+    let server = Server::start(
+        ws.path(),
+        &["iris-mlp.yaml", "penguins-mlp.yaml", "digits-cnn.yaml"],
+    );
+    let (_, body) = server.get("/v1/pipelines");
+    let list: Value = serde_json::from_str(&body).unwrap();
+    let names: Vec<&str> = list["pipelines"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["name"].as_str().unwrap())
+        .collect();
+    assert_eq!(names, ["digits-cnn", "iris-mlp", "penguins-mlp"]);
+    assert_eq!(
+        server.infer(json!([[5.1, 3.5, 1.4, 0.2]])).1["outputs"]["label.classes"][0]["class"],
+        "setosa"
+    );
+    // Text columns by name, a missing value as null.
+    let (status, answer) = server.post(
+        "/v1/pipelines/penguins-mlp/infer",
+        json!({"inputs": {"request": [
+            {"island": "Torgersen", "bill_length_mm": 39.1, "bill_depth_mm": 18.7, "flipper_length_mm": 181, "body_mass_g": 3750, "sex": "male"},
+            ["Biscoe", 50.0, 15.2, 218, 5700, null]
+        ]}})
+        .to_string()
+        .as_bytes(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["outputs"]["species.classes"],
+        json!([{"class": "Adelie"}, {"class": "Gentoo"}])
+    );
+    let (status, answer) = server.post(
+        "/v1/pipelines/penguins-mlp/infer",
+        json!({"inputs": {"request": [["Mars", 50.0, 15.2, 218, 5700, "male"]]}})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(status, 422);
+    assert_eq!(answer["field"], "inputs.request[0][0]");
+    // Images as 64 grey levels: the first two digits of the data set.
+    let digits: Vec<Vec<f64>> = {
+        let mut text = String::new();
+        flate2::read::GzDecoder::new(fs::File::open(ws.path().join("data/digits.csv.gz")).unwrap())
+            .read_to_string(&mut text)
+            .unwrap();
+        text.lines()
+            .take(10)
+            .map(|l| l.split(',').map(|v| v.parse().unwrap()).collect())
+            .collect()
+    };
+    let pixels: Vec<Vec<f64>> = digits.iter().map(|d| d[..64].to_vec()).collect();
+    let (status, answer) = server.post(
+        "/v1/pipelines/digits-cnn/infer",
+        json!({"inputs": {"request": pixels}})
+            .to_string()
+            .as_bytes(),
+    );
+    assert_eq!(status, 200, "{answer}");
+    let predicted: Vec<f64> = answer["outputs"]["digit.classes"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| match &r["class"] {
+            Value::String(s) => s.parse().unwrap(),
+            other => other.as_f64().unwrap(),
+        })
+        .collect();
+    let truth: Vec<f64> = digits.iter().map(|d| d[64]).collect();
+    let right = predicted.iter().zip(&truth).filter(|(a, b)| a == b).count();
+    assert!(right >= 9, "{predicted:?} vs {truth:?}");
 }
 
 #[test]

@@ -43,6 +43,8 @@ pub enum SettingType {
     OneOf(Vec<SettingType>),
     /// A mapping whose keys the kind checks itself (layer specs and the like).
     Object,
+    /// Any value; the kind checks it itself (rows of mixed numbers and text).
+    Any,
 }
 
 impl SettingType {
@@ -132,6 +134,7 @@ impl SettingType {
                 Ok(())
             }
             (SettingType::Object, Json::Object(_)) => Ok(()),
+            (SettingType::Any, _) => Ok(()),
             (SettingType::OneOf(types), v) => {
                 if types.iter().any(|t| t.check(v).is_ok()) {
                     Ok(())
@@ -176,6 +179,7 @@ impl SettingType {
                 json!({"anyOf": types.iter().map(SettingType::json_schema).collect::<Vec<_>>()})
             }
             SettingType::Object => json!({"type": "object"}),
+            SettingType::Any => json!({}),
         }
     }
 }
@@ -246,6 +250,7 @@ impl fmt::Display for SettingType {
             SettingType::Choice(options) => write!(f, "one of {}", options.join(", ")),
             SettingType::List(of) => write!(f, "a list of ({of})"),
             SettingType::Object => f.write_str("a mapping"),
+            SettingType::Any => f.write_str("any value"),
             SettingType::OneOf(types) => {
                 let names: Vec<String> = types.iter().map(ToString::to_string).collect();
                 f.write_str(&names.join(" or "))

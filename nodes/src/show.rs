@@ -1,6 +1,6 @@
 //! JSON views of values, for `sink.json` and for the outputs printed after a run.
 
-use candle_core::{DType, Device};
+use candle_core::DType;
 use kiln_engine::{NodeError, Value, ValueType};
 use serde_json::{json, Map, Value as Json};
 
@@ -16,7 +16,7 @@ pub fn to_json(value: &Value) -> Result<Json, NodeError> {
         return Ok(value.meta().clone());
     }
     if value.ty() == ValueType::Table {
-        return table_records(&Dataset::from_value(value)?);
+        return Ok(Json::Array(Dataset::from_value(value)?.to_rows()?));
     }
     let tensors: Map<String, Json> = value
         .tensors()
@@ -37,53 +37,4 @@ pub fn to_json(value: &Value) -> Result<Json, NodeError> {
         })
         .collect();
     Ok(json!({ "type": value.ty().name(), "meta": value.meta(), "tensors": tensors }))
-}
-
-fn table_records(data: &Dataset) -> Result<Json, NodeError> {
-    let rows: Vec<Vec<f32>> = data
-        .features
-        .to_device(&Device::Cpu)?
-        .to_dtype(DType::F32)?
-        .to_vec2()?;
-    let columns = data.columns.clone().unwrap_or_default();
-    let targets: Option<Vec<Json>> = match &data.target {
-        Some(t) if t.is_classification() => {
-            let idx = t.values.to_device(&Device::Cpu)?.to_vec1::<u32>()?;
-            Some(
-                idx.into_iter()
-                    .map(|i| match &t.labels {
-                        Some(l) => json!(l.get(i as usize)),
-                        None => json!(i),
-                    })
-                    .collect(),
-            )
-        }
-        Some(t) => Some(
-            t.values
-                .to_device(&Device::Cpu)?
-                .to_dtype(DType::F32)?
-                .to_vec1::<f32>()?
-                .into_iter()
-                .map(|x| json!(x))
-                .collect(),
-        ),
-        None => None,
-    };
-    let target_name = data.target.as_ref().map(|t| t.name.clone());
-    let records = rows
-        .into_iter()
-        .enumerate()
-        .map(|(i, row)| {
-            let mut rec: Map<String, Json> = columns
-                .iter()
-                .cloned()
-                .zip(row.into_iter().map(|x| json!(x)))
-                .collect();
-            if let (Some(name), Some(t)) = (&target_name, &targets) {
-                rec.insert(name.clone(), t[i].clone());
-            }
-            Json::Object(rec)
-        })
-        .collect();
-    Ok(Json::Array(records))
 }

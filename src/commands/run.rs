@@ -34,6 +34,9 @@ pub fn run(args: &RunArgs, registry: &Registry) -> Result<(), Failure> {
         cancel: Default::default(),
         observer: Arc::new(Bars::for_stderr()),
     };
+    if let Some(input) = &args.input {
+        return answer_input(plan, input, &opts);
+    }
     let report = kiln_engine::run(&plan, &opts)?;
     print_table(&report);
     let outputs = outputs_json(&plan, &report);
@@ -62,6 +65,58 @@ pub fn run(args: &RunArgs, registry: &Registry) -> Result<(), Failure> {
         ));
     }
     Err(Failure::Run(msg.trim_end().to_string()))
+}
+
+/// `--input FILE`: builds what the serve path reads, then answers the rows
+/// in FILE through the same [`Service`] `kiln serve` uses.
+///
+/// [`Service`]: kiln_engine::Service
+fn answer_input(plan: Plan, input: &Path, opts: &RunOptions) -> Result<(), Failure> {
+    let name = input.display();
+    let text = std::fs::read_to_string(input)
+        .map_err(|e| Failure::Invalid(format!("error: cannot read `{name}`: {e}")))?;
+    let body: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| Failure::Invalid(format!("error: `{name}` is not valid JSON: {e}")))?;
+    let Some(spec) = plan.serve.clone() else {
+        return Err(Failure::Invalid(format!(
+            "error: `--input` answers rows through the pipeline's `serve:` block, and `{}` has none",
+            plan.file.display()
+        )));
+    };
+    let request_node = plan.node(spec.input).id.to_string();
+    let invalid = |e: kiln_engine::RequestError| {
+        let field = if e.field.is_empty() {
+            String::new()
+        } else {
+            format!("`{}`: ", e.field)
+        };
+        Failure::Invalid(format!("error: {name}: {field}{}", e.message))
+    };
+    let rows =
+        serde_json::Value::Array(crate::serve::rows_of(&body, &request_node).map_err(invalid)?);
+    // Checked before anything runs.
+    let node = plan.node(spec.input);
+    node.kind
+        .request(&node.settings, &rows)
+        .map_err(|e| invalid(e.within(&format!("inputs.{request_node}"))))?;
+    let (service, report) = kiln_engine::Service::start(Arc::new(plan), opts)
+        .map_err(|e| Failure::Run(format!("error: {e}")))?;
+    print_table(&report);
+    let value = service
+        .infer(&rows)
+        .map_err(|e| Failure::Run(format!("error: {e}")))?;
+    let answer =
+        kiln_nodes::data::answer(&value).map_err(|e| Failure::Run(format!("error: {e}")))?;
+    let plan = service.plan();
+    let mut outputs = serde_json::Map::new();
+    outputs.insert(plan.outlet_name(&spec.output), answer);
+    let outputs = serde_json::Value::Object(outputs);
+    for (key, value) in outputs.as_object().into_iter().flatten() {
+        println!("{key} = {}", readable(value, 0));
+    }
+    write_results(plan, &report, &outputs, &opts.out_dir, opts.jobs)?;
+    println!("{} (model {})", summary(&report), service.fingerprint());
+    Ok(())
 }
 
 /// JSON for people: indented, but lists of plain values kept on one line

@@ -252,8 +252,9 @@ async fn answer(pipeline: &Pipeline, body: &[u8]) -> Response {
     }
 }
 
-/// The rows under `inputs.<input>`: a list, or one object as one row.
-fn rows_of(request: &Value, input: &str) -> Result<Vec<Value>, RequestError> {
+/// The rows under `inputs.<input>` of a request body: a list, or one
+/// object as one row.
+pub fn rows_of(request: &Value, input: &str) -> Result<Vec<Value>, RequestError> {
     let example = format!("send `{{\"inputs\": {{\"{input}\": [ ...rows... ]}}}}`");
     let Value::Object(top) = request else {
         return Err(RequestError::new(

@@ -1,5 +1,7 @@
 //! `source.request`: the rows a served pipeline is asked about.
 
+use std::collections::BTreeMap;
+
 use candle_core::{Device, Tensor};
 use kiln_engine::{
     KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RequestError, RunContext,
@@ -18,17 +20,23 @@ impl NodeKind for Request {
             name: "source.request",
             version: 1,
             doc: "The rows a served pipeline answers: each request's rows become a table with the declared `columns` (SPEC §7).
-A row is an object (`{\"sepal_length\": 5.1, …}`, every column named once) or a list of numbers in column order; `null` is a missing value. In `kiln run` the node gives the `example` rows.",
+A row is an object (`{\"sepal_length\": 5.1, …}`, every column named once) or a list of values in column order; `null` is a missing value. `columns` is a list of names, or a count (names `col0`, `col1`, … as `source.csv` gives a file without header). A column listed in `categorical` takes one of its names (text), as `source.csv` reads text columns. In `kiln run` the node gives the `example` rows.",
             inputs: vec![],
             outputs: vec![OutputSpec::new("data", ValueType::Table, "the rows, as a table with the declared columns")],
             settings: vec![
-                SettingSpec::required("columns", SettingType::list(SettingType::Str), "the columns a row holds, in order"),
+                SettingSpec::required(
+                    "columns",
+                    SettingType::OneOf(vec![SettingType::list(SettingType::Str), SettingType::int_min(1)]),
+                    "the columns a row holds, in order: names, or how many",
+                ),
+                SettingSpec::optional(
+                    "categorical",
+                    SettingType::Object,
+                    "text columns and the names each may take, e.g. `{ island: [Biscoe, Dream, Torgersen] }`",
+                ),
                 SettingSpec::optional(
                     "example",
-                    SettingType::list(SettingType::OneOf(vec![
-                        SettingType::list(SettingType::Float { min: None, max: None }),
-                        SettingType::Object,
-                    ])),
+                    SettingType::list(SettingType::Any),
                     "rows to use when the pipeline is run rather than served",
                 ),
             ],
@@ -37,18 +45,21 @@ A row is an object (`{\"sepal_length\": 5.1, …}`, every column named once) or 
     }
 
     fn check(&self, settings: &Settings) -> Vec<(String, String)> {
-        let columns = columns(settings);
+        let layout = match Layout::of(settings) {
+            Ok(l) => l,
+            Err(problem) => return vec![problem],
+        };
         let mut problems = Vec::new();
-        if columns.is_empty() {
+        if layout.columns.is_empty() {
             problems.push(("columns".into(), "list at least one column".into()));
         }
-        for (i, c) in columns.iter().enumerate() {
-            if columns[..i].contains(c) {
+        for (i, c) in layout.columns.iter().enumerate() {
+            if layout.columns[..i].contains(c) {
                 problems.push(("columns".into(), format!("`{c}` is listed twice")));
             }
         }
         if let Some(example) = settings.get("example") {
-            if let Err(e) = table(&columns, example) {
+            if let Err(e) = layout.table(example) {
                 problems.push(("example".into(), e.within("example").to_string()));
             }
         }
@@ -63,7 +74,11 @@ A row is an object (`{\"sepal_length\": 5.1, …}`, every column named once) or 
                  give it rows in setting `example`",
             )
         })?;
-        let data = table(&columns(s), example).map_err(|e| NodeError::new(e.to_string()))?;
+        let layout =
+            Layout::of(s).map_err(|(k, m)| NodeError::new(format!("setting `{k}`: {m}")))?;
+        let data = layout
+            .table(example)
+            .map_err(|e| NodeError::new(e.within("example").to_string()))?;
         Ok(vec![(PortName::new_static("data"), data.into_value())])
     }
 
@@ -72,26 +87,83 @@ A row is an object (`{\"sepal_length\": 5.1, …}`, every column named once) or 
     }
 
     fn request(&self, settings: &Settings, rows: &Json) -> Result<Outputs, RequestError> {
-        let data = table(&columns(settings), rows)?;
+        let layout = Layout::of(settings)
+            .map_err(|(k, m)| RequestError::new("", format!("setting `{k}`: {m}")))?;
+        let data = layout.table(rows)?;
         Ok(vec![(PortName::new_static("data"), data.into_value())])
     }
 }
 
-fn columns(settings: &Settings) -> Vec<String> {
-    settings
-        .get("columns")
-        .and_then(Json::as_array)
-        .map(|a| {
-            a.iter()
-                .filter_map(|c| c.as_str().map(String::from))
-                .collect()
-        })
-        .unwrap_or_default()
+/// What a row holds: column names, and the names text columns may take.
+struct Layout {
+    columns: Vec<String>,
+    categorical: BTreeMap<String, Vec<String>>,
 }
 
-/// Reads rows (a list of objects or of number lists; one object alone is
-/// one row) into a table with `columns`. Errors name the row and column.
-pub fn table(columns: &[String], rows: &Json) -> Result<Dataset, RequestError> {
+impl Layout {
+    fn of(settings: &Settings) -> Result<Layout, (String, String)> {
+        let columns = match settings.get("columns") {
+            Some(Json::Number(n)) => (0..n.as_u64().unwrap_or(0))
+                .map(|i| format!("col{i}"))
+                .collect(),
+            Some(Json::Array(a)) => a
+                .iter()
+                .filter_map(|c| c.as_str().map(String::from))
+                .collect(),
+            _ => Vec::new(),
+        };
+        let mut categorical = BTreeMap::new();
+        if let Some(map) = settings.get("categorical") {
+            let bad = || {
+                (
+                    "categorical".to_string(),
+                    "write `{ column: [name, name, …] }`".to_string(),
+                )
+            };
+            for (col, names) in map.as_object().ok_or_else(bad)? {
+                if !columns.contains(col) {
+                    return Err((
+                        "categorical".into(),
+                        format!("`{col}` is not one of the columns ({})", columns.join(", ")),
+                    ));
+                }
+                let names: Vec<String> = names
+                    .as_array()
+                    .ok_or_else(bad)?
+                    .iter()
+                    .map(|n| match n {
+                        Json::String(s) => Some(s.clone()),
+                        Json::Number(n) => Some(n.to_string()),
+                        Json::Bool(b) => Some(b.to_string()),
+                        _ => None,
+                    })
+                    .collect::<Option<_>>()
+                    .ok_or_else(bad)?;
+                categorical.insert(col.clone(), names);
+            }
+        }
+        Ok(Layout {
+            columns,
+            categorical,
+        })
+    }
+
+    /// Reads rows into a table; errors name the row and column.
+    fn table(&self, rows: &Json) -> Result<Dataset, RequestError> {
+        let mut data = table(&self.columns, &self.categorical, rows)?;
+        data.categories = self.categorical.clone();
+        Ok(data)
+    }
+}
+
+/// Reads rows (a list of objects or of value lists; one object alone is
+/// one row) into a table with `columns`; a text cell of a `categorical`
+/// column becomes its name's index. Errors name the row and column.
+pub fn table(
+    columns: &[String],
+    categorical: &BTreeMap<String, Vec<String>>,
+    rows: &Json,
+) -> Result<Dataset, RequestError> {
     let rows: &[Json] = match rows {
         Json::Array(rows) => rows,
         Json::Object(_) => std::slice::from_ref(rows),
@@ -144,7 +216,9 @@ pub fn table(columns: &[String], rows: &Json) -> Result<Dataset, RequestError> {
                             "missing: every row needs every column (null for a missing value)",
                         )
                     })?;
-                    values.push(number(cell).map_err(|m| RequestError::new(at(c), m))?);
+                    values.push(
+                        value(cell, categorical.get(c)).map_err(|m| RequestError::new(at(c), m))?,
+                    );
                 }
             }
             Json::Array(cells) => {
@@ -160,7 +234,7 @@ pub fn table(columns: &[String], rows: &Json) -> Result<Dataset, RequestError> {
                     ));
                 }
                 for (j, (cell, c)) in cells.iter().zip(columns).enumerate() {
-                    values.push(number(cell).map_err(|m| {
+                    values.push(value(cell, categorical.get(c)).map_err(|m| {
                         RequestError::new(format!("[{i}][{j}]"), format!("({c}) {m}"))
                     })?);
                 }
@@ -184,6 +258,31 @@ pub fn table(columns: &[String], rows: &Json) -> Result<Dataset, RequestError> {
         target: None,
         categories: Default::default(),
     })
+}
+
+/// A cell's value: a number, or for a text column its name's index.
+fn value(cell: &Json, names: Option<&Vec<String>>) -> Result<f32, String> {
+    let Some(names) = names else {
+        return number(cell);
+    };
+    match cell {
+        Json::Null => Ok(f32::NAN),
+        Json::String(s) => names
+            .iter()
+            .position(|n| n == s)
+            .map(|i| i as f32)
+            .ok_or_else(|| {
+                let hint = kiln_engine::ids::did_you_mean(s, names.iter().map(String::as_str))
+                    .map(|m| format!(" (did you mean \"{m}\"?)"))
+                    .unwrap_or_default();
+                format!("\"{s}\" is not one of {}{hint}", names.join(", "))
+            }),
+        other => Err(format!(
+            "should be one of {}, not {}",
+            names.join(", "),
+            json_kind(other)
+        )),
+    }
 }
 
 fn number(cell: &Json) -> Result<f32, String> {
@@ -220,6 +319,23 @@ mod tests {
 
     fn cols() -> Vec<String> {
         vec!["a".into(), "b".into()]
+    }
+
+    fn table(columns: &[String], rows: &Json) -> Result<Dataset, RequestError> {
+        super::table(columns, &BTreeMap::new(), rows)
+    }
+
+    #[test]
+    fn text_columns_take_their_names() {
+        let cats = BTreeMap::from([("b".to_string(), vec!["x".to_string(), "y".to_string()])]);
+        let t = super::table(&cols(), &cats, &json!([{"a": 1, "b": "y"}, [2, "x"]])).unwrap();
+        assert_eq!(
+            t.features.to_vec2::<f32>().unwrap(),
+            vec![vec![1.0, 1.0], vec![2.0, 0.0]]
+        );
+        let e = super::table(&cols(), &cats, &json!([{"a": 1, "b": "z"}])).unwrap_err();
+        assert_eq!(e.field, "[0].b");
+        assert!(e.message.contains("x, y"), "{}", e.message);
     }
 
     #[test]
