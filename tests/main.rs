@@ -6,6 +6,7 @@ mod common;
 
 mod cache;
 mod cli;
+mod compress;
 mod invalid;
 mod pipelines;
 mod robustness;

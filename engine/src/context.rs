@@ -68,6 +68,7 @@ impl Observer for Quiet {}
 /// The context a node runs in.
 pub struct RunContext<'a> {
     pub(crate) node_id: &'a NodeId,
+    pub(crate) plan: &'a crate::Plan,
     pub(crate) settings: &'a Settings,
     pub(crate) inputs: Vec<(PortName, Vec<Value>)>,
     pub(crate) device: Device,
@@ -95,6 +96,15 @@ impl<'a> RunContext<'a> {
             .iter()
             .find(|(p, _)| p.as_str() == port)
             .map_or(&[], |(_, v)| v.as_slice())
+    }
+
+    /// Where the values connected to `port` come from, as `node.port`, in
+    /// the order written (for reports that name what they compare).
+    pub fn input_sources(&self, port: &str) -> Vec<String> {
+        let node = self.plan.nodes.iter().find(|n| &n.id == self.node_id);
+        node.and_then(|n| n.inputs.iter().find(|(p, _)| p.as_str() == port))
+            .map(|(_, outlets)| outlets.iter().map(|o| self.plan.outlet_name(o)).collect())
+            .unwrap_or_default()
     }
 
     /// The one value connected to a required port.

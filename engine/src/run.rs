@@ -573,6 +573,7 @@ fn execute_inner(
     opts.observer.node_started(&node.id, node.spec.name);
     let ctx = RunContext {
         node_id: &node.id,
+        plan,
         settings: &node.settings,
         inputs: values,
         device,

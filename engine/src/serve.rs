@@ -266,6 +266,7 @@ impl Service {
                 .collect();
             let ctx = RunContext {
                 node_id: &node.id,
+                plan,
                 settings: &node.settings,
                 inputs,
                 device: step.device.clone(),

@@ -9,6 +9,7 @@
 //! datasets), [`nn`] (networks, seeded initialisation, model values),
 //! [`metrics`] (scores) and [`show`] (JSON renderings).
 
+pub mod compress;
 pub mod data;
 pub mod infer;
 pub mod metrics;
@@ -30,6 +31,7 @@ pub fn register_all(reg: &mut kiln_engine::Registry) {
     infer::register_all(reg);
     postprocess::register_all(reg);
     sink::register_all(reg);
+    compress::register_all(reg);
 }
 
 /// A registry holding every kind of this crate.

@@ -11,7 +11,7 @@ use serde_json::{json, Value as Json};
 
 use crate::nn::batch_norm::BatchNorm;
 use crate::nn::dropout::dropout;
-use crate::nn::{activate, Dims, Mode, ModelValue, Network, ACTIVATIONS};
+use crate::nn::{activate, Dims, Mode, ModelValue, Network, UnitGroup, ACTIVATIONS};
 
 /// One layer of the stack, as written in `layers:`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -134,6 +134,75 @@ pub struct CnnConfig {
     pub layers: Vec<Layer>,
     /// Activation after each conv and dense layer.
     pub activation: String,
+}
+
+/// What structured pruning can remove: the channels of each conv layer and
+/// the units of each dense layer.
+pub fn unit_groups(cfg: &CnnConfig) -> Vec<UnitGroup> {
+    // Spatial size after each layer, to know how many flattened columns one
+    // channel feeds into the first dense layer.
+    let (mut h, mut w) = (cfg.input_shape[1], cfg.input_shape[2]);
+    let mut after = Vec::new();
+    for layer in &cfg.layers {
+        match layer {
+            Layer::Conv {
+                kernel,
+                stride,
+                padding,
+                ..
+            } => {
+                h = (h + 2 * padding).saturating_sub(*kernel) / stride + 1;
+                w = (w + 2 * padding).saturating_sub(*kernel) / stride + 1;
+            }
+            Layer::Pool { size } | Layer::AvgPool { size } => (h, w) = (h / size, w / size),
+            _ => {}
+        }
+        after.push(h * w);
+    }
+    let mut groups = Vec::new();
+    for (i, layer) in cfg.layers.iter().enumerate() {
+        let (units, arch_path, spatial) = match layer {
+            Layer::Conv { channels, .. } => (*channels, format!("/layers/{i}/conv/channels"), true),
+            Layer::Dense { units } => (*units, format!("/layers/{i}/dense/units"), false),
+            _ => continue,
+        };
+        let mut producers = vec![format!("layers.{i}.weight"), format!("layers.{i}.bias")];
+        let mut consumer = (
+            "head.weight".to_string(),
+            if spatial {
+                after[cfg.layers.len() - 1]
+            } else {
+                1
+            },
+        );
+        for (j, next) in cfg.layers.iter().enumerate().skip(i + 1) {
+            match next {
+                Layer::BatchNorm => {
+                    for p in ["weight", "bias", "running_mean", "running_var"] {
+                        producers.push(format!("layers.{j}.{p}"));
+                    }
+                }
+                Layer::Conv { .. } => {
+                    consumer = (format!("layers.{j}.weight"), 1);
+                    break;
+                }
+                Layer::Dense { .. } => {
+                    let group = if spatial { after[j - 1] } else { 1 };
+                    consumer = (format!("layers.{j}.weight"), group);
+                    break;
+                }
+                _ => {}
+            }
+        }
+        groups.push(UnitGroup {
+            layer: format!("layers.{i}"),
+            units,
+            arch_path,
+            producers,
+            consumers: vec![consumer],
+        });
+    }
+    groups
 }
 
 enum Built {

@@ -11,7 +11,7 @@ use serde_json::json;
 
 use crate::nn::batch_norm::BatchNorm;
 use crate::nn::dropout::dropout;
-use crate::nn::{activate, Dims, Mode, ModelValue, Network, ACTIVATIONS};
+use crate::nn::{activate, Dims, Mode, ModelValue, Network, UnitGroup, ACTIVATIONS};
 
 /// The MLP's architecture, as written in `with:`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -71,6 +71,32 @@ impl Network for Mlp {
         }
         self.head.forward(&h)
     }
+}
+
+/// What structured pruning can remove: the units of each hidden layer.
+pub fn unit_groups(cfg: &MlpConfig) -> Vec<UnitGroup> {
+    (0..cfg.hidden.len())
+        .map(|i| {
+            let mut producers = vec![format!("layers.{i}.weight"), format!("layers.{i}.bias")];
+            if cfg.batch_norm {
+                for p in ["weight", "bias", "running_mean", "running_var"] {
+                    producers.push(format!("layers.{i}.bn.{p}"));
+                }
+            }
+            let next = if i + 1 < cfg.hidden.len() {
+                format!("layers.{}.weight", i + 1)
+            } else {
+                "head.weight".to_string()
+            };
+            UnitGroup {
+                layer: format!("layers.{i}"),
+                units: cfg.hidden[i],
+                arch_path: format!("/hidden/{i}"),
+                producers,
+                consumers: vec![(next, 1)],
+            }
+        })
+        .collect()
 }
 
 /// The `model.mlp` kind.

@@ -11,7 +11,7 @@ use candle_nn::VarBuilder;
 use kiln_engine::NodeError;
 use serde_json::Value as Json;
 
-use crate::nn::{Dims, Network};
+use crate::nn::{Dims, Network, UnitGroup};
 
 /// Registers every model kind.
 pub fn register_all(reg: &mut kiln_engine::Registry) {
@@ -19,6 +19,21 @@ pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(cnn::CnnKind);
     reg.register(load::Load);
     reg.register(rnn::RnnKind);
+}
+
+/// The unit groups structured pruning can shrink, for architectures that
+/// have them (`mlp`, `cnn`).
+pub fn unit_groups(arch: &Json) -> Result<Vec<UnitGroup>, NodeError> {
+    let kind = arch.get("type").and_then(Json::as_str).unwrap_or("?");
+    let bad =
+        |e: serde_json::Error| NodeError::new(format!("the {kind} architecture is malformed: {e}"));
+    match kind {
+        "mlp" => Ok(mlp::unit_groups(&serde_json::from_value(arch.clone()).map_err(bad)?)),
+        "cnn" => Ok(cnn::unit_groups(&serde_json::from_value(arch.clone()).map_err(bad)?)),
+        other => Err(NodeError::new(format!(
+            "structured pruning removes neurons of `mlp` and channels of `cnn` models; a `{other}` model can be pruned with `method: magnitude`"
+        ))),
+    }
 }
 
 /// Builds the network an architecture describes, for `dims`.

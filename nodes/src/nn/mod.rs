@@ -34,6 +34,26 @@ impl Mode<'_> {
     }
 }
 
+/// Units (neurons of a dense layer, channels of a conv layer) that
+/// structured pruning removes together: keeping unit `u` keeps index `u`
+/// along dimension 0 of every producer and columns `u·group..(u+1)·group`
+/// along dimension 1 of every consumer.
+#[derive(Clone, Debug)]
+pub struct UnitGroup {
+    /// The layer, for reports (`layers.0`).
+    pub layer: String,
+    /// How many units it has.
+    pub units: usize,
+    /// JSON pointer to the unit count in the architecture.
+    pub arch_path: String,
+    /// Tensors indexed by unit along dimension 0; the first is the weight
+    /// whose rows' norms rank the units.
+    pub producers: Vec<String>,
+    /// Tensors that read the units along dimension 1, with how many
+    /// consecutive columns each unit feeds (its spatial size when flattened).
+    pub consumers: Vec<(String, usize)>,
+}
+
 /// A network: a forward pass from a batch of examples to outputs.
 pub trait Network: Send + Sync {
     /// `x`: `[batch, ...input]`; returns `[batch, output]`.

@@ -57,7 +57,13 @@ pub struct ModelValue {
     pub task: Option<Task>,
     /// Weights by variable name (empty until trained).
     pub weights: BTreeMap<String, Tensor>,
+    /// Pruning masks by weight name (1 keeps a weight, 0 holds it at zero);
+    /// training keeps masked weights at zero.
+    pub masks: BTreeMap<String, Tensor>,
 }
+
+/// Prefix of mask tensors inside a model value.
+const MASK: &str = "mask/";
 
 impl ModelValue {
     /// An untrained model of this architecture.
@@ -67,6 +73,7 @@ impl ModelValue {
             dims: None,
             task: None,
             weights: BTreeMap::new(),
+            masks: BTreeMap::new(),
         }
     }
 
@@ -91,14 +98,30 @@ impl ModelValue {
                 .map(serde_json::from_value)
                 .transpose()
                 .map_err(|e| NodeError::new(format!("the model's task is malformed: {e}")))?,
-            weights: value.tensors().clone(),
+            weights: value
+                .tensors()
+                .iter()
+                .filter(|(k, _)| !k.starts_with(MASK))
+                .map(|(k, t)| (k.clone(), t.clone()))
+                .collect(),
+            masks: value
+                .tensors()
+                .iter()
+                .filter_map(|(k, t)| Some((k.strip_prefix(MASK)?.to_string(), t.clone())))
+                .collect(),
         })
     }
 
     /// The value.
     pub fn into_value(self) -> Value {
         let meta = json!({ "arch": self.arch, "dims": self.dims, "task": self.task });
-        Value::new(ValueType::Model, self.weights, meta)
+        let mut tensors = self.weights;
+        tensors.extend(
+            self.masks
+                .into_iter()
+                .map(|(k, t)| (format!("{MASK}{k}"), t)),
+        );
+        Value::new(ValueType::Model, tensors, meta)
     }
 
     /// The architecture's name (`mlp`, `cnn`, …).

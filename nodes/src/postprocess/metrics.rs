@@ -62,48 +62,51 @@ Connect `model` and `data` (the model predicts `data`), or `predictions` from `i
             (None, Some(p)) => Dataset::from_value(p)?,
             (None, None) => return Err(NodeError::new("connect `model` or `predictions`")),
         };
-        let truth = data.target.as_ref().ok_or_else(|| {
-            NodeError::new(
-                "`data` has no target to score against: name it on the source (`target:`)",
-            )
-        })?;
-        if predictions.len() != data.len() {
-            return Err(NodeError::new(format!(
-                "{} predictions for {} examples: predict the same data you score",
-                predictions.len(),
-                data.len()
-            )));
-        }
-        let scores = predictions
-            .features
-            .to_device(&Device::Cpu)?
-            .to_dtype(DType::F32)?;
-        let metrics = if truth.is_classification() {
-            let classes: Vec<u32> = if scores.dim(1)? == 1 {
-                scores
-                    .flatten_all()?
-                    .to_vec1::<f32>()?
-                    .into_iter()
-                    .map(|p| u32::from(p > 0.5))
-                    .collect()
-            } else {
-                scores.argmax(D::Minus1)?.to_vec1::<u32>()?
-            };
-            let truth_idx = truth.values.to_device(&Device::Cpu)?.to_vec1::<u32>()?;
-            let labels = truth.labels.clone().unwrap_or_default();
-            crate::metrics::classification(&classes, &truth_idx, &labels)
-        } else {
-            let pred = scores.flatten_all()?.to_vec1::<f32>()?;
-            let t = truth
-                .values
-                .to_device(&Device::Cpu)?
-                .to_dtype(DType::F32)?
-                .to_vec1::<f32>()?;
-            crate::metrics::regression(&pred, &t)
-        };
+        let metrics = score(&predictions, &data)?;
         Ok(vec![(
             PortName::new_static("metrics"),
             Value::from_json(ValueType::Metrics, metrics),
         )])
     }
+}
+
+/// The task's metrics for `predictions` (scores, one row per example) of `data`.
+pub(crate) fn score(predictions: &Dataset, data: &Dataset) -> Result<serde_json::Value, NodeError> {
+    let truth = data.target.as_ref().ok_or_else(|| {
+        NodeError::new("`data` has no target to score against: name it on the source (`target:`)")
+    })?;
+    if predictions.len() != data.len() {
+        return Err(NodeError::new(format!(
+            "{} predictions for {} examples: predict the same data you score",
+            predictions.len(),
+            data.len()
+        )));
+    }
+    let scores = predictions
+        .features
+        .to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?;
+    Ok(if truth.is_classification() {
+        let classes: Vec<u32> = if scores.dim(1)? == 1 {
+            scores
+                .flatten_all()?
+                .to_vec1::<f32>()?
+                .into_iter()
+                .map(|p| u32::from(p > 0.5))
+                .collect()
+        } else {
+            scores.argmax(D::Minus1)?.to_vec1::<u32>()?
+        };
+        let truth_idx = truth.values.to_device(&Device::Cpu)?.to_vec1::<u32>()?;
+        let labels = truth.labels.clone().unwrap_or_default();
+        crate::metrics::classification(&classes, &truth_idx, &labels)
+    } else {
+        let pred = scores.flatten_all()?.to_vec1::<f32>()?;
+        let t = truth
+            .values
+            .to_device(&Device::Cpu)?
+            .to_dtype(DType::F32)?
+            .to_vec1::<f32>()?;
+        crate::metrics::regression(&pred, &t)
+    })
 }

@@ -1,5 +1,6 @@
 //! Postprocessing kinds: turning model outputs into answers and scores.
 
+mod compare;
 mod decide;
 mod metrics;
 
@@ -11,4 +12,5 @@ pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(decide::Threshold);
     reg.register(decide::TopK);
     reg.register(decide::Decode);
+    reg.register(compare::Compare);
 }

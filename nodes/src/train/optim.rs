@@ -28,16 +28,21 @@ pub struct Optimizer {
     rule: Rule,
     weight_decay: f64,
     vars: Vec<(Var, Option<Tensor>, Option<Tensor>)>,
+    masks: Vec<Option<Tensor>>,
     steps: i32,
 }
 
 impl Optimizer {
-    /// An optimizer for `vars` (in the order given).
-    pub fn new(rule: Rule, weight_decay: f64, vars: Vec<Var>) -> Self {
+    /// An optimizer for `vars` (in the order given), each with an optional
+    /// pruning mask: after every update a masked variable is multiplied by
+    /// its mask, so pruned weights stay exactly zero.
+    pub fn new(rule: Rule, weight_decay: f64, vars: Vec<(Var, Option<Tensor>)>) -> Self {
+        let (vars, masks): (Vec<_>, Vec<_>) = vars.into_iter().unzip();
         Optimizer {
             rule,
             weight_decay,
             vars: vars.into_iter().map(|v| (v, None, None)).collect(),
+            masks,
             steps: 0,
         }
     }
@@ -106,6 +111,11 @@ impl Optimizer {
                 }
             }
         }
+        for ((var, _, _), mask) in self.vars.iter().zip(&self.masks) {
+            if let Some(mask) = mask {
+                var.set(&var.as_tensor().mul(mask)?)?;
+            }
+        }
         Ok(())
     }
 }
@@ -118,7 +128,7 @@ mod tests {
     /// Minimises (w - 3)² from w = 0.
     fn minimise(rule: Rule, lr: f64, steps: usize) -> f32 {
         let w = Var::new(&[0.0f32], &Device::Cpu).unwrap();
-        let mut opt = Optimizer::new(rule, 0.0, vec![w.clone()]);
+        let mut opt = Optimizer::new(rule, 0.0, vec![(w.clone(), None)]);
         for _ in 0..steps {
             let loss = (w.as_tensor() - 3.0)
                 .unwrap()

@@ -1,5 +1,7 @@
 //! `train.supervised`: fits a model to a dataset's target.
 
+use std::collections::BTreeMap;
+
 use candle_core::{DType, Tensor, D};
 use kiln_engine::{
     InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
@@ -117,7 +119,15 @@ impl NodeKind for Supervised {
                 )));
             }
         }
-        let outcome = fit(ctx, &cfg, &trained, loss, &train_set, valid_set.as_ref())?;
+        let outcome = fit(
+            ctx,
+            &cfg,
+            &trained,
+            &model.masks,
+            loss,
+            &train_set,
+            valid_set.as_ref(),
+        )?;
         let weights = match (&outcome.best_weights, cfg.restore_best) {
             (Some(best), true) => best.clone(),
             _ => trained.weights()?,
@@ -127,6 +137,7 @@ impl NodeKind for Supervised {
             dims: Some(dims),
             task: Some(task),
             weights,
+            masks: model.masks,
         };
         Ok(vec![
             (PortName::new_static("model"), fitted.into_value()),
@@ -297,17 +308,25 @@ fn fit(
     ctx: &RunContext<'_>,
     cfg: &Config,
     trained: &Trained,
+    masks: &BTreeMap<String, Tensor>,
     loss: Loss,
     train: &Batches,
     valid: Option<&Batches>,
 ) -> Result<Outcome, NodeError> {
+    let device = ctx.device();
     let vars = trained
         .vars
         .sorted_vars()
         .into_iter()
         .filter(|(name, _)| !is_statistic(name))
-        .map(|(_, v)| v)
-        .collect();
+        .map(|(name, v)| {
+            let mask = masks
+                .get(&name)
+                .map(|m| m.to_device(device)?.to_dtype(v.dtype()))
+                .transpose()?;
+            Ok((v, mask))
+        })
+        .collect::<Result<Vec<_>, NodeError>>()?;
     let mut opt = Optimizer::new(cfg.rule, cfg.weight_decay, vars);
     let steps_per_epoch = train.n.div_ceil(cfg.batch_size);
     let schedule = Schedule {

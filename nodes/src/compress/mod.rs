@@ -1,0 +1,8 @@
+//! Compression kinds: nodes that take a trained model and give a smaller one.
+
+mod prune;
+
+/// Registers every compression kind.
+pub fn register_all(reg: &mut kiln_engine::Registry) {
+    reg.register(prune::Prune);
+}

@@ -1,0 +1,203 @@
+//! `postprocess.compare`: what each compression step bought and cost, in
+//! one table.
+
+use std::time::Instant;
+
+use candle_core::{DType, Device, Tensor};
+use kiln_engine::{
+    InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
+    SettingSpec, SettingType, Value, ValueType,
+};
+use serde_json::{json, Value as Json};
+
+use crate::data::Dataset;
+use crate::nn::{Mode, ModelValue};
+
+/// Compares models on the same data.
+pub struct Compare;
+
+impl NodeKind for Compare {
+    fn spec(&self) -> KindSpec {
+        KindSpec {
+            name: "postprocess.compare",
+            version: 1,
+            doc: "A table of the models it is given, scored on the same data: parameters, non-zero parameters, bytes (the saved file, and the weights stored sparsely: a bitmask and the non-zero values for pruned weights), the task's metric, and latency of a forward pass at batch 1 and 256 (median of several, milliseconds; these vary between runs, the rest does not).
+Written as Markdown and JSON when paths are given; the table is also the `report` output.",
+            inputs: vec![
+                InputSpec::required("models", ValueType::Model, "trained models, in the order to show them").many(),
+                InputSpec::required("data", ValueType::Dataset, "labelled examples every model is scored on"),
+            ],
+            outputs: vec![OutputSpec::new("report", ValueType::Report, "one row per model")],
+            settings: vec![
+                SettingSpec::optional("markdown", SettingType::OutputPath, "where to write the table as Markdown"),
+                SettingSpec::optional("json", SettingType::OutputPath, "where to write it as JSON"),
+                SettingSpec::with_default("repeats", SettingType::Int { min: Some(1), max: Some(1000) }, json!(20), "timed forward passes per batch size"),
+            ],
+            side_effects: false,
+        }
+    }
+
+    fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
+        let s = ctx.settings();
+        let data = Dataset::from_value(ctx.input("data")?)?;
+        let names = ctx.input_sources("models");
+        let repeats = s.usize("repeats")?;
+        let mut rows = Vec::new();
+        for (i, value) in ctx.inputs("models").iter().enumerate() {
+            let name = names
+                .get(i)
+                .cloned()
+                .unwrap_or_else(|| format!("model {i}"));
+            ctx.check_cancelled()?;
+            let mut row = measure(value, &data, ctx.device(), repeats)
+                .map_err(|e| e.context(format!("model `{name}`")))?;
+            row["model"] = json!(name);
+            rows.push(row);
+        }
+        let base = rows.first().cloned().unwrap_or(Json::Null);
+        for row in &mut rows {
+            row["smaller"] = json!(ratio(&base["sparse_bytes"], &row["sparse_bytes"]));
+            row["faster_256"] = json!(ratio(&base["latency_ms_256"], &row["latency_ms_256"]));
+        }
+        let report = json!({ "models": rows, "metric": metric_name(&data) });
+        let markdown = markdown(&report);
+        if let Some(path) = s.get("markdown").and_then(Json::as_str) {
+            write(&ctx.output_file(path)?, markdown.as_bytes())?;
+        }
+        if let Some(path) = s.get("json").and_then(Json::as_str) {
+            let text = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
+            write(&ctx.output_file(path)?, text.as_bytes())?;
+        }
+        Ok(vec![(
+            PortName::new_static("report"),
+            Value::from_json(ValueType::Report, report),
+        )])
+    }
+}
+
+fn write(path: &std::path::Path, bytes: &[u8]) -> Result<(), NodeError> {
+    std::fs::write(path, bytes)
+        .map_err(|e| NodeError::new(format!("cannot write `{}`: {e}", path.display())))
+}
+
+fn ratio(base: &Json, this: &Json) -> Option<f64> {
+    let (b, t) = (base.as_f64()?, this.as_f64()?);
+    (t > 0.0).then(|| b / t)
+}
+
+fn metric_name(data: &Dataset) -> &'static str {
+    match &data.target {
+        Some(t) if t.is_classification() => "accuracy",
+        _ => "r2",
+    }
+}
+
+/// One row: sizes, the metric and latencies of one model.
+fn measure(
+    value: &Value,
+    data: &Dataset,
+    device: &Device,
+    repeats: usize,
+) -> Result<Json, NodeError> {
+    let model = ModelValue::from_value(value)?;
+    let (trained, _, _) = model.load(device)?;
+    let mut params = 0usize;
+    let mut nonzero = 0usize;
+    let mut sparse_bytes = 0usize;
+    for (name, t) in &model.weights {
+        if crate::nn::batch_norm::is_statistic(name) {
+            continue;
+        }
+        let n = t.elem_count();
+        let nz = t
+            .to_device(&Device::Cpu)?
+            .to_dtype(DType::F32)?
+            .flatten_all()?
+            .to_vec1::<f32>()?
+            .iter()
+            .filter(|v| **v != 0.0)
+            .count();
+        params += n;
+        nonzero += nz;
+        let bytes_per = t.dtype().size_in_bytes();
+        sparse_bytes += if model.masks.contains_key(name) {
+            n.div_ceil(8) + nz * bytes_per
+        } else {
+            n * bytes_per
+        };
+    }
+    let file_bytes = value.to_bytes()?.len();
+    let scores = crate::infer::scores(&model, data, 1024, device, true)?;
+    let metrics = super::metrics::score(&scores, data)?;
+    let metric = metrics
+        .get("accuracy")
+        .or_else(|| metrics.get("r2"))
+        .cloned()
+        .unwrap_or(Json::Null);
+    let x = data.features.to_device(device)?.to_dtype(DType::F32)?;
+    Ok(json!({
+        "params": params,
+        "nonzero_params": nonzero,
+        "file_bytes": file_bytes,
+        "sparse_bytes": sparse_bytes,
+        "metric": metric,
+        "latency_ms_1": latency(&trained, &x, 1, repeats)?,
+        "latency_ms_256": latency(&trained, &x, 256, repeats)?,
+    }))
+}
+
+/// Median milliseconds of a forward pass over `batch` examples (the data's
+/// first ones, repeated if it has fewer).
+fn latency(
+    trained: &crate::nn::Trained,
+    x: &Tensor,
+    batch: usize,
+    repeats: usize,
+) -> Result<f64, NodeError> {
+    let n = x.dim(0)?;
+    if n == 0 {
+        return Err(NodeError::new("`data` has no examples"));
+    }
+    let idx: Vec<u32> = (0..batch).map(|i| (i % n) as u32).collect();
+    let input = x.index_select(&Tensor::from_vec(idx, batch, x.device())?, 0)?;
+    // One untimed pass warms caches and allocations.
+    trained.net.forward(&input, &mut Mode::eval())?;
+    let mut times = Vec::with_capacity(repeats);
+    for _ in 0..repeats {
+        let t0 = Instant::now();
+        let out = trained.net.forward(&input, &mut Mode::eval())?;
+        out.device().synchronize()?;
+        times.push(t0.elapsed().as_secs_f64() * 1e3);
+    }
+    times.sort_by(f64::total_cmp);
+    Ok(times[times.len() / 2])
+}
+
+/// The report as a Markdown table.
+fn markdown(report: &Json) -> String {
+    let metric = report["metric"].as_str().unwrap_or("metric");
+    let mut out = format!(
+        "| model | params | non-zero | file bytes | sparse bytes | smaller | {metric} | ms @1 | ms @256 | faster @256 |\n|---|---|---|---|---|---|---|---|---|---|\n"
+    );
+    for row in report["models"].as_array().into_iter().flatten() {
+        let num = |k: &str, digits: usize| {
+            row[k]
+                .as_f64()
+                .map_or_else(|| "–".to_string(), |v| format!("{v:.digits$}"))
+        };
+        out.push_str(&format!(
+            "| {} | {} | {} | {} | {} | {}× | {} | {} | {} | {}× |\n",
+            row["model"].as_str().unwrap_or("?"),
+            num("params", 0),
+            num("nonzero_params", 0),
+            num("file_bytes", 0),
+            num("sparse_bytes", 0),
+            num("smaller", 1),
+            num("metric", 4),
+            num("latency_ms_1", 3),
+            num("latency_ms_256", 3),
+            num("faster_256", 2),
+        ));
+    }
+    out
+}

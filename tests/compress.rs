@@ -1,0 +1,99 @@
+//! Compression on real models: what pruning removes, what fine-tuning keeps,
+//! and what the comparison table reports.
+
+use std::fs;
+
+use candle_core::{DType, Device, Tensor};
+use serde_json::Value;
+
+use crate::common::{assert_exit, kiln, workspace};
+
+fn zeros(t: &Tensor) -> usize {
+    t.to_dtype(DType::F32)
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1::<f32>()
+        .unwrap()
+        .iter()
+        .filter(|v| **v == 0.0)
+        .count()
+}
+
+#[test]
+fn fine_tuning_a_pruned_model_keeps_its_zeros() {
+    let ws = workspace();
+    let pipeline = fs::read_to_string(ws.path().join("iris-mlp.yaml"))
+        .unwrap()
+        .replace(
+            "outputs: [eval.metrics, fit.metrics]",
+            "  prune:\n    kind: compress.prune\n    inputs: { model: fit.model }\n    with: { sparsity: 0.8, exclude: [head.weight] }\n  \
+             finetune:\n    kind: train.supervised\n    inputs: { model: prune.model, train: scale.fit, valid: scale.apply }\n    with: { lr: 0.01, epochs: 30, batch_size: 16 }\n  \
+             save_pruned:\n    kind: sink.safetensors\n    inputs: { data: finetune.model }\n    with: { path: pruned.safetensors }\n  \
+             eval_pruned:\n    kind: postprocess.metrics\n    inputs: { model: finetune.model, data: scale.apply }\n\
+             outputs: [eval.metrics, prune.report, eval_pruned.metrics]",
+        );
+    fs::write(ws.path().join("pruned.yaml"), pipeline).unwrap();
+    assert_exit(&kiln(ws.path(), &["run", "pruned.yaml", "--out", "out"]), 0);
+    let tensors =
+        candle_core::safetensors::load(ws.path().join("out/pruned.safetensors"), &Device::Cpu)
+            .unwrap();
+    // 4·32 + 32·32 = 1152 prunable weights, 80% of them (922) held at zero
+    // through 30 epochs of training.
+    let mut pruned = 0;
+    for name in ["layers.0.weight", "layers.1.weight"] {
+        let (w, mask) = (&tensors[name], &tensors[&format!("mask/{name}")]);
+        assert_eq!(zeros(w), zeros(mask), "{name}");
+        pruned += zeros(w);
+    }
+    assert_eq!(pruned, 922);
+    assert_eq!(zeros(&tensors["head.weight"]), 0);
+    let m: Value =
+        serde_json::from_str(&fs::read_to_string(ws.path().join("out/metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(m["prune.report"]["method"], "magnitude");
+    let acc = m["eval_pruned.metrics"]["accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.86, "pruned iris accuracy {acc}");
+}
+
+#[test]
+fn structured_pruning_shrinks_the_digits_cnn_within_a_point() {
+    let ws = workspace();
+    assert_exit(
+        &kiln(ws.path(), &["run", "digits-compress.yaml", "--out", "out"]),
+        0,
+    );
+    let m: Value =
+        serde_json::from_str(&fs::read_to_string(ws.path().join("out/metrics.json")).unwrap())
+            .unwrap();
+    let units: Vec<(u64, u64)> = m["prune.report"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| {
+            (
+                l["units_before"].as_u64().unwrap(),
+                l["units_after"].as_u64().unwrap(),
+            )
+        })
+        .collect();
+    assert_eq!(units, [(16, 6), (32, 13)]);
+    let rows = m["compare.report"]["models"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["model"].as_str().unwrap()).collect();
+    assert_eq!(names, ["fit.model", "prune.model", "finetune.model"]);
+    // conv 1→16→32 + head: 9930 parameters; 1→6→13 + head: 2865.
+    assert_eq!(rows[0]["params"], 9930);
+    assert_eq!(rows[2]["params"], 2865);
+    let (before, after) = (
+        rows[0]["metric"].as_f64().unwrap(),
+        rows[2]["metric"].as_f64().unwrap(),
+    );
+    assert!(before >= 0.97, "original accuracy {before}");
+    assert!(
+        after >= before - 0.01,
+        "fine-tuned {after} vs original {before}"
+    );
+    let table = fs::read_to_string(ws.path().join("out/compare.md")).unwrap();
+    assert_eq!(table.lines().count(), 5, "{table}");
+    assert!(table.contains("| finetune.model | 2865 |"), "{table}");
+}
