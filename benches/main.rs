@@ -5,6 +5,7 @@
 use criterion::{criterion_group, criterion_main};
 
 mod engine;
+mod quantized;
 mod training;
 
 /// The allocator the `kiln` binary uses (see `src/main.rs`).
@@ -27,4 +28,12 @@ criterion_group! {
         .measurement_time(std::time::Duration::from_secs(10));
     targets = training::peer_workloads, training::plain_candle_mlp
 }
-criterion_main!(benches, training_benches);
+criterion_group! {
+    name = quantized_benches;
+    config = criterion::Criterion::default()
+        .sample_size(20)
+        .warm_up_time(std::time::Duration::from_secs(1))
+        .measurement_time(std::time::Duration::from_secs(3));
+    targets = quantized::lenet_layers
+}
+criterion_main!(benches, training_benches, quantized_benches);

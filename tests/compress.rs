@@ -97,3 +97,61 @@ fn structured_pruning_shrinks_the_digits_cnn_within_a_point() {
     assert_eq!(table.lines().count(), 5, "{table}");
     assert!(table.contains("| finetune.model | 2865 |"), "{table}");
 }
+
+#[test]
+fn lenet_300_100_compresses_40x_within_half_a_point() {
+    // Reads MNIST from the shared data beside the repository, in place, and
+    // shares mnist-mlp.yaml's cached training.
+    let dir = crate::common::root().join("pipelines");
+    let out = tempfile::tempdir().unwrap();
+    let out_dir = out.path().to_str().unwrap();
+    assert_exit(
+        &kiln(&dir, &["run", "mnist-compress.yaml", "--out", out_dir]),
+        0,
+    );
+    let m: Value =
+        serde_json::from_str(&fs::read_to_string(out.path().join("metrics.json")).unwrap())
+            .unwrap();
+    let rows = m["compare.report"]["models"].as_array().unwrap();
+    let row = |name: &str| rows.iter().find(|r| r["model"] == name).unwrap();
+    let (original, compressed) = (row("fit.model"), row("quantize.model"));
+    // 95% of LeNet's 266 200 weights pruned, exactly; its 410 biases kept.
+    assert_eq!(row("prune.model")["nonzero_params"], 13_310 + 410);
+    // Bytes on disk: the f32 checkpoint against the saved compressed one.
+    let saved = fs::metadata(out.path().join("lenet-compressed.safetensors"))
+        .unwrap()
+        .len();
+    assert_eq!(saved, compressed["file_bytes"].as_u64().unwrap());
+    let ratio = original["file_bytes"].as_f64().unwrap() / saved as f64;
+    assert!(ratio >= 40.0, "{ratio:.1}× smaller");
+    let (before, after) = (
+        original["metric"].as_f64().unwrap(),
+        compressed["metric"].as_f64().unwrap(),
+    );
+    assert!(before >= 0.98, "original accuracy {before}");
+    assert!(
+        after >= before - 0.005,
+        "compressed {after} vs original {before}"
+    );
+
+    // The saved file loads back and scores exactly the same.
+    let check = format!(
+        "pipeline: reload\nparams:\n  mnist: {}\nnodes:\n  \
+         train: {{ kind: source.idx, with: {{ images: \"${{params.mnist}}/train-images.idx3-ubyte.gz\", labels: \"${{params.mnist}}/train-labels.idx1-ubyte.gz\" }} }}\n  \
+         test: {{ kind: source.idx, with: {{ images: \"${{params.mnist}}/t10k-images.idx3-ubyte.gz\", labels: \"${{params.mnist}}/t10k-labels.idx1-ubyte.gz\" }} }}\n  \
+         holdout: {{ kind: preprocess.split, inputs: {{ data: train }}, with: {{ test: 0.0834, stratify: true }} }}\n  \
+         scale: {{ kind: preprocess.normalize, inputs: {{ fit: holdout.train, apply: test }}, with: {{ per_feature: false }} }}\n  \
+         model: {{ kind: model.load, with: {{ path: {} }} }}\n  \
+         eval: {{ kind: postprocess.metrics, inputs: {{ model: model, data: scale.apply }} }}\n\
+         outputs: [eval.metrics]\n",
+        dir.join("../../shared/data/mnist").display(),
+        out.path().join("lenet-compressed.safetensors").display(),
+    );
+    let ws = workspace();
+    fs::write(ws.path().join("reload.yaml"), check).unwrap();
+    assert_exit(&kiln(ws.path(), &["run", "reload.yaml", "--out", "out"]), 0);
+    let r: Value =
+        serde_json::from_str(&fs::read_to_string(ws.path().join("out/metrics.json")).unwrap())
+            .unwrap();
+    assert_eq!(r["eval.metrics"]["accuracy"], compressed["metric"]);
+}

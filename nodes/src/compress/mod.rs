@@ -1,8 +1,10 @@
 //! Compression kinds: nodes that take a trained model and give a smaller one.
 
-mod prune;
+pub(crate) mod prune;
+mod quantize;
 
 /// Registers every compression kind.
 pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(prune::Prune);
+    reg.register(quantize::Quantize);
 }

@@ -41,6 +41,11 @@ impl NodeKind for Prune {
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
         let s = ctx.settings();
         let model = ModelValue::from_value(ctx.input("model")?)?;
+        if !model.quantized.is_empty() {
+            return Err(NodeError::new(
+                "the model is quantized: prune first, then quantize",
+            ));
+        }
         if model.dims.is_none() {
             return Err(NodeError::new(
                 "the model is not trained: prune the output of `train.supervised`",
@@ -127,7 +132,7 @@ fn smallest(
     Ok(masks)
 }
 
-fn magnitude(
+pub(crate) fn magnitude(
     mut model: ModelValue,
     sparsity: f64,
     global: bool,
@@ -152,8 +157,10 @@ fn magnitude(
     for (name, mask) in masks {
         let w = &model.weights[&name];
         let before = count_zeros(w)?;
-        let mask = Tensor::from_vec(mask, w.shape(), w.device())?.to_dtype(w.dtype())?;
-        let pruned = w.mul(&mask)?;
+        let mask = Tensor::from_vec(mask, w.shape(), w.device())?;
+        let pruned = w.mul(&mask.to_dtype(w.dtype())?)?;
+        // Stored as bytes: a quarter of an f32 mask's size.
+        let mask = mask.to_dtype(DType::U8)?;
         let after = count_zeros(&pruned)?;
         layers.push(json!({
             "weight": name, "shape": w.dims(), "params": w.elem_count(),
@@ -274,36 +281,11 @@ fn shrink(model: &mut ModelValue, g: &UnitGroup, keep: &[u32]) -> Result<(), Nod
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-    use std::sync::Arc;
-
     use super::*;
-    use crate::nn::init::{var_builder, SeededVars};
-    use crate::nn::{Dims, Mode, Task};
+    use crate::nn::Mode;
 
-    /// A model with random weights, as if trained.
     fn model(arch: Json, input: &[usize]) -> ModelValue {
-        let dims = Dims {
-            input: input.to_vec(),
-            output: 3,
-        };
-        let vars = Arc::new(SeededVars::new(3, HashMap::new()));
-        crate::model::build(&arch, &dims, var_builder(vars.clone(), &Device::Cpu)).unwrap();
-        ModelValue {
-            arch,
-            dims: Some(dims),
-            task: Some(Task {
-                kind: "classification".into(),
-                target: "y".into(),
-                labels: None,
-            }),
-            weights: vars
-                .sorted_vars()
-                .into_iter()
-                .map(|(k, v)| (k, v.as_tensor().clone()))
-                .collect(),
-            masks: BTreeMap::new(),
-        }
+        ModelValue::random(arch, input)
     }
 
     fn mlp() -> ModelValue {

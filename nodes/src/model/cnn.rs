@@ -1,7 +1,7 @@
 //! `model.cnn`: a convolutional network described layer by layer.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{Conv2d, Conv2dConfig, Linear, Module, VarBuilder};
+use candle_nn::{Conv2d, Conv2dConfig, Module, VarBuilder};
 use kiln_engine::{
     KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, SettingSpec,
     SettingType, Settings, ValueType,
@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
 use crate::nn::batch_norm::BatchNorm;
+use crate::nn::dense::{Dense, Quantized};
 use crate::nn::dropout::dropout;
 use crate::nn::{activate, Dims, Mode, ModelValue, Network, UnitGroup, ACTIVATIONS};
 
@@ -211,19 +212,24 @@ enum Built {
     AvgPool(usize),
     BatchNorm(BatchNorm),
     Dropout(f64),
-    Dense(Linear),
+    Dense(Dense),
 }
 
 /// The network: the layer stack, then a linear head.
 pub struct Cnn {
     layers: Vec<Built>,
-    head: Linear,
+    head: Dense,
     cfg: CnnConfig,
 }
 
 impl Cnn {
     /// Builds the stack; weights are named `layers.{i}.weight`, `head.weight`.
-    pub fn new(cfg: &CnnConfig, dims: &Dims, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        cfg: &CnnConfig,
+        dims: &Dims,
+        vb: VarBuilder,
+        quantized: &Quantized,
+    ) -> Result<Self> {
         let n_in: usize = dims.input.iter().product();
         let n_shape: usize = cfg.input_shape.iter().product();
         if cfg.input_shape.len() != 3 || n_in != n_shape {
@@ -286,12 +292,17 @@ impl Cnn {
                 Layer::Dense { units } => {
                     let width = flat.unwrap_or(c * h * w);
                     flat = Some(*units);
-                    Built::Dense(candle_nn::linear(width, *units, vb)?)
+                    Built::Dense(Dense::new(width, *units, vb, quantized)?)
                 }
             };
             layers.push(built);
         }
-        let head = candle_nn::linear(flat.unwrap_or(c * h * w), dims.output, vb.pp("head"))?;
+        let head = Dense::new(
+            flat.unwrap_or(c * h * w),
+            dims.output,
+            vb.pp("head"),
+            quantized,
+        )?;
         Ok(Cnn {
             layers,
             head,

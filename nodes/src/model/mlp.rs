@@ -1,7 +1,7 @@
 //! `model.mlp`: a multi-layer perceptron.
 
 use candle_core::{Result, Tensor};
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 use kiln_engine::{
     KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, SettingSpec,
     SettingType, Settings, ValueType,
@@ -10,6 +10,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::nn::batch_norm::BatchNorm;
+use crate::nn::dense::{Dense, Quantized};
 use crate::nn::dropout::dropout;
 use crate::nn::{activate, Dims, Mode, ModelValue, Network, UnitGroup, ACTIVATIONS};
 
@@ -28,19 +29,24 @@ pub struct MlpConfig {
 
 /// Flatten, then hidden layers (linear, batch norm, activation, dropout), then a linear head.
 pub struct Mlp {
-    hidden: Vec<(Linear, Option<BatchNorm>)>,
-    head: Linear,
+    hidden: Vec<(Dense, Option<BatchNorm>)>,
+    head: Dense,
     cfg: MlpConfig,
 }
 
 impl Mlp {
     /// Builds the layers; weights are named `layers.{i}.weight`, `head.weight`, `layers.{i}.bn.*`.
-    pub fn new(cfg: &MlpConfig, dims: &Dims, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        cfg: &MlpConfig,
+        dims: &Dims,
+        vb: VarBuilder,
+        quantized: &Quantized,
+    ) -> Result<Self> {
         let mut width: usize = dims.input.iter().product();
         let mut hidden = Vec::new();
         for (i, &units) in cfg.hidden.iter().enumerate() {
             let vb = vb.pp(format!("layers.{i}"));
-            let linear = candle_nn::linear(width, units, vb.clone())?;
+            let linear = Dense::new(width, units, vb.clone(), quantized)?;
             let bn = if cfg.batch_norm {
                 Some(BatchNorm::new(units, vb.pp("bn"))?)
             } else {
@@ -49,7 +55,7 @@ impl Mlp {
             hidden.push((linear, bn));
             width = units;
         }
-        let head = candle_nn::linear(width, dims.output, vb.pp("head"))?;
+        let head = Dense::new(width, dims.output, vb.pp("head"), quantized)?;
         Ok(Mlp {
             hidden,
             head,

@@ -11,6 +11,7 @@ use candle_nn::VarBuilder;
 use kiln_engine::NodeError;
 use serde_json::Value as Json;
 
+use crate::nn::dense::Quantized;
 use crate::nn::{Dims, Network, UnitGroup};
 
 /// Registers every model kind.
@@ -36,8 +37,31 @@ pub fn unit_groups(arch: &Json) -> Result<Vec<UnitGroup>, NodeError> {
     }
 }
 
-/// Builds the network an architecture describes, for `dims`.
-pub fn build(arch: &Json, dims: &Dims, vb: VarBuilder) -> Result<Box<dyn Network>, NodeError> {
+/// The weights of fully connected layers (what quantization can store in
+/// block formats): every matrix of an MLP, the dense layers and head of a
+/// CNN, the head of an RNN.
+pub fn dense_weights(
+    arch: &Json,
+    weights: &std::collections::BTreeMap<String, candle_core::Tensor>,
+) -> Vec<String> {
+    let rnn = arch.get("type").and_then(Json::as_str) == Some("rnn");
+    weights
+        .iter()
+        .filter(|(name, t)| {
+            t.rank() == 2 && name.ends_with(".weight") && (!rnn || *name == "head.weight")
+        })
+        .map(|(name, _)| name.clone())
+        .collect()
+}
+
+/// Builds the network an architecture describes, for `dims`; layers whose
+/// weights are in `quantized` run quantized.
+pub fn build(
+    arch: &Json,
+    dims: &Dims,
+    vb: VarBuilder,
+    quantized: &Quantized,
+) -> Result<Box<dyn Network>, NodeError> {
     let kind = arch.get("type").and_then(Json::as_str).unwrap_or("?");
     let bad =
         |e: serde_json::Error| NodeError::new(format!("the {kind} architecture is malformed: {e}"));
@@ -46,18 +70,21 @@ pub fn build(arch: &Json, dims: &Dims, vb: VarBuilder) -> Result<Box<dyn Network
             &serde_json::from_value(arch.clone()).map_err(bad)?,
             dims,
             vb,
+            quantized,
         )
         .map(|n| Box::new(n) as Box<dyn Network>),
         "cnn" => cnn::Cnn::new(
             &serde_json::from_value(arch.clone()).map_err(bad)?,
             dims,
             vb,
+            quantized,
         )
         .map(|n| Box::new(n) as Box<dyn Network>),
         "rnn" => rnn::Rnn::new(
             &serde_json::from_value(arch.clone()).map_err(bad)?,
             dims,
             vb,
+            quantized,
         )
         .map(|n| Box::new(n) as Box<dyn Network>),
         other => {
@@ -90,7 +117,13 @@ mod tests {
             output: 3,
         };
         let vars = Arc::new(SeededVars::new(1, HashMap::new()));
-        let net = build(&arch, &dims, var_builder(vars.clone(), &Device::Cpu)).unwrap();
+        let net = build(
+            &arch,
+            &dims,
+            var_builder(vars.clone(), &Device::Cpu),
+            &Default::default(),
+        )
+        .unwrap();
         let mut shape = vec![4];
         shape.extend_from_slice(input);
         let x = Tensor::randn(0f32, 1.0, shape, &Device::Cpu).unwrap();
@@ -156,7 +189,12 @@ mod tests {
             output: 10,
         };
         let vars = Arc::new(SeededVars::new(1, HashMap::new()));
-        let Err(e) = build(&arch, &dims, var_builder(vars, &Device::Cpu)) else {
+        let Err(e) = build(
+            &arch,
+            &dims,
+            var_builder(vars, &Device::Cpu),
+            &Default::default(),
+        ) else {
             panic!("built")
         };
         assert!(

@@ -2,7 +2,7 @@
 
 use candle_core::{Result, Tensor};
 use candle_nn::rnn::{GRUConfig, GRU, RNN};
-use candle_nn::{Linear, Module, VarBuilder};
+use candle_nn::{Module, VarBuilder};
 use kiln_engine::{
     KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, SettingSpec,
     SettingType, ValueType,
@@ -10,6 +10,7 @@ use kiln_engine::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::nn::dense::{Dense, Quantized};
 use crate::nn::lstm::Lstm;
 use crate::nn::{Dims, Mode, ModelValue, Network};
 
@@ -54,7 +55,7 @@ impl Cell {
 /// Recurrent layers (forward, and backward when bidirectional), pooling, a linear head.
 pub struct Rnn {
     layers: Vec<(Cell, Option<Cell>)>,
-    head: Linear,
+    head: Dense,
     cfg: RnnConfig,
 }
 
@@ -94,7 +95,12 @@ fn reverse_time(x: &Tensor) -> Result<Tensor> {
 
 impl Rnn {
     /// Builds the layers; weights follow PyTorch's names (`lstm.weight_ih_l0`, `…_reverse`).
-    pub fn new(cfg: &RnnConfig, dims: &Dims, vb: VarBuilder) -> Result<Self> {
+    pub fn new(
+        cfg: &RnnConfig,
+        dims: &Dims,
+        vb: VarBuilder,
+        quantized: &Quantized,
+    ) -> Result<Self> {
         let features = match dims.input.as_slice() {
             [0] | [0, _] => candle_core::bail!("a recurrent model needs sequences of at least one step"),
             [_time] => 1,
@@ -116,7 +122,12 @@ impl Rnn {
             layers.push((fwd, bwd));
             input = cfg.hidden * directions;
         }
-        let head = candle_nn::linear(cfg.hidden * directions, dims.output, vb.pp("head"))?;
+        let head = Dense::new(
+            cfg.hidden * directions,
+            dims.output,
+            vb.pp("head"),
+            quantized,
+        )?;
         Ok(Rnn {
             layers,
             head,

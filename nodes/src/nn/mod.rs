@@ -5,12 +5,15 @@
 
 pub mod batch_norm;
 pub mod conv;
+pub mod dense;
 pub mod dropout;
 pub mod init;
 pub mod lstm;
 mod model_value;
+pub mod quantized;
 
 pub use model_value::{Dims, ModelValue, Task, Trained};
+pub use quantized::QuantizedWeight;
 
 use candle_core::{Result, Tensor};
 use rand_chacha::ChaCha8Rng;

@@ -16,7 +16,9 @@ use kiln_engine::{NodeError, Value, ValueType};
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
+use super::dense::Quantized;
 use super::init::{var_builder, SeededVars};
+use super::quantized::QuantizedWeight;
 use super::Network;
 
 /// The sizes a network is built for.
@@ -60,6 +62,9 @@ pub struct ModelValue {
     /// Pruning masks by weight name (1 keeps a weight, 0 holds it at zero);
     /// training keeps masked weights at zero.
     pub masks: BTreeMap<String, Tensor>,
+    /// Weights stored quantized: their entry in `weights` holds the stored
+    /// bytes (`u8`), described here (see [`super::quantized`]).
+    pub quantized: BTreeMap<String, QuantizedWeight>,
 }
 
 /// Prefix of mask tensors inside a model value.
@@ -74,6 +79,7 @@ impl ModelValue {
             task: None,
             weights: BTreeMap::new(),
             masks: BTreeMap::new(),
+            quantized: BTreeMap::new(),
         }
     }
 
@@ -109,12 +115,22 @@ impl ModelValue {
                 .iter()
                 .filter_map(|(k, t)| Some((k.strip_prefix(MASK)?.to_string(), t.clone())))
                 .collect(),
+            quantized: parse("quantized")
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| {
+                    NodeError::new(format!("the model's quantized weights are malformed: {e}"))
+                })?
+                .unwrap_or_default(),
         })
     }
 
     /// The value.
     pub fn into_value(self) -> Value {
-        let meta = json!({ "arch": self.arch, "dims": self.dims, "task": self.task });
+        let mut meta = json!({ "arch": self.arch, "dims": self.dims, "task": self.task });
+        if !self.quantized.is_empty() {
+            meta["quantized"] = json!(self.quantized);
+        }
         let mut tensors = self.weights;
         tensors.extend(
             self.masks
@@ -140,12 +156,56 @@ impl ModelValue {
         let initial: HashMap<String, Tensor> = self
             .weights
             .iter()
+            .filter(|(k, _)| !self.quantized.contains_key(*k))
             .map(|(k, v)| (k.clone(), v.clone()))
             .collect();
+        let mut quantized = Quantized::new();
+        for (name, q) in &self.quantized {
+            let bytes = self.weights.get(name).ok_or_else(|| {
+                NodeError::new(format!(
+                    "the model lists `{name}` as quantized but holds no bytes for it"
+                ))
+            })?;
+            quantized.insert(name.clone(), Arc::new(q.decode(bytes, device)?));
+        }
         let vars = Arc::new(SeededVars::new(seed, initial));
         let vb = var_builder(vars.clone(), device);
-        let net = crate::model::build(&self.arch, dims, vb)?;
+        let net = crate::model::build(&self.arch, dims, vb, &quantized)?;
         Ok(Trained { net, vars })
+    }
+
+    /// A model of `arch` with random weights, as if trained on examples of
+    /// shape `input` into 3 classes (for tests).
+    #[cfg(test)]
+    pub fn random(arch: Json, input: &[usize]) -> ModelValue {
+        let dims = Dims {
+            input: input.to_vec(),
+            output: 3,
+        };
+        let vars = Arc::new(SeededVars::new(3, HashMap::new()));
+        crate::model::build(
+            &arch,
+            &dims,
+            var_builder(vars.clone(), &Device::Cpu),
+            &Quantized::new(),
+        )
+        .expect("a valid architecture");
+        ModelValue {
+            arch,
+            dims: Some(dims),
+            task: Some(Task {
+                kind: "classification".into(),
+                target: "y".into(),
+                labels: None,
+            }),
+            weights: vars
+                .sorted_vars()
+                .into_iter()
+                .map(|(k, v)| (k, v.as_tensor().clone()))
+                .collect(),
+            masks: BTreeMap::new(),
+            quantized: BTreeMap::new(),
+        }
     }
 
     /// Builds a trained model for inference.
@@ -157,7 +217,7 @@ impl ModelValue {
             )));
         };
         let trained = self.instantiate(dims, 0, device)?;
-        let expected = trained.vars.sorted_vars().len();
+        let expected = trained.vars.sorted_vars().len() + self.quantized.len();
         if expected != self.weights.len() {
             return Err(NodeError::new(format!(
                 "the model holds {} weight tensors, but its architecture has {expected}",

@@ -108,15 +108,19 @@ fn measure(
         if crate::nn::batch_norm::is_statistic(name) {
             continue;
         }
+        if let Some(q) = model.quantized.get(name) {
+            // Block bytes: count the weights they hold, not the bytes.
+            let w = q
+                .decode(t, &Device::Cpu)?
+                .dequantize(&Device::Cpu)?
+                .narrow(1, 0, q.inputs)?;
+            params += w.elem_count();
+            nonzero += count_nonzero(&w)?;
+            sparse_bytes += t.elem_count();
+            continue;
+        }
         let n = t.elem_count();
-        let nz = t
-            .to_device(&Device::Cpu)?
-            .to_dtype(DType::F32)?
-            .flatten_all()?
-            .to_vec1::<f32>()?
-            .iter()
-            .filter(|v| **v != 0.0)
-            .count();
+        let nz = count_nonzero(t)?;
         params += n;
         nonzero += nz;
         let bytes_per = t.dtype().size_in_bytes();
@@ -144,6 +148,16 @@ fn measure(
         "latency_ms_1": latency(&trained, &x, 1, repeats)?,
         "latency_ms_256": latency(&trained, &x, 256, repeats)?,
     }))
+}
+
+fn count_nonzero(t: &Tensor) -> Result<usize, NodeError> {
+    Ok(t.to_device(&Device::Cpu)?
+        .to_dtype(DType::F32)?
+        .flatten_all()?
+        .to_vec1::<f32>()?
+        .iter()
+        .filter(|v| **v != 0.0)
+        .count())
 }
 
 /// Median milliseconds of a forward pass over `batch` examples (the data's

@@ -84,6 +84,11 @@ impl NodeKind for Supervised {
         if cfg.patience.is_some() && valid.is_none() {
             return Err(NodeError::new("`patience` needs a `valid` input to watch"));
         }
+        if !model.quantized.is_empty() {
+            return Err(NodeError::new(
+                "the model is quantized and can't be trained further: train (or fine-tune) first, then quantize",
+            ));
+        }
         let task = task_of(&train, "train")?;
         let loss = Loss::choose(&cfg.loss, &task)?;
         let output = match loss {
@@ -138,6 +143,7 @@ impl NodeKind for Supervised {
             task: Some(task),
             weights,
             masks: model.masks,
+            quantized: Default::default(),
         };
         Ok(vec![
             (PortName::new_static("model"), fitted.into_value()),
