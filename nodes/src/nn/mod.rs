@@ -64,7 +64,15 @@ pub trait Network: Send + Sync {
 }
 
 /// Activation functions by name.
-pub const ACTIVATIONS: &[&str] = &["relu", "tanh", "sigmoid", "gelu", "leaky_relu", "silu"];
+pub const ACTIVATIONS: &[&str] = &[
+    "relu",
+    "tanh",
+    "sigmoid",
+    "gelu",
+    "leaky_relu",
+    "silu",
+    "identity",
+];
 
 /// Applies a named activation (names are checked at validation).
 pub fn activate(x: &Tensor, name: &str) -> Result<Tensor> {
@@ -74,6 +82,7 @@ pub fn activate(x: &Tensor, name: &str) -> Result<Tensor> {
         "gelu" => x.gelu_erf(),
         "leaky_relu" => candle_nn::ops::leaky_relu(x, 0.01),
         "silu" => x.silu(),
+        "identity" => Ok(x.clone()),
         _ => x.relu(),
     }
 }
