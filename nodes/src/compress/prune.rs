@@ -175,7 +175,7 @@ pub(crate) fn magnitude(
 }
 
 fn count_zeros(t: &Tensor) -> Result<usize, NodeError> {
-    Ok(cpu_values(t)?.iter().filter(|v| **v == 0.0).count())
+    Ok(crate::nn::zeros_in(t)?)
 }
 
 /// Parameters and non-zero parameters of the whole model, with the layers.

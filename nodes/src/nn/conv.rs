@@ -92,14 +92,6 @@ struct Im2Col(Geometry);
 /// The adjoint of [`Im2Col`]: sums patch gradients back onto the image.
 struct Col2Im(Geometry);
 
-fn contiguous_f32<'a>(storage: &'a CpuStorage, layout: &Layout, op: &str) -> Result<&'a [f32]> {
-    let data = storage.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{op}: expects a contiguous tensor"),
-    }
-}
-
 impl CustomOp1 for Im2Col {
     fn name(&self) -> &'static str {
         "kiln-im2col"
@@ -107,7 +99,7 @@ impl CustomOp1 for Im2Col {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
-        let input = contiguous_f32(storage, layout, self.name())?;
+        let input = super::cpu_f32(storage, layout, self.name())?;
         let batch = layout.dims()[0];
         let (image, pixels) = (g.channels * g.height * g.width, g.pixels());
         let width = g.patch_len() + 1;
@@ -139,7 +131,7 @@ impl CustomOp1 for Col2Im {
 
     fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
-        let cols = contiguous_f32(storage, layout, self.name())?;
+        let cols = super::cpu_f32(storage, layout, self.name())?;
         let pixels = g.pixels();
         let batch = layout.dims()[0] / pixels;
         let (image, width) = (g.channels * g.height * g.width, g.patch_len() + 1);

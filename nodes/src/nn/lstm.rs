@@ -125,14 +125,6 @@ fn activate_gates(row: &mut [f32], hidden: usize) {
     }
 }
 
-fn contiguous<'a>(storage: &'a CpuStorage, layout: &Layout) -> Result<&'a [f32]> {
-    let data = storage.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("the fused LSTM cell expects contiguous tensors"),
-    }
-}
-
 /// A matrix inside a slice: element (r, c) is `data[r * row + c * col]`.
 #[derive(Clone, Copy)]
 struct View<'a> {
@@ -255,8 +247,8 @@ impl CustomOp2 for Sequence {
     ) -> Result<(CpuStorage, Shape)> {
         let hidden = self.hidden;
         let (time, batch, features) = l1.shape().dims3()?;
-        let (w_ih, w_hh, bias) = unpack(contiguous(s2, l2)?, features, hidden);
-        let x = View::dense(contiguous(s1, l1)?, time * batch, features);
+        let (w_ih, w_hh, bias) = unpack(super::cpu_f32(s2, l2, "kiln-lstm")?, features, hidden);
+        let x = View::dense(super::cpu_f32(s1, l1, "kiln-lstm")?, time * batch, features);
         // Every step's input projection at once, on top of the bias.
         let bias: Vec<f32> = (0..4 * hidden).map(|n| bias.data[n * bias.row]).collect();
         let mut pre: Vec<f32> = bias
@@ -363,8 +355,11 @@ impl CustomOp3 for SequenceGrad {
         let hidden = self.hidden;
         let (time, batch, _) = l2.shape().dims3()?;
         let features = l1.shape().dims2()?.1 - hidden - 1;
-        let (_, w_hh, _) = unpack(contiguous(s1, l1)?, features, hidden);
-        let (res, grad) = (contiguous(s2, l2)?, contiguous(s3, l3)?);
+        let (_, w_hh, _) = unpack(super::cpu_f32(s1, l1, "kiln-lstm")?, features, hidden);
+        let (res, grad) = (
+            super::cpu_f32(s2, l2, "kiln-lstm")?,
+            super::cpu_f32(s3, l3, "kiln-lstm")?,
+        );
         let step = batch * SLOTS * hidden;
         let mut d_pre = vec![0f32; time * batch * 4 * hidden];
         let mut d_h_next = vec![0f32; batch * hidden];

@@ -115,12 +115,12 @@ fn measure(
                 .dequantize(&Device::Cpu)?
                 .narrow(1, 0, q.inputs)?;
             params += w.elem_count();
-            nonzero += count_nonzero(&w)?;
+            nonzero += w.elem_count() - crate::nn::zeros_in(&w)?;
             sparse_bytes += t.elem_count();
             continue;
         }
         let n = t.elem_count();
-        let nz = count_nonzero(t)?;
+        let nz = n - crate::nn::zeros_in(t)?;
         params += n;
         nonzero += nz;
         let bytes_per = t.dtype().size_in_bytes();
@@ -148,16 +148,6 @@ fn measure(
         "latency_ms_1": latency(&trained, &x, 1, repeats)?,
         "latency_ms_256": latency(&trained, &x, 256, repeats)?,
     }))
-}
-
-fn count_nonzero(t: &Tensor) -> Result<usize, NodeError> {
-    Ok(t.to_device(&Device::Cpu)?
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1::<f32>()?
-        .iter()
-        .filter(|v| **v != 0.0)
-        .count())
 }
 
 /// Median milliseconds of a forward pass over `batch` examples (the data's
