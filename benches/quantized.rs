@@ -61,3 +61,31 @@ pub fn lenet_layers(c: &mut Criterion) {
     }
     group.finish();
 }
+
+/// One 1024×1024 linear layer, the size where quantized products pay off.
+pub fn large_linear(c: &mut Criterion) {
+    crate::training::pin_threads();
+    let mut group = c.benchmark_group("quantized-1024");
+    let w = Tensor::randn(0f32, 0.05, (1024, 1024), &Device::Cpu).expect("weights");
+    let formats: [(&str, Option<GgmlDType>); 4] = [
+        ("f32", None),
+        ("q8_0", Some(GgmlDType::Q8_0)),
+        ("q4_0", Some(GgmlDType::Q4_0)),
+        ("q4k", Some(GgmlDType::Q4K)),
+    ];
+    for (name, dtype) in formats {
+        let layer = match dtype {
+            None => QMatMul::Tensor(w.clone()),
+            Some(d) => {
+                QMatMul::from_qtensor(QTensor::quantize(&w, d).expect("quantize")).expect("qmatmul")
+            }
+        };
+        for batch in [1usize, 32] {
+            let x = Tensor::randn(0f32, 1.0, (batch, 1024), &Device::Cpu).expect("input");
+            group.bench_with_input(BenchmarkId::new(name, batch), &x, |b, x| {
+                b.iter(|| layer.forward(x).expect("forward"))
+            });
+        }
+    }
+    group.finish();
+}
