@@ -13,5 +13,6 @@ mod robustness;
 mod scale;
 mod scheduler;
 mod serve;
+mod text;
 mod training;
 mod watch;

@@ -20,6 +20,7 @@ pub mod preprocess;
 pub mod show;
 pub mod sink;
 pub mod source;
+pub mod text;
 pub mod train;
 
 /// Registers every node kind this crate provides.

@@ -1,5 +1,6 @@
 //! Inference kinds: running trained models.
 
+mod embed;
 mod predict;
 
 pub use predict::scores;
@@ -7,4 +8,5 @@ pub use predict::scores;
 /// Registers every inference kind.
 pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(predict::Predict);
+    reg.register(embed::Embed);
 }

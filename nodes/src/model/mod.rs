@@ -5,6 +5,7 @@
 mod cnn;
 mod load;
 mod mlp;
+mod pretrained;
 mod rnn;
 
 use candle_nn::VarBuilder;
@@ -20,6 +21,7 @@ pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(cnn::CnnKind);
     reg.register(load::Load);
     reg.register(rnn::RnnKind);
+    reg.register(pretrained::Pretrained);
 }
 
 /// The unit groups structured pruning can shrink, for architectures that

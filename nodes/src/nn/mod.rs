@@ -7,6 +7,7 @@ pub mod batch_norm;
 pub mod conv;
 pub mod dense;
 pub mod dropout;
+pub mod encoder;
 pub mod init;
 pub mod lstm;
 mod model_value;

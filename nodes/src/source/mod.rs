@@ -4,6 +4,7 @@ mod csv;
 mod idx;
 mod request;
 mod synthetic;
+mod text;
 
 /// Registers every source kind.
 pub fn register_all(reg: &mut kiln_engine::Registry) {
@@ -11,4 +12,5 @@ pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(idx::IdxSource);
     reg.register(synthetic::Synthetic);
     reg.register(request::Request);
+    reg.register(text::TextSource);
 }

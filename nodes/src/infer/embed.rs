@@ -1,0 +1,79 @@
+//! `infer.embed`: sentence embeddings from a pre-trained encoder.
+
+use std::path::PathBuf;
+
+use kiln_engine::{
+    InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
+    SettingSpec, SettingType, ValueType,
+};
+use serde_json::{json, Value as Json};
+
+use crate::data::Dataset;
+use crate::nn::encoder::Encoder;
+use crate::nn::ModelValue;
+use crate::text::Texts;
+
+/// Embeds documents.
+pub struct Embed;
+
+impl NodeKind for Embed {
+    fn spec(&self) -> KindSpec {
+        KindSpec {
+            name: "infer.embed",
+            version: 1,
+            doc: "Sentence embeddings of each document from a `model.pretrained` encoder: the mean of its last hidden states over the real tokens, L2-normalised (as sentence-transformers computes them), in batches.
+Gives a dataset with one row per document (features: the embedding) and the documents' target, so a classifier can be trained on it with `train.supervised`.",
+            inputs: vec![
+                InputSpec::required("model", ValueType::Model, "an encoder from `model.pretrained`"),
+                InputSpec::required("data", ValueType::Text, "the documents"),
+            ],
+            outputs: vec![OutputSpec::new("embeddings", ValueType::Dataset, "one embedding per document, with the target")],
+            settings: vec![
+                SettingSpec::with_default("batch_size", SettingType::Int { min: Some(1), max: Some(4096) }, json!(32), "documents per forward pass"),
+                SettingSpec::with_default("max_tokens", SettingType::Int { min: Some(2), max: Some(512) }, json!(256), "longer documents are truncated"),
+                SettingSpec::with_default("normalize", SettingType::Bool, json!(true), "scale each embedding to length 1"),
+            ],
+            side_effects: false,
+        }
+    }
+
+    fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
+        let s = ctx.settings();
+        let model = ModelValue::from_value(ctx.input("model")?)?;
+        let dir = match (
+            model.arch_type(),
+            model.arch.get("path").and_then(Json::as_str),
+        ) {
+            ("bert", Some(p)) => PathBuf::from(p),
+            (other, _) => {
+                return Err(NodeError::new(format!(
+                "`model` is a `{other}` model; embeddings come from a `model.pretrained` encoder"
+            )))
+            }
+        };
+        let encoder = Encoder::load(&dir, ctx.device())?;
+        let texts = Texts::from_value(ctx.input("data")?)?;
+        let n = texts.texts.len();
+        let features = encoder.embed(
+            &texts.texts,
+            s.usize("batch_size")?,
+            s.usize("max_tokens")?,
+            s.bool("normalize")?,
+            |done| {
+                ctx.check_cancelled()?;
+                ctx.progress(done as u64, n as u64, "embedding");
+                Ok(())
+            },
+        )?;
+        let data = Dataset {
+            features,
+            columns: None,
+            target: texts.target,
+            categories: Default::default(),
+        };
+        Ok(vec![(
+            PortName::new_static("embeddings"),
+            data.into_value(),
+        )])
+    }
+}

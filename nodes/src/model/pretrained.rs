@@ -1,0 +1,44 @@
+//! `model.pretrained`: a BERT-family encoder from a local folder.
+
+use kiln_engine::{
+    KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, SettingSpec,
+    SettingType, ValueType,
+};
+use serde_json::json;
+
+use crate::nn::encoder::{Encoder, FILES};
+use crate::nn::ModelValue;
+
+/// Names a pre-trained encoder.
+pub struct Pretrained;
+
+impl NodeKind for Pretrained {
+    fn spec(&self) -> KindSpec {
+        KindSpec {
+            name: "model.pretrained",
+            version: 1,
+            doc: "A pre-trained BERT-family sentence encoder (e.g. all-MiniLM-L6-v2) read from a local folder holding `config.json`, `model.safetensors` and `tokenizer.json`; nothing is downloaded.
+Its files are part of the node's fingerprint. Use it with `infer.embed`.",
+            inputs: vec![],
+            outputs: vec![OutputSpec::new("model", ValueType::Model, "the encoder (its folder and size)")],
+            settings: vec![SettingSpec::required("path", SettingType::InputPath, "the model folder, relative to the pipeline file")],
+            side_effects: false,
+        }
+    }
+
+    fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
+        let dir = ctx.settings().path("path")?;
+        // Loads it once here, so a wrong folder fails at this node.
+        let encoder = Encoder::load(&dir, ctx.device())?;
+        let arch = json!({
+            "type": "bert",
+            "path": dir.display().to_string(),
+            "hidden": encoder.hidden,
+            "files": FILES,
+        });
+        Ok(vec![(
+            PortName::new_static("model"),
+            ModelValue::untrained(arch).into_value(),
+        )])
+    }
+}

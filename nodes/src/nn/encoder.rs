@@ -1,0 +1,179 @@
+//! Pre-trained BERT-family sentence encoders, loaded from local files
+//! (`config.json`, `model.safetensors`, `tokenizer.json`; no hub access) with
+//! candle-transformers, and sentence embeddings as sentence-transformers
+//! computes them: mean of the last hidden states over real tokens, then L2
+//! normalisation.
+
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex, OnceLock};
+
+use candle_core::{DType, Device, Tensor};
+use candle_nn::VarBuilder;
+use candle_transformers::models::bert::{BertModel, Config};
+use kiln_engine::NodeError;
+use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
+
+/// A loaded encoder and its tokenizer.
+pub struct Encoder {
+    model: BertModel,
+    tokenizer: Tokenizer,
+    /// Hidden size: the embedding's width.
+    pub hidden: usize,
+}
+
+/// Encoders already loaded, by folder and device.
+type Loaded = HashMap<(PathBuf, String), Arc<Encoder>>;
+
+/// The files a model folder must hold.
+pub const FILES: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
+
+impl Encoder {
+    /// Loads the encoder in `dir` on `device` (once per folder and device;
+    /// later calls share it).
+    pub fn load(dir: &Path, device: &Device) -> Result<Arc<Encoder>, NodeError> {
+        static LOADED: OnceLock<Mutex<Loaded>> = OnceLock::new();
+        let key = (dir.to_path_buf(), format!("{device:?}"));
+        let cache = LOADED.get_or_init(Default::default);
+        if let Some(e) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+            return Ok(e.clone());
+        }
+        let encoder = Arc::new(Encoder::read(dir, device)?);
+        cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(key, encoder.clone());
+        Ok(encoder)
+    }
+
+    fn read(dir: &Path, device: &Device) -> Result<Encoder, NodeError> {
+        let shown = dir.display();
+        for f in FILES {
+            if !dir.join(f).is_file() {
+                return Err(NodeError::new(format!(
+                    "`{shown}` has no `{f}`: a pre-trained model folder holds {}",
+                    FILES.join(", ")
+                )));
+            }
+        }
+        let config: Config = serde_json::from_str(
+            &std::fs::read_to_string(dir.join("config.json"))
+                .map_err(|e| NodeError::new(format!("cannot read `{shown}/config.json`: {e}")))?,
+        )
+        .map_err(|e| NodeError::new(format!("`{shown}/config.json` is not a BERT config: {e}")))?;
+        let tensors = candle_core::safetensors::load(dir.join("model.safetensors"), device)
+            .map_err(|e| NodeError::new(format!("cannot read `{shown}/model.safetensors`: {e}")))?;
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, device);
+        let model = BertModel::load(vb, &config)
+            .map_err(|e| NodeError::new(format!("`{shown}` does not hold a BERT model: {e}")))?;
+        let tokenizer = Tokenizer::from_file(dir.join("tokenizer.json"))
+            .map_err(|e| NodeError::new(format!("cannot read `{shown}/tokenizer.json`: {e}")))?;
+        Ok(Encoder {
+            model,
+            tokenizer,
+            hidden: config.hidden_size,
+        })
+    }
+
+    /// Sentence embeddings `[n, hidden]` of `texts`, `batch` at a time, each
+    /// truncated to `max_tokens`; L2-normalised when `normalize`.
+    pub fn embed(
+        &self,
+        texts: &[String],
+        batch: usize,
+        max_tokens: usize,
+        normalize: bool,
+        mut progress: impl FnMut(usize) -> Result<(), NodeError>,
+    ) -> Result<Tensor, NodeError> {
+        let mut tokenizer = self.tokenizer.clone();
+        tokenizer.with_padding(Some(PaddingParams::default()));
+        tokenizer
+            .with_truncation(Some(TruncationParams {
+                max_length: max_tokens,
+                ..Default::default()
+            }))
+            .map_err(|e| NodeError::new(format!("tokenizer: {e}")))?;
+        let device = &self.model.device;
+        // Batches of similar lengths pad less: embed in order of length,
+        // then put the rows back in the documents' order.
+        let mut order: Vec<usize> = (0..texts.len()).collect();
+        order.sort_by_key(|&i| (texts[i].len(), i));
+        let mut out = Vec::new();
+        for (i, chunk) in order.chunks(batch.max(1)).enumerate() {
+            progress(i * batch)?;
+            let chunk: Vec<String> = chunk.iter().map(|&k| texts[k].clone()).collect();
+            let enc = tokenizer
+                .encode_batch(chunk, true)
+                .map_err(|e| NodeError::new(format!("tokenizer: {e}")))?;
+            let ids: Vec<Vec<u32>> = enc.iter().map(|e| e.get_ids().to_vec()).collect();
+            let mask: Vec<Vec<u32>> = enc
+                .iter()
+                .map(|e| e.get_attention_mask().to_vec())
+                .collect();
+            let ids = Tensor::new(ids, device)?;
+            let mask = Tensor::new(mask, device)?;
+            let hidden = self.model.forward(&ids, &ids.zeros_like()?, Some(&mask))?;
+            // Mean over real tokens only.
+            let m = mask.to_dtype(DType::F32)?.unsqueeze(2)?;
+            let sum = hidden.broadcast_mul(&m)?.sum(1)?;
+            let mut e = sum.broadcast_div(&m.sum(1)?.clamp(1e-9, f64::MAX)?)?;
+            if normalize {
+                e = e.broadcast_div(&e.sqr()?.sum_keepdim(1)?.sqrt()?.clamp(1e-12, f64::MAX)?)?;
+            }
+            out.push(e);
+        }
+        let sorted = Tensor::cat(&out, 0)?;
+        let mut back = vec![0u32; order.len()];
+        for (row, &doc) in order.iter().enumerate() {
+            back[doc] = row as u32;
+        }
+        let n = back.len();
+        Ok(sorted.index_select(&Tensor::from_vec(back, n, device)?, 0)?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn minilm() -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/models/all-MiniLM-L6-v2")
+    }
+
+    /// The reference values in `../shared/data/README.md`, to ±0.001.
+    #[test]
+    fn minilm_reproduces_the_reference_cosines() {
+        let enc = Encoder::load(&minilm(), &Device::Cpu).unwrap();
+        let texts: Vec<String> = [
+            "The new movie is awesome",
+            "The new movie is so great",
+            "The cat sits outside",
+            "The cat plays in the garden",
+        ]
+        .map(String::from)
+        .to_vec();
+        let e = enc.embed(&texts, 3, 256, true, |_| Ok(())).unwrap();
+        assert_eq!(e.dims(), [4, 384]);
+        let e: Vec<Vec<f32>> = e.to_vec2().unwrap();
+        let cos = |a: &[f32], b: &[f32]| a.iter().zip(b).map(|(x, y)| x * y).sum::<f32>();
+        let (c1, c2) = (cos(&e[0], &e[1]), cos(&e[2], &e[3]));
+        assert!((c1 - 0.8939).abs() < 0.001, "{c1}");
+        assert!((c2 - 0.6788).abs() < 0.001, "{c2}");
+        // Batching pads; padding must not change an embedding.
+        let alone = enc.embed(&texts[..1], 1, 256, true, |_| Ok(())).unwrap();
+        let alone: Vec<f32> = alone.squeeze(0).unwrap().to_vec1().unwrap();
+        let diff = alone
+            .iter()
+            .zip(&e[0])
+            .map(|(a, b)| (a - b).abs())
+            .fold(0f32, f32::max);
+        assert!(diff < 1e-5, "{diff}");
+    }
+
+    #[test]
+    fn a_folder_without_the_model_is_a_clear_error() {
+        let dir = tempfile::tempdir().unwrap();
+        let e = Encoder::load(dir.path(), &Device::Cpu).err().unwrap();
+        assert!(e.message().contains("has no `config.json`"), "{e}");
+    }
+}

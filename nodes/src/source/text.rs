@@ -1,0 +1,146 @@
+//! `source.text`: documents from a CSV column or a file with one per line.
+
+use candle_core::{Device, Tensor};
+use kiln_engine::{
+    KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, SettingSpec,
+    SettingType, Settings, ValueType,
+};
+use serde_json::{json, Value as Json};
+
+use crate::data::Target;
+use crate::text::Texts;
+
+/// Reads documents.
+pub struct TextSource;
+
+impl NodeKind for TextSource {
+    fn spec(&self) -> KindSpec {
+        KindSpec {
+            name: "source.text",
+            version: 1,
+            doc: "Reads documents: a column of a CSV file (quoted text may span lines), or a plain text file with one document per line.
+With `target`, a CSV column of labels becomes the class target (names sorted); `keep` keeps only rows whose label is listed.",
+            inputs: vec![],
+            outputs: vec![OutputSpec::new("text", ValueType::Text, "the documents, with their target if labelled")],
+            settings: vec![
+                SettingSpec::required("path", SettingType::InputPath, "a .csv file, or a text file with one document per line"),
+                SettingSpec::with_default("column", SettingType::Str, json!("text"), "CSV: the column holding the text"),
+                SettingSpec::optional("target", SettingType::Str, "CSV: the column holding each document's label"),
+                SettingSpec::optional("keep", SettingType::list(SettingType::Str), "CSV: only rows with these labels, e.g. [fresh, rotten]"),
+            ],
+            side_effects: false,
+        }
+    }
+
+    fn check(&self, settings: &Settings) -> Vec<(String, String)> {
+        if settings.get("keep").is_some() && settings.get("target").is_none() {
+            return vec![(
+                "keep".into(),
+                "filters by label: name the label column in `target` too".into(),
+            )];
+        }
+        Vec::new()
+    }
+
+    fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
+        let s = ctx.settings();
+        let path = s.path("path")?;
+        let shown = path.display().to_string();
+        let texts = if path
+            .extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+        {
+            read_csv(&path, s)?
+        } else {
+            let text = std::fs::read_to_string(&path)
+                .map_err(|e| NodeError::new(format!("cannot read `{shown}`: {e}")))?;
+            Texts {
+                texts: text
+                    .lines()
+                    .filter(|l| !l.trim().is_empty())
+                    .map(String::from)
+                    .collect(),
+                target: None,
+            }
+        };
+        if texts.texts.is_empty() {
+            return Err(NodeError::new(format!("`{shown}` holds no documents")));
+        }
+        Ok(vec![(PortName::new_static("text"), texts.into_value())])
+    }
+}
+
+fn read_csv(path: &std::path::Path, s: &Settings) -> Result<Texts, NodeError> {
+    let shown = path.display().to_string();
+    let err = |e: csv::Error| NodeError::new(format!("`{shown}`: {e}"));
+    let mut reader = csv::Reader::from_path(path).map_err(err)?;
+    let header: Vec<String> = reader
+        .headers()
+        .map_err(err)?
+        .iter()
+        .map(String::from)
+        .collect();
+    let find = |name: &str, setting: &str| {
+        header.iter().position(|h| h == name).ok_or_else(|| {
+            let hint = kiln_engine::ids::did_you_mean(name, header.iter().map(String::as_str))
+                .map(|m| format!(" (did you mean `{m}`?)"))
+                .unwrap_or_default();
+            NodeError::new(format!(
+                "setting `{setting}`: `{shown}` has no column `{name}`{hint}; its columns: {}",
+                header.join(", ")
+            ))
+        })
+    };
+    let text_col = find(s.str("column")?, "column")?;
+    let target_col = s
+        .get("target")
+        .and_then(Json::as_str)
+        .map(|t| find(t, "target"))
+        .transpose()?;
+    let keep: Option<Vec<String>> = s.get("keep").and_then(Json::as_array).map(|a| {
+        a.iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect()
+    });
+    let mut texts = Vec::new();
+    let mut labels = Vec::new();
+    for (i, record) in reader.records().enumerate() {
+        let record = record.map_err(err)?;
+        let cell = |col: usize| {
+            record.get(col).map(str::to_string).ok_or_else(|| {
+                NodeError::new(format!(
+                    "`{shown}`: record {} has no column {}",
+                    i + 2,
+                    col + 1
+                ))
+            })
+        };
+        if let Some(t) = target_col {
+            let label = cell(t)?;
+            if keep.as_ref().is_some_and(|k| !k.contains(&label)) {
+                continue;
+            }
+            labels.push(label);
+        }
+        texts.push(cell(text_col)?);
+    }
+    let target = match target_col {
+        None => None,
+        Some(t) => {
+            let mut names: Vec<String> = labels.clone();
+            names.sort();
+            names.dedup();
+            let idx: Vec<u32> = labels
+                .iter()
+                .map(|l| names.iter().position(|n| n == l).unwrap_or(0) as u32)
+                .collect();
+            let n = idx.len();
+            Some(Target {
+                name: header[t].clone(),
+                values: Tensor::from_vec(idx, n, &Device::Cpu)?,
+                labels: Some(names),
+            })
+        }
+    };
+    Ok(Texts { texts, target })
+}

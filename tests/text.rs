@@ -1,0 +1,22 @@
+//! Text through a pre-trained encoder: a classifier on MiniLM embeddings.
+
+use crate::common::{assert_exit, kiln};
+
+#[test]
+fn a_head_on_frozen_minilm_embeddings_tells_fresh_from_rotten() {
+    // Reads the encoder from the shared data beside the repository, in place.
+    let dir = crate::common::root().join("pipelines");
+    let out = tempfile::tempdir().unwrap();
+    let out_dir = out.path().to_str().unwrap();
+    assert_exit(
+        &kiln(&dir, &["run", "reviews-minilm.yaml", "--out", out_dir]),
+        0,
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(out.path().join("metrics.json")).unwrap())
+            .unwrap();
+    let acc = m["eval.metrics"]["accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.75, "test accuracy {acc}");
+    // fresh 2455 + rotten 2411 reviews, 20% held out.
+    assert_eq!(m["eval.metrics"]["examples"], 973);
+}
