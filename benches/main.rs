@@ -4,6 +4,7 @@
 
 use criterion::{criterion_group, criterion_main};
 
+mod embed;
 mod engine;
 mod quantized;
 mod training;
@@ -34,6 +35,6 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(std::time::Duration::from_secs(1))
         .measurement_time(std::time::Duration::from_secs(3));
-    targets = quantized::lenet_layers, quantized::large_linear
+    targets = quantized::lenet_layers, quantized::large_linear, embed::minilm
 }
 criterion_main!(benches, training_benches, quantized_benches);

@@ -75,6 +75,14 @@ impl Encoder {
         })
     }
 
+    /// How many tokens `text` becomes (with the special tokens, without
+    /// any padding the tokenizer file asks for).
+    pub fn tokens(&self, text: &str) -> usize {
+        self.tokenizer.encode(text, true).map_or(0, |e| {
+            e.get_attention_mask().iter().map(|&m| m as usize).sum()
+        })
+    }
+
     /// Sentence embeddings `[n, hidden]` of `texts`, `batch` at a time, each
     /// truncated to `max_tokens`; L2-normalised when `normalize`.
     pub fn embed(
