@@ -2,83 +2,41 @@
 //! requests over loopback, answers compared with what `kiln run` gives.
 
 use std::fs;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{channel, Receiver};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde_json::{json, Value};
 
-use crate::common::{assert_exit, kiln, text, workspace};
+use crate::common::{assert_exit, kiln, text, workspace, Running};
 
+/// `kiln serve` on a free port, and its address.
 struct Server {
-    child: Child,
+    process: Running,
     addr: String,
-    lines: Receiver<String>,
-    seen: Vec<String>,
 }
 
 impl Server {
     fn start(dir: &Path, args: &[&str]) -> Server {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .arg("serve")
-            .args(args)
-            .args(["--addr", "127.0.0.1:0", "--jobs", "2"])
-            .current_dir(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kiln serve starts");
-        let (tx, rx) = channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        let mut server = Server {
-            child,
-            addr: String::new(),
-            lines: rx,
-            seen: Vec::new(),
-        };
-        let line = server.wait_for("listening on http://");
-        server.addr = line
+        let mut all = vec!["serve"];
+        all.extend_from_slice(args);
+        all.extend_from_slice(&["--addr", "127.0.0.1:0", "--jobs", "2"]);
+        let mut process = Running::start(dir, &all);
+        let line = process.wait_for("listening on http://");
+        let addr = line
             .split("http://")
             .nth(1)
             .and_then(|s| s.split_whitespace().next())
             .expect("an address")
             .to_string();
-        server
+        Server { process, addr }
     }
 
-    /// The next line containing `text`, within 60 s.
     fn wait_for(&mut self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(text) {
-                        return line;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!(
-            "no line with {text:?}; output so far:\n{}",
-            self.seen.join("\n")
-        );
+        self.process.wait_for(text)
     }
 
     fn post(&self, path: &str, body: &[u8]) -> (u16, Value) {
@@ -92,13 +50,6 @@ impl Server {
 
     fn infer(&self, rows: Value) -> (u16, Value) {
         infer_at(&self.addr, rows)
-    }
-}
-
-impl Drop for Server {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 
@@ -515,10 +466,6 @@ fn sigterm_stops_the_server_cleanly() {
     let ws = workspace();
     let mut server = Server::start(ws.path(), &["iris-mlp.yaml"]);
     assert_eq!(server.infer(json!([[5.1, 3.5, 1.4, 0.2]])).0, 200);
-    let pid = server.child.id().to_string();
-    let killed = Command::new("kill").args(["-TERM", &pid]).status().unwrap();
-    assert!(killed.success());
+    assert_eq!(server.process.signal("TERM"), Some(0));
     server.wait_for("stopped");
-    let status = server.child.wait().unwrap();
-    assert_eq!(status.code(), Some(0));
 }

@@ -1,86 +1,14 @@
 //! `kiln watch` driven for real: a child process, edits on disk, its output read back.
 
 use std::fs;
-use std::io::{BufRead, BufReader};
 use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::mpsc::{channel, Receiver};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use crate::common::workspace;
+use crate::common::{workspace, Running};
 
-struct Watcher {
-    child: Child,
-    lines: Receiver<String>,
-    seen: Vec<String>,
-}
-
-impl Watcher {
-    fn start(dir: &Path, file: &str) -> Watcher {
-        let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-            .args(["watch", file, "--jobs", "2"])
-            .current_dir(dir)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("kiln watch starts");
-        let (tx, rx) = channel();
-        for stream in [
-            Box::new(child.stdout.take().unwrap()) as Box<dyn std::io::Read + Send>,
-            Box::new(child.stderr.take().unwrap()),
-        ] {
-            let tx = tx.clone();
-            std::thread::spawn(move || {
-                for line in BufReader::new(stream).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-        }
-        Watcher {
-            child,
-            lines: rx,
-            seen: Vec::new(),
-        }
-    }
-
-    /// The next line containing `text`, within 60 s.
-    fn wait_for(&mut self, text: &str) -> String {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while let Some(left) = deadline.checked_duration_since(Instant::now()) {
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen.push(line.clone());
-                    if line.contains(text) {
-                        return line;
-                    }
-                }
-                Err(_) => break,
-            }
-        }
-        panic!(
-            "no line with {text:?}; output so far:\n{}",
-            self.seen.join("\n")
-        );
-    }
-
-    /// Stops it with Ctrl-C (SIGINT) and returns its exit code.
-    fn interrupt(mut self) -> Option<i32> {
-        Command::new("kill")
-            .args(["-INT", &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        let deadline = Instant::now() + Duration::from_secs(20);
-        loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                return status.code();
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!("kiln watch did not stop on Ctrl-C");
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
+/// `kiln watch FILE --jobs 2` in `dir`.
+fn watch(dir: &Path, file: &str) -> Running {
+    Running::start(dir, &["watch", file, "--jobs", "2"])
 }
 
 fn edit(path: &Path, from: &str, to: &str) {
@@ -93,7 +21,7 @@ fn edit(path: &Path, from: &str, to: &str) {
 fn watch_reruns_what_each_change_reaches() {
     let ws = workspace();
     let file = ws.path().join("iris-mlp.yaml");
-    let mut w = Watcher::start(ws.path(), "iris-mlp.yaml");
+    let mut w = watch(ws.path(), "iris-mlp.yaml");
     let first = w.wait_for("ran ");
     assert!(first.starts_with("ran 13, reused 0, failed 0"), "{first}");
 
@@ -144,7 +72,7 @@ fn watch_reruns_what_each_change_reaches() {
         "the model and request nodes alone are reused: {line}"
     );
 
-    assert_eq!(w.interrupt(), Some(0));
+    assert_eq!(w.signal("INT"), Some(0));
 }
 
 #[test]
@@ -153,14 +81,14 @@ fn a_change_during_training_cancels_it_and_starts_again() {
     let file = ws.path().join("iris-mlp.yaml");
     // Long enough never to finish within the test.
     edit(&file, "epochs: 100", "epochs: 100000");
-    let mut w = Watcher::start(ws.path(), "iris-mlp.yaml");
+    let mut w = watch(ws.path(), "iris-mlp.yaml");
     std::thread::sleep(Duration::from_millis(1500));
     edit(&file, "epochs: 100000", "epochs: 5");
     let cancelled = w.wait_for("cancelled by a newer change");
     assert!(cancelled.contains("after"), "{cancelled}");
     let line = w.wait_for("ran ");
     assert!(line.contains("fit"), "{line}");
-    assert_eq!(w.interrupt(), Some(0));
+    assert_eq!(w.signal("INT"), Some(0));
 
     // The cancelled run left nothing half-written: no temporary file, and a
     // plain run afterwards finds every result of the finished run intact.

@@ -213,19 +213,6 @@ mod tests {
         Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
     }
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
-
     /// Outputs and all three gradients agree with candle's own kernels.
     #[test]
     fn matches_candle_conv_forward_and_backward() {
@@ -242,7 +229,7 @@ mod tests {
             let ours = conv2d(&conv, x.as_tensor()).unwrap();
             let theirs = conv.forward(x.as_tensor()).unwrap();
             assert_eq!(ours.dims(), theirs.dims());
-            assert!(max_diff(&ours, &theirs) < 1e-5);
+            assert!(crate::nn::max_diff(&ours, &theirs) < 1e-5);
 
             let up = random(theirs.dims(), 4);
             let g_ours = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
@@ -254,7 +241,10 @@ mod tests {
                 .unwrap();
             for v in [&x, &w, &b] {
                 let (a, b) = (g_ours.get(v).unwrap(), g_theirs.get(v).unwrap());
-                assert!(max_diff(a, b) < 1e-4, "padding {padding} stride {stride}");
+                assert!(
+                    crate::nn::max_diff(a, b) < 1e-4,
+                    "padding {padding} stride {stride}"
+                );
             }
         }
     }

@@ -434,19 +434,6 @@ mod tests {
     use candle_nn::rnn::{LSTMConfig, RNN};
     use candle_nn::{VarBuilder, VarMap};
 
-    fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
-        (a - b)
-            .unwrap()
-            .abs()
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .max(0)
-            .unwrap()
-            .to_scalar()
-            .unwrap()
-    }
-
     /// Same weights, same sequence: outputs and every gradient agree with
     /// candle-nn's LSTM.
     #[test]
@@ -474,7 +461,7 @@ mod tests {
         let h_theirs = theirs
             .states_to_tensor(&theirs.seq(x.as_tensor()).unwrap())
             .unwrap();
-        assert!(max_diff(&h_ours, &h_theirs) < 1e-5);
+        assert!(crate::nn::max_diff(&h_ours, &h_theirs) < 1e-5);
 
         let g_ours = (h_ours * &up)
             .unwrap()
@@ -491,7 +478,7 @@ mod tests {
         let mut checked = 0;
         for var in vars.all_vars().iter().chain([&x]) {
             let (a, b) = (g_ours.get(var).unwrap(), g_theirs.get(var).unwrap());
-            assert!(max_diff(a, b) < 1e-4, "{:?}", var.dims());
+            assert!(crate::nn::max_diff(a, b) < 1e-4, "{:?}", var.dims());
             checked += 1;
         }
         assert_eq!(checked, 5);

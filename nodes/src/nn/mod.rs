@@ -112,3 +112,14 @@ pub fn zeros_in(t: &Tensor) -> candle_core::Result<usize> {
         .filter(|v| **v == 0.0)
         .count())
 }
+
+/// The largest absolute difference between two tensors of one shape (tests).
+#[cfg(test)]
+pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
+    (a - b)
+        .and_then(|d| d.abs())
+        .and_then(|d| d.flatten_all())
+        .and_then(|d| d.max(0))
+        .and_then(|d| d.to_scalar())
+        .expect("tensors of one shape")
+}

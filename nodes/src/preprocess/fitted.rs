@@ -4,6 +4,7 @@
 //! no train/serve skew. `apply` takes one reference or a list; with a list the
 //! outputs are `apply_0`, `apply_1`, … in order, and `apply` is the first.
 
+use candle_core::Tensor;
 use kiln_engine::kind::types_at;
 use kiln_engine::{
     InputSpec, InputTypes, NodeError, OutputSpec, OutputTypes, Outputs, PortName, RunContext,
@@ -105,6 +106,25 @@ pub fn apply_all(
     }
     out.push((PortName::new_static("transform"), transform));
     Ok(out)
+}
+
+/// `(x − shift) / scale` per feature, with the fitted shape checked: how
+/// standardize (mean, deviation) and normalize (minimum, range) apply.
+pub fn shift_and_scale(
+    data: &Dataset,
+    shift: &Tensor,
+    scale: &Tensor,
+) -> Result<Dataset, NodeError> {
+    check_shape(data, shift.dims())?;
+    let features = data
+        .features
+        .to_dtype(candle_core::DType::F32)?
+        .broadcast_sub(shift)?
+        .broadcast_div(scale)?;
+    Ok(Dataset {
+        features,
+        ..data.clone()
+    })
 }
 
 /// An error unless `data` has examples shaped like the fitted ones.

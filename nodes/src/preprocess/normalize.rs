@@ -68,15 +68,5 @@ The fitted range is applied unchanged to `apply` and given as `transform`; a con
 
 /// Applies a fitted `normalize` transform.
 pub(crate) fn apply(transform: &Value, data: &Dataset) -> Result<Dataset, NodeError> {
-    let (min, range) = (transform.tensor("min")?, transform.tensor("range")?);
-    super::fitted::check_shape(data, min.dims())?;
-    let features = data
-        .features
-        .to_dtype(DType::F32)?
-        .broadcast_sub(min)?
-        .broadcast_div(range)?;
-    Ok(Dataset {
-        features,
-        ..data.clone()
-    })
+    super::fitted::shift_and_scale(data, transform.tensor("min")?, transform.tensor("range")?)
 }

@@ -84,15 +84,5 @@ A constant feature is only centred.",
 
 /// Applies a fitted `standardize` transform.
 pub(crate) fn apply(transform: &Value, data: &Dataset) -> Result<Dataset, NodeError> {
-    let (mean, std) = (transform.tensor("mean")?, transform.tensor("std")?);
-    super::fitted::check_shape(data, mean.dims())?;
-    let features = data
-        .features
-        .to_dtype(DType::F32)?
-        .broadcast_sub(mean)?
-        .broadcast_div(std)?;
-    Ok(Dataset {
-        features,
-        ..data.clone()
-    })
+    super::fitted::shift_and_scale(data, transform.tensor("mean")?, transform.tensor("std")?)
 }
