@@ -226,8 +226,7 @@ impl Service {
     /// Checks a request's rows without running anything (each request of a
     /// batch is checked alone, so one client's mistake fails only its own).
     pub fn check(&self, rows: &Json) -> Result<(), RequestError> {
-        let input = self.plan.node(self.spec.input);
-        input.kind.request(&input.settings, rows).map(|_| ())
+        check_request(&self.plan, rows)
     }
 
     /// Answers one request: `rows` is what the client sent for the input node.
@@ -300,6 +299,17 @@ impl Service {
                 error: NodeError::new(format!("it gave no `{}`", self.spec.output.port)),
             })
     }
+}
+
+/// Checks rows for a plan's `serve.input` without running anything (before
+/// a service exists, as `kiln run --input` does).
+pub fn check_request(plan: &Plan, rows: &Json) -> Result<(), RequestError> {
+    let spec = plan
+        .serve
+        .as_ref()
+        .ok_or_else(|| RequestError::new("", "the pipeline has no `serve:` block"))?;
+    let input = plan.node(spec.input);
+    input.kind.request(&input.settings, rows).map(|_| ())
 }
 
 fn spec_of(plan: &Plan) -> Result<ServeSpec, ServeError> {

@@ -95,9 +95,7 @@ fn answer_input(plan: Plan, input: &Path, opts: &RunOptions) -> Result<(), Failu
     let rows =
         serde_json::Value::Array(crate::serve::rows_of(&body, &request_node).map_err(invalid)?);
     // Checked before anything runs.
-    let node = plan.node(spec.input);
-    node.kind
-        .request(&node.settings, &rows)
+    kiln_engine::serve::check_request(&plan, &rows)
         .map_err(|e| invalid(e.within(&format!("inputs.{request_node}"))))?;
     let (service, report) = kiln_engine::Service::start(Arc::new(plan), opts)
         .map_err(|e| Failure::Run(format!("error: {e}")))?;

@@ -64,65 +64,17 @@ impl NodeKind for Cut {
     }
 }
 
-/// What a layer reads and gives: `[width]` (flat) or `[c, h, w]`.
-type Shapes = (Vec<usize>, Vec<usize>);
-
-/// The shapes of every layer, in order.
-fn shapes(model: &ModelValue) -> Result<Vec<Shapes>, NodeError> {
-    let dims = model
-        .dims
-        .as_ref()
-        .ok_or_else(|| NodeError::new("the model is not trained"))?;
-    let arch = &model.arch;
-    let mut out = Vec::new();
-    match model.arch_type() {
-        "mlp" => {
-            let mut width: usize = dims.input.iter().product();
-            for h in arch["hidden"].as_array().into_iter().flatten() {
-                let units = h.as_u64().unwrap_or(0) as usize;
-                out.push((vec![width], vec![units]));
-                width = units;
-            }
-        }
-        "cnn" => {
-            let s: Vec<usize> = serde_json::from_value(arch["input_shape"].clone())
-                .map_err(|e| NodeError::new(format!("the cnn architecture is malformed: {e}")))?;
-            let mut shape = s;
-            for l in arch["layers"].as_array().into_iter().flatten() {
-                let before = shape.clone();
-                if let Some(c) = l.get("conv") {
-                    let get = |k: &str, d: u64| c[k].as_u64().unwrap_or(d) as usize;
-                    let (k, st, p) = (get("kernel", 3), get("stride", 1), get("padding", 0));
-                    let side = |x: usize| (x + 2 * p).saturating_sub(k) / st + 1;
-                    shape = vec![get("channels", 1), side(shape[1]), side(shape[2])];
-                } else if let Some(size) = l
-                    .get("pool")
-                    .or_else(|| l.get("avg_pool"))
-                    .and_then(|p| p["size"].as_u64())
-                {
-                    shape = vec![shape[0], shape[1] / size as usize, shape[2] / size as usize];
-                } else if let Some(d) = l.get("dense") {
-                    shape = vec![d["units"].as_u64().unwrap_or(0) as usize];
-                }
-                out.push((before, shape.clone()));
-            }
-        }
-        other => {
-            return Err(NodeError::new(format!(
-                "cutting works on `mlp` and `cnn` models, not `{other}`"
-            )))
-        }
-    }
-    Ok(out)
-}
-
 fn cut(mut model: ModelValue, targets: &[usize]) -> Result<(ModelValue, Json), NodeError> {
     if !model.quantized.is_empty() {
         return Err(NodeError::new(
             "the model is quantized: cut first, then quantize",
         ));
     }
-    let layers = shapes(&model)?;
+    let dims = model
+        .dims
+        .as_ref()
+        .ok_or_else(|| NodeError::new("the model is not trained"))?;
+    let layers = crate::model::layer_shapes(&model.arch, dims)?;
     let mut sorted = targets.to_vec();
     sorted.sort_unstable();
     sorted.dedup();

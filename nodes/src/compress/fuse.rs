@@ -185,33 +185,14 @@ fn target(
     at: usize,
     scale: &Tensor,
 ) -> Result<Result<(String, usize), String>, NodeError> {
-    let input = model.arch["input_shape"]
-        .as_array()
-        .cloned()
-        .unwrap_or_default();
-    let size = |i: usize| input.get(i).and_then(Json::as_u64).unwrap_or(1) as usize;
-    // Spatial size after every layer, to know the flattened group size.
-    let (mut h, mut w) = (size(1), size(2));
-    let mut spatial = Vec::new();
-    for l in layers {
-        if let Some(c) = l.get("conv") {
-            let (k, s, p) = (
-                c["kernel"].as_u64().unwrap_or(1) as usize,
-                c["stride"].as_u64().unwrap_or(1) as usize,
-                c["padding"].as_u64().unwrap_or(0) as usize,
-            );
-            h = (h + 2 * p).saturating_sub(k) / s + 1;
-            w = (w + 2 * p).saturating_sub(k) / s + 1;
-        }
-        for pool in ["pool", "avg_pool"] {
-            if let Some(size) = l.get(pool).and_then(|p| p["size"].as_u64()) {
-                (h, w) = (h / size as usize, w / size as usize);
-            }
-        }
-        spatial.push(h * w);
-    }
+    let dims = model
+        .dims
+        .as_ref()
+        .ok_or_else(|| NodeError::new("the model is not trained"))?;
+    let shapes = crate::model::layer_shapes(&model.arch, dims)?;
+    // How many flattened columns one channel of this shape feeds.
+    let group = |shape: &[usize]| shape.iter().skip(1).product::<usize>().max(1);
     let positive = scale.min_all()?.to_scalar::<f32>()? > 0.0;
-    let flat_before_dense = layers[..at].iter().any(|l| l.get("dense").is_some());
     for (k, l) in layers.iter().enumerate().skip(at + 1) {
         if l.get("dropout").is_some() || l.get("avg_pool").is_some() {
             continue;
@@ -233,19 +214,14 @@ fn target(
             });
         }
         if l.get("dense").is_some() {
-            let group = if flat_before_dense { 1 } else { spatial[k - 1] };
-            return Ok(Ok((format!("layers.{k}"), group)));
+            return Ok(Ok((format!("layers.{k}"), group(&shapes[k].0))));
         }
         if *l == json!("batch_norm") {
             return Ok(Err("another batch norm follows".into()));
         }
     }
-    let group = if flat_before_dense {
-        1
-    } else {
-        spatial.last().copied().unwrap_or(1)
-    };
-    Ok(Ok(("head".into(), group)))
+    let last = shapes.last().map_or(&[][..], |(_, out)| out.as_slice());
+    Ok(Ok(("head".into(), group(last))))
 }
 
 /// `layer(s·x + t)` as a layer of `x`: input channels scaled, bias shifted.

@@ -137,29 +137,43 @@ pub struct CnnConfig {
     pub activation: String,
 }
 
+/// What each layer of the stack reads and gives: `[channels, height,
+/// width]`, or `[units]` once flattened by a dense layer.
+pub fn layer_shapes(cfg: &CnnConfig) -> Vec<super::LayerShapes> {
+    let mut shape = cfg.input_shape.clone();
+    let mut out = Vec::new();
+    for layer in &cfg.layers {
+        let before = shape.clone();
+        match layer {
+            Layer::Conv {
+                channels,
+                kernel,
+                stride,
+                padding,
+            } if shape.len() == 3 => {
+                let side = |x: usize| (x + 2 * padding).saturating_sub(*kernel) / stride + 1;
+                shape = vec![*channels, side(shape[1]), side(shape[2])];
+            }
+            Layer::Pool { size } | Layer::AvgPool { size } if shape.len() == 3 => {
+                shape = vec![shape[0], shape[1] / size, shape[2] / size];
+            }
+            Layer::Dense { units } => shape = vec![*units],
+            _ => {}
+        }
+        out.push((before, shape.clone()));
+    }
+    out
+}
+
 /// What structured pruning can remove: the channels of each conv layer and
 /// the units of each dense layer.
 pub fn unit_groups(cfg: &CnnConfig) -> Vec<UnitGroup> {
     // Spatial size after each layer, to know how many flattened columns one
     // channel feeds into the first dense layer.
-    let (mut h, mut w) = (cfg.input_shape[1], cfg.input_shape[2]);
-    let mut after = Vec::new();
-    for layer in &cfg.layers {
-        match layer {
-            Layer::Conv {
-                kernel,
-                stride,
-                padding,
-                ..
-            } => {
-                h = (h + 2 * padding).saturating_sub(*kernel) / stride + 1;
-                w = (w + 2 * padding).saturating_sub(*kernel) / stride + 1;
-            }
-            Layer::Pool { size } | Layer::AvgPool { size } => (h, w) = (h / size, w / size),
-            _ => {}
-        }
-        after.push(h * w);
-    }
+    let after: Vec<usize> = layer_shapes(cfg)
+        .into_iter()
+        .map(|(_, out)| out.iter().skip(1).product())
+        .collect();
     let mut groups = Vec::new();
     for (i, layer) in cfg.layers.iter().enumerate() {
         let (units, arch_path, spatial) = match layer {

@@ -39,6 +39,37 @@ pub fn unit_groups(arch: &Json) -> Result<Vec<UnitGroup>, NodeError> {
     }
 }
 
+/// What one layer reads and gives: `[width]`, or `[c, h, w]` in a CNN's stack.
+pub type LayerShapes = (Vec<usize>, Vec<usize>);
+
+/// The shapes of an MLP's hidden layers or a CNN's stack entries, in order.
+pub fn layer_shapes(arch: &Json, dims: &Dims) -> Result<Vec<LayerShapes>, NodeError> {
+    let kind = arch.get("type").and_then(Json::as_str).unwrap_or("?");
+    let bad =
+        |e: serde_json::Error| NodeError::new(format!("the {kind} architecture is malformed: {e}"));
+    match kind {
+        "mlp" => {
+            let cfg: mlp::MlpConfig = serde_json::from_value(arch.clone()).map_err(bad)?;
+            let mut width: usize = dims.input.iter().product();
+            Ok(cfg
+                .hidden
+                .iter()
+                .map(|&units| {
+                    let shapes = (vec![width], vec![units]);
+                    width = units;
+                    shapes
+                })
+                .collect())
+        }
+        "cnn" => Ok(cnn::layer_shapes(
+            &serde_json::from_value(arch.clone()).map_err(bad)?,
+        )),
+        other => Err(NodeError::new(format!(
+            "layer by layer changes work on `mlp` and `cnn` models, not `{other}`"
+        ))),
+    }
+}
+
 /// The weights of fully connected layers (what quantization can store in
 /// block formats): every matrix of an MLP, the dense layers and head of a
 /// CNN, the head of an RNN.
