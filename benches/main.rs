@@ -6,6 +6,7 @@ use criterion::{criterion_group, criterion_main};
 
 mod embed;
 mod engine;
+mod gnn;
 mod quantized;
 mod training;
 
@@ -27,7 +28,7 @@ criterion_group! {
         .sample_size(10)
         .warm_up_time(std::time::Duration::from_secs(1))
         .measurement_time(std::time::Duration::from_secs(10));
-    targets = training::peer_workloads, training::plain_candle_mlp
+    targets = training::peer_workloads, training::plain_candle_mlp, gnn::gcn_epochs
 }
 criterion_group! {
     name = quantized_benches;

@@ -92,7 +92,7 @@ fn pipeline(name: &str, model: &str, epochs: usize) -> String {
 }
 
 /// Times the training node alone, `iters` times.
-fn time_fit(text: &str, iters: u64) -> Duration {
+pub fn time_fit(text: &str, iters: u64) -> Duration {
     let dir = tempfile::tempdir().expect("temp dir");
     let plan = kiln_engine::load_str(text, &dir.path().join("bench.yaml"), &registry(), &[])
         .expect("valid");

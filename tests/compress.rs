@@ -115,8 +115,10 @@ fn lenet_300_100_compresses_40x_within_half_a_point() {
     let rows = m["compare.report"]["models"].as_array().unwrap();
     let row = |name: &str| rows.iter().find(|r| r["model"] == name).unwrap();
     let (original, compressed) = (row("fit.model"), row("quantize.model"));
-    // 94% of LeNet's 266 200 weights pruned, exactly; its 410 biases kept.
-    assert_eq!(row("prune.model")["nonzero_params"], 15_972 + 410);
+    // Half of LeNet's 266 200 weights pruned at once, then 94% exactly by
+    // the end of the fine-tuning's ramp; its 410 biases kept.
+    assert_eq!(row("prune.model")["nonzero_params"], 133_100 + 410);
+    assert_eq!(row("finetune.model")["nonzero_params"], 15_972 + 410);
     // Bytes on disk: the f32 checkpoint against the saved compressed one.
     let saved = fs::metadata(out.path().join("lenet-compressed.safetensors"))
         .unwrap()
@@ -154,4 +156,71 @@ fn lenet_300_100_compresses_40x_within_half_a_point() {
         serde_json::from_str(&fs::read_to_string(ws.path().join("out/metrics.json")).unwrap())
             .unwrap();
     assert_eq!(r["eval.metrics"]["accuracy"], compressed["metric"]);
+}
+
+#[test]
+fn a_gradual_ramp_raises_sparsity_during_fine_tuning() {
+    let ws = workspace();
+    let pipeline = fs::read_to_string(ws.path().join("iris-mlp.yaml"))
+        .unwrap()
+        .replace(
+            "outputs: [eval.metrics, fit.metrics]",
+            "  prune:\n    kind: compress.prune\n    inputs: { model: fit.model }\n    \
+             with: { sparsity: 0.8, schedule: gradual, initial_sparsity: 0.2, ramp_epochs: 20, exclude: [head.weight] }\n  \
+             finetune:\n    kind: train.supervised\n    inputs: { model: prune.model, train: scale.fit, valid: scale.apply }\n    with: { lr: 0.01, epochs: 30, batch_size: 16 }\n  \
+             history:\n    kind: sink.json\n    inputs: { data: finetune.history }\n    with: { path: history.json }\n  \
+             save_pruned:\n    kind: sink.safetensors\n    inputs: { data: finetune.model }\n    with: { path: pruned.safetensors }\n  \
+             eval_pruned:\n    kind: postprocess.metrics\n    inputs: { model: finetune.model, data: scale.apply }\n  \
+             structured:\n    kind: compress.prune\n    inputs: { model: fit.model }\n    with: { sparsity: 0.5, method: structured, schedule: gradual }\n  \
+             backwards:\n    kind: compress.prune\n    inputs: { model: fit.model }\n    with: { sparsity: 0.5, schedule: gradual, initial_sparsity: 0.6 }\n\
+             outputs: [eval.metrics, prune.report, eval_pruned.metrics]",
+        );
+    fs::write(ws.path().join("gradual.yaml"), pipeline).unwrap();
+    let out = kiln(ws.path(), &["run", "gradual.yaml", "--out", "out"]);
+    // The two misconfigured prunes fail, naming the fix; the ramp runs.
+    assert_exit(&out, 1);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("`schedule: gradual` ramps magnitude pruning"),
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains("`initial_sparsity` (0.6) is above `sparsity` (0.5)"),
+        "{stderr}"
+    );
+
+    let m: Value =
+        serde_json::from_str(&fs::read_to_string(ws.path().join("out/metrics.json")).unwrap())
+            .unwrap();
+    // The prune node itself removed 20%: 230 of the 1152 prunable weights.
+    assert_eq!(m["prune.report"]["schedule"]["target"], 0.8);
+    let layer_zeros: u64 = m["prune.report"]["layers"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|l| l["zeros_after"].as_u64().unwrap())
+        .sum();
+    assert_eq!(layer_zeros, 230);
+    // Then one step per epoch for 20 epochs, cubic, ending at 0.8.
+    let history: Value =
+        serde_json::from_str(&fs::read_to_string(ws.path().join("out/history.json")).unwrap())
+            .unwrap();
+    let ramp: Vec<f64> = serde_json::from_value(history["sparsity"].clone()).unwrap();
+    assert_eq!(ramp.len(), 20);
+    assert!(ramp.windows(2).all(|w| w[1] >= w[0]), "{ramp:?}");
+    assert!((ramp[0] - (0.8 - 0.6 * 0.95f64.powi(3))).abs() < 1e-9);
+    assert_eq!(ramp[19], 0.8);
+    let tensors =
+        candle_core::safetensors::load(ws.path().join("out/pruned.safetensors"), &Device::Cpu)
+            .unwrap();
+    let mut pruned = 0;
+    for name in ["layers.0.weight", "layers.1.weight"] {
+        let (w, mask) = (&tensors[name], &tensors[&format!("mask/{name}")]);
+        assert_eq!(zeros(w), zeros(mask), "{name}");
+        pruned += zeros(w);
+    }
+    assert_eq!(pruned, 922);
+    assert_eq!(zeros(&tensors["head.weight"]), 0);
+    let acc = m["eval_pruned.metrics"]["accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.86, "gradually pruned iris accuracy {acc}");
 }

@@ -20,3 +20,30 @@ fn a_head_on_frozen_minilm_embeddings_tells_fresh_from_rotten() {
     // fresh 2455 + rotten 2411 reviews, 20% held out.
     assert_eq!(m["eval.metrics"]["examples"], 973);
 }
+
+#[test]
+fn reviews_learned_from_scratch_beat_chance_on_the_same_split() {
+    let ws = crate::common::workspace();
+    assert_exit(
+        &kiln(
+            ws.path(),
+            &["run", "reviews-transformer.yaml", "--out", "out"],
+        ),
+        0,
+    );
+    let m: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(ws.path().join("out/metrics.json")).unwrap())
+            .unwrap();
+    // The same 973 held-out reviews as reviews-minilm.yaml.
+    assert_eq!(m["eval.metrics"]["examples"], 973);
+    let transformer = m["eval.metrics"]["accuracy"].as_f64().unwrap();
+    let bag = m["eval_bag.metrics"]["accuracy"].as_f64().unwrap();
+    assert!(
+        transformer >= 0.65,
+        "transformer from scratch: {transformer}"
+    );
+    assert!(bag >= 0.69, "bag of embeddings: {bag}");
+    // One table, both models, scored on the same reviews.
+    let report = std::fs::read_to_string(ws.path().join("out/compare.md")).unwrap();
+    assert!(report.contains("| fit_bag.model |") && report.contains("| fit_transformer.model |"));
+}

@@ -98,6 +98,8 @@ pub struct InputSpec {
     pub name: PortName,
     /// The type it takes.
     pub ty: ValueType,
+    /// Other types it takes as well (a model's data port may take a graph).
+    pub also: &'static [ValueType],
     /// Whether a pipeline must connect it.
     pub required: bool,
     /// Whether it takes a list of references.
@@ -112,6 +114,7 @@ impl InputSpec {
         InputSpec {
             name: PortName::new_static(name),
             ty,
+            also: &[],
             required: true,
             multiple: false,
             doc,
@@ -124,6 +127,26 @@ impl InputSpec {
             required: false,
             ..InputSpec::required(name, ty, doc)
         }
+    }
+
+    /// Lets the port take values of `types` as well.
+    pub fn or(mut self, types: &'static [ValueType]) -> Self {
+        self.also = types;
+        self
+    }
+
+    /// Whether the port takes a value of type `given`.
+    pub fn takes(&self, given: ValueType) -> bool {
+        self.ty.accepts(given) || self.also.iter().any(|t| t.accepts(given))
+    }
+
+    /// The types it takes, as users read them: `dataset or graph`.
+    pub fn types_shown(&self) -> String {
+        std::iter::once(self.ty)
+            .chain(self.also.iter().copied())
+            .map(ValueType::name)
+            .collect::<Vec<_>>()
+            .join(" or ")
     }
 
     /// Lets the port take a list of references as well as one.

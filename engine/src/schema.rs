@@ -39,7 +39,7 @@ pub fn pipeline_schema(registry: &Registry) -> Json {
                     } else {
                         reference.clone()
                     };
-                    prop["description"] = json!(format!("{} ({})", p.doc, p.ty));
+                    prop["description"] = json!(format!("{} ({})", p.doc, p.types_shown()));
                     (p.name.to_string(), prop)
                 })
                 .collect();

@@ -610,13 +610,15 @@ fn check_inputs(
             };
             match resolve_port(&r.value, produced, &r.value.node) {
                 Ok((out_port, ty)) => {
-                    if !port.ty.accepts(ty) {
+                    if !port.takes(ty) {
                         diags.push(
                             Diagnostic::at(
                                 r.pos,
                                 format!(
                                     "input `{}` takes a {}, but `{}` gives a {ty}",
-                                    port.name, port.ty, r.value
+                                    port.name,
+                                    port.types_shown(),
+                                    r.value
                                 ),
                             )
                             .in_node(node),

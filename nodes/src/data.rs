@@ -12,6 +12,10 @@ use candle_core::{DType, Device, Tensor};
 use kiln_engine::{NodeError, Value, ValueType};
 use serde_json::{json, Value as Json};
 
+/// The `categories` key under which a dataset of token ids (from
+/// `preprocess.tokenize`) names its vocabulary, id by id.
+pub const TOKENS: &str = "tokens";
+
 /// The target of a dataset.
 #[derive(Clone, Debug)]
 pub struct Target {

@@ -6,11 +6,12 @@
 //! plus one `reg.register(...)` line in its category's `mod.rs`.
 //!
 //! Shared pieces live beside the categories: [`data`] (tables and
-//! datasets), [`nn`] (networks, seeded initialisation, model values),
+//! datasets), [`graph`] (graphs), [`nn`] (networks, seeded initialisation, model values),
 //! [`metrics`] (scores) and [`show`] (JSON renderings).
 
 pub mod compress;
 pub mod data;
+pub mod graph;
 pub mod infer;
 pub mod metrics;
 pub mod model;

@@ -7,7 +7,7 @@ use candle_core::Tensor;
 use kiln_engine::{NodeError, Value, ValueType};
 use serde_json::{json, Value as Json};
 
-use crate::data::Target;
+use crate::data::{Dataset, Target};
 
 /// Documents and, when labelled, their target.
 #[derive(Clone, Debug)]
@@ -47,6 +47,42 @@ impl Texts {
                 .and_then(|l| serde_json::from_value(l.clone()).ok()),
         });
         Ok(Texts { texts, target })
+    }
+
+    /// The documents `rows`, in that order.
+    pub fn select(&self, rows: &[u32]) -> Result<Texts, NodeError> {
+        let texts = rows
+            .iter()
+            .map(|&r| {
+                self.texts.get(r as usize).cloned().ok_or_else(|| {
+                    NodeError::new(format!("document {r} of {} asked for", self.texts.len()))
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        let target = match &self.target {
+            Some(t) => Some(Target {
+                values: t
+                    .values
+                    .index_select(&Tensor::from_slice(rows, rows.len(), t.values.device())?, 0)?,
+                ..t.clone()
+            }),
+            None => None,
+        };
+        Ok(Texts { texts, target })
+    }
+
+    /// A dataset of the documents' targets alone (no features), row for row.
+    pub fn as_targets(&self) -> Result<Dataset, NodeError> {
+        Ok(Dataset {
+            features: Tensor::zeros(
+                (self.texts.len(), 0),
+                candle_core::DType::F32,
+                &candle_core::Device::Cpu,
+            )?,
+            columns: Some(Vec::new()),
+            target: self.target.clone(),
+            categories: BTreeMap::new(),
+        })
     }
 
     /// The value.

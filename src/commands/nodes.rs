@@ -53,7 +53,9 @@ pub fn describe(spec: &KindSpec) -> String {
         let many = if p.multiple { ", one or a list" } else { "" };
         out.push_str(&format!(
             "  {:<12} {:<10} {need}{many}. {}\n",
-            p.name, p.ty, p.doc
+            p.name,
+            p.types_shown(),
+            p.doc
         ));
     }
     out.push_str("\noutputs:\n");

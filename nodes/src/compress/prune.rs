@@ -1,8 +1,6 @@
 //! `compress.prune`: magnitude pruning, unstructured (masks) or structured
 //! (whole neurons and channels removed, so layers really shrink).
 
-use std::collections::BTreeMap;
-
 use candle_core::{DType, Device, Tensor};
 use kiln_engine::{
     InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
@@ -10,6 +8,7 @@ use kiln_engine::{
 };
 use serde_json::{json, Value as Json};
 
+use crate::nn::pruning::{magnitude_masks, prunable, GradualSchedule};
 use crate::nn::{ModelValue, UnitGroup};
 
 /// Prunes a trained model.
@@ -19,10 +18,11 @@ impl NodeKind for Prune {
     fn spec(&self) -> KindSpec {
         KindSpec {
             name: "compress.prune",
-            version: 1,
+            version: 2,
             doc: "Removes the smallest weights of a trained model.
 `method: magnitude` zeroes the `sparsity` share of weights with the smallest magnitude, over all layers together (`scope: global`) or in each layer (`scope: layer`); weight matrices and kernels are pruned, biases and batch-norm parameters are not. The zeros are kept as masks in the model, so fine-tuning with `train.supervised` keeps them at zero.
-`method: structured` removes the `sparsity` share of each hidden layer's neurons (MLP) or each conv layer's channels (CNN) with the smallest weight norm, with their biases, batch-norm parameters and the next layer's inputs: the model gets smaller layers, not just zeros.",
+`method: structured` removes the `sparsity` share of each hidden layer's neurons (MLP) or each conv layer's channels (CNN) with the smallest weight norm, with their biases, batch-norm parameters and the next layer's inputs: the model gets smaller layers, not just zeros.
+`schedule: gradual` (magnitude only) prunes to `initial_sparsity` now and leaves a ramp in the model: the next `train.supervised` raises the sparsity to `sparsity` over `ramp_epochs` epochs (cubic, most weights first; default three quarters of its epochs) and fine-tunes the rest at the final sparsity.",
             inputs: vec![InputSpec::required("model", ValueType::Model, "a trained model")],
             outputs: vec![
                 OutputSpec::new("model", ValueType::Model, "the pruned model"),
@@ -33,6 +33,9 @@ impl NodeKind for Prune {
                 SettingSpec::with_default("method", SettingType::Choice(&["magnitude", "structured"]), json!("magnitude"), "single weights (masks), or whole neurons and channels"),
                 SettingSpec::with_default("scope", SettingType::Choice(&["global", "layer"]), json!("global"), "magnitude: one threshold over all layers, or the same share in each"),
                 SettingSpec::optional("exclude", SettingType::list(SettingType::Str), "weights left whole, e.g. [head.weight]"),
+                SettingSpec::with_default("schedule", SettingType::Choice(&["once", "gradual"]), json!("once"), "prune now, or ramp the sparsity up during the next fine-tuning"),
+                SettingSpec::with_default("initial_sparsity", SettingType::Float { min: Some((0.0, false)), max: Some((1.0, true)) }, json!(0.0), "`gradual`: the sparsity pruned now, where the ramp starts"),
+                SettingSpec::optional("ramp_epochs", SettingType::int_min(1), "`gradual`: fine-tuning epochs the ramp lasts (default: three quarters of them)"),
             ],
             side_effects: false,
         }
@@ -63,13 +66,44 @@ impl NodeKind for Prune {
             if !model.weights.contains_key(name) {
                 return Err(NodeError::new(format!(
                     "setting `exclude`: the model has no weight `{name}` (its weights: {})",
-                    prunable(&model, &[]).join(", ")
+                    prunable(&model.weights, &[]).join(", ")
                 )));
             }
         }
-        let (pruned, report) = match s.str("method")? {
-            "structured" => structured(model, sparsity, &exclude)?,
-            _ => magnitude(model, sparsity, s.str("scope")? == "global", &exclude)?,
+        if model.prune_schedule.is_some() {
+            return Err(NodeError::new(
+                "the model already carries a gradual pruning ramp: fine-tune it with `train.supervised` before pruning again",
+            ));
+        }
+        let global = s.str("scope")? == "global";
+        let gradual = s.str("schedule")? == "gradual";
+        let (pruned, report) = match (s.str("method")?, gradual) {
+            ("structured", true) => {
+                return Err(NodeError::new(
+                    "`schedule: gradual` ramps magnitude pruning: use `method: magnitude`, or `schedule: once` for structured pruning",
+                ))
+            }
+            ("structured", false) => structured(model, sparsity, &exclude)?,
+            (_, false) => magnitude(model, sparsity, global, &exclude)?,
+            (_, true) => {
+                let initial = s.float("initial_sparsity")?;
+                if initial > sparsity {
+                    return Err(NodeError::new(format!(
+                        "setting `initial_sparsity` ({initial}) is above `sparsity` ({sparsity}): the ramp only adds zeros"
+                    )));
+                }
+                let (mut model, mut report) = magnitude(model, initial, global, &exclude)?;
+                let schedule = GradualSchedule {
+                    initial,
+                    target: sparsity,
+                    global,
+                    exclude,
+                    ramp_epochs: s.get("ramp_epochs").and_then(Json::as_u64).map(|e| e as usize),
+                };
+                report["schedule"] = json!(schedule);
+                model.prune_schedule = Some(schedule);
+                (model, report)
+            }
         };
         Ok(vec![
             (PortName::new_static("model"), pruned.into_value()),
@@ -81,78 +115,19 @@ impl NodeKind for Prune {
     }
 }
 
-/// Weight matrices and kernels (rank 2 and up), by name.
-fn prunable(model: &ModelValue, exclude: &[String]) -> Vec<String> {
-    model
-        .weights
-        .iter()
-        .filter(|(name, t)| t.rank() >= 2 && !exclude.contains(name))
-        .map(|(name, _)| name.clone())
-        .collect()
-}
-
-fn cpu_values(t: &Tensor) -> Result<Vec<f32>, NodeError> {
-    Ok(t.to_device(&Device::Cpu)?
-        .to_dtype(DType::F32)?
-        .flatten_all()?
-        .to_vec1()?)
-}
-
-/// Zeroes exactly `round(sparsity · n)` weights with the smallest magnitude
-/// (ties by position) over `names` together; returns the masks.
-fn smallest(
-    model: &ModelValue,
-    names: &[String],
-    sparsity: f64,
-) -> Result<BTreeMap<String, Vec<f32>>, NodeError> {
-    let mut all: Vec<(f32, usize, usize)> = Vec::new();
-    let mut masks = BTreeMap::new();
-    for (k, name) in names.iter().enumerate() {
-        let values = cpu_values(&model.weights[name])?;
-        let old = match model.masks.get(name) {
-            Some(m) => cpu_values(m)?,
-            None => vec![1.0; values.len()],
-        };
-        all.extend(
-            values
-                .iter()
-                .zip(&old)
-                .enumerate()
-                .map(|(i, (v, m))| (if *m == 0.0 { -1.0 } else { v.abs() }, k, i)),
-        );
-        masks.insert(name.clone(), vec![1.0f32; values.len()]);
-    }
-    let cut = (sparsity * all.len() as f64).round() as usize;
-    all.sort_by(|a, b| a.0.total_cmp(&b.0).then(a.1.cmp(&b.1)).then(a.2.cmp(&b.2)));
-    for &(_, k, i) in &all[..cut.min(all.len())] {
-        if let Some(m) = masks.get_mut(&names[k]) {
-            m[i] = 0.0;
-        }
-    }
-    Ok(masks)
-}
-
 pub(crate) fn magnitude(
     mut model: ModelValue,
     sparsity: f64,
     global: bool,
     exclude: &[String],
 ) -> Result<(ModelValue, Json), NodeError> {
-    let names = prunable(&model, exclude);
+    let names = prunable(&model.weights, exclude);
     if names.is_empty() {
         return Err(NodeError::new(
             "the model has no weight matrices left to prune",
         ));
     }
-    let masks = if global {
-        smallest(&model, &names, sparsity)?
-    } else {
-        let mut masks = BTreeMap::new();
-        for name in &names {
-            masks.extend(smallest(&model, std::slice::from_ref(name), sparsity)?);
-        }
-        masks
-    };
+    let masks = magnitude_masks(&model.weights, &model.masks, &names, sparsity, global)?;
     let mut layers = Vec::new();
     for (name, mask) in masks {
         let w = &model.weights[&name];

@@ -74,6 +74,11 @@ fn quantize(
     if !model.quantized.is_empty() {
         return Err(NodeError::new("the model is quantized already"));
     }
+    if model.prune_schedule.is_some() {
+        return Err(NodeError::new(
+            "the model carries a gradual pruning ramp that has not run: fine-tune it with `train.supervised` first, then quantize",
+        ));
+    }
     let candidates = crate::model::dense_weights(&model.arch, &model.weights);
     for name in exclude {
         if !candidates.contains(name) {

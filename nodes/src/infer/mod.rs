@@ -3,7 +3,7 @@
 mod embed;
 mod predict;
 
-pub use predict::scores;
+pub use predict::{graph_scores, scores};
 
 /// Registers every inference kind.
 pub fn register_all(reg: &mut kiln_engine::Registry) {

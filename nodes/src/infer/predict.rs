@@ -8,6 +8,7 @@ use kiln_engine::{
 use serde_json::json;
 
 use crate::data::Dataset;
+use crate::graph::Graph;
 use crate::nn::ModelValue;
 
 /// Runs a trained model over a dataset in batches.
@@ -17,12 +18,12 @@ impl NodeKind for Predict {
     fn spec(&self) -> KindSpec {
         KindSpec {
             name: "infer.predict",
-            version: 2,
+            version: 3,
             doc: "Runs a trained model over a dataset, in batches, on the node's device.
 Gives a dataset whose features are the scores: class probabilities (one column per label) for classification, predicted values for regression; the input's target, if any, is kept for scoring.",
             inputs: vec![
                 InputSpec::required("model", ValueType::Model, "a trained model"),
-                InputSpec::required("data", ValueType::Dataset, "examples shaped as the model was trained on"),
+                InputSpec::required("data", ValueType::Dataset, "examples shaped as the model was trained on (of a graph: every node, or every graph)").or(&[ValueType::Graph]),
             ],
             outputs: vec![OutputSpec::new("predictions", ValueType::Dataset, "the scores, one row per example")],
             settings: vec![
@@ -35,14 +36,24 @@ Gives a dataset whose features are the scores: class probabilities (one column p
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
         let model = ModelValue::from_value(ctx.input("model")?)?;
-        let data = Dataset::from_value(ctx.input("data")?)?;
-        let predictions = scores(
-            &model,
-            &data,
-            ctx.settings().usize("batch_size")?,
-            ctx.device(),
-            ctx.settings().str("scores")? == "probabilities",
-        )?;
+        let data = ctx.input("data")?;
+        let probabilities = ctx.settings().str("scores")? == "probabilities";
+        let predictions = if data.ty() == ValueType::Graph {
+            graph_scores(
+                &model,
+                &Graph::from_value(data)?,
+                ctx.device(),
+                probabilities,
+            )?
+        } else {
+            scores(
+                &model,
+                &Dataset::from_value(data)?,
+                ctx.settings().usize("batch_size")?,
+                ctx.device(),
+                probabilities,
+            )?
+        };
         Ok(vec![(
             PortName::new_static("predictions"),
             predictions.into_value(),
@@ -71,6 +82,38 @@ pub fn scores(
         &data.features.to_dtype(DType::F32)?.to_device(device)?,
         batch,
     )?;
+    as_scores(out, &dims, &task, probabilities, data.target.clone())
+}
+
+/// Scores of `model` for every example of `graph` (nodes, or graphs), in
+/// order, with the graph's target.
+pub fn graph_scores(
+    model: &ModelValue,
+    graph: &Graph,
+    device: &candle_core::Device,
+    probabilities: bool,
+) -> Result<Dataset, NodeError> {
+    let (trained, dims, task) = model.load(device)?;
+    let given = &graph.x.dims()[1..];
+    if given != dims.input.as_slice() {
+        return Err(NodeError::new(format!(
+            "the model takes nodes with {:?} features, but the graph's have {given:?}: build the graph's features as the training graph's were",
+            dims.input
+        )));
+    }
+    let rows: Vec<u32> = (0..graph.examples() as u32).collect();
+    let out = trained.predict_graph(graph, &rows, device)?;
+    as_scores(out, &dims, &task, probabilities, graph.target.clone())
+}
+
+/// Outputs as a dataset of scores, with `target` kept for scoring.
+fn as_scores(
+    out: candle_core::Tensor,
+    dims: &crate::nn::Dims,
+    task: &crate::nn::Task,
+    probabilities: bool,
+    target: Option<crate::data::Target>,
+) -> Result<Dataset, NodeError> {
     let (features, columns) = if task.is_classification() {
         if dims.output == 1 {
             (
@@ -105,7 +148,7 @@ pub fn scores(
     Ok(Dataset {
         features,
         columns: Some(columns),
-        target: data.target.clone(),
+        target,
         categories: Default::default(),
     })
 }

@@ -3,10 +3,12 @@
 //! sizes. [`build`] maps an architecture's `type` to its network.
 
 mod cnn;
+mod gnn;
 mod load;
 mod mlp;
 mod pretrained;
 mod rnn;
+mod transformer;
 
 use candle_nn::VarBuilder;
 use kiln_engine::NodeError;
@@ -22,6 +24,8 @@ pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(load::Load);
     reg.register(rnn::RnnKind);
     reg.register(pretrained::Pretrained);
+    reg.register(gnn::GnnKind);
+    reg.register(transformer::TransformerKind);
 }
 
 /// The unit groups structured pruning can shrink, for architectures that
@@ -120,9 +124,17 @@ pub fn build(
             quantized,
         )
         .map(|n| Box::new(n) as Box<dyn Network>),
+        "transformer" => transformer::Transformer::new(
+            &serde_json::from_value(arch.clone()).map_err(bad)?,
+            dims,
+            vb,
+        )
+        .map(|n| Box::new(n) as Box<dyn Network>),
+        "gnn" => gnn::Gnn::new(&serde_json::from_value(arch.clone()).map_err(bad)?, dims, vb)
+            .map(|n| Box::new(n) as Box<dyn Network>),
         other => {
             return Err(NodeError::new(format!(
-                "unknown architecture `{other}`: this kiln builds `mlp`, `cnn` and `rnn`"
+                "unknown architecture `{other}`: this kiln builds `mlp`, `cnn`, `rnn`, `gnn` and `transformer`"
             )))
         }
     };
@@ -148,6 +160,7 @@ mod tests {
         let dims = Dims {
             input: input.to_vec(),
             output: 3,
+            vocab: None,
         };
         let vars = Arc::new(SeededVars::new(1, HashMap::new()));
         let net = build(
@@ -220,6 +233,7 @@ mod tests {
         let dims = Dims {
             input: vec![64],
             output: 10,
+            vocab: None,
         };
         let vars = Arc::new(SeededVars::new(1, HashMap::new()));
         let Err(e) = build(

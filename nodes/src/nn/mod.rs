@@ -11,6 +11,7 @@ pub mod encoder;
 pub mod init;
 pub mod lstm;
 mod model_value;
+pub mod pruning;
 pub mod quantized;
 
 pub use model_value::{Dims, ModelValue, Task, Trained};
@@ -62,6 +63,18 @@ pub struct UnitGroup {
 pub trait Network: Send + Sync {
     /// `x`: `[batch, ...input]`; returns `[batch, output]`.
     fn forward(&self, x: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor>;
+
+    /// Outputs for a graph: one row per node, or per graph when the batch
+    /// pools. Only graph networks read graphs.
+    fn forward_graph(
+        &self,
+        _batch: &crate::graph::GraphBatch,
+        _mode: &mut Mode<'_>,
+    ) -> Result<Tensor> {
+        candle_core::bail!(
+            "this model reads examples, not graphs: use `model.gnn` for a graph, or give it a table or dataset"
+        )
+    }
 }
 
 /// Activation functions by name.

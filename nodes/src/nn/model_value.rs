@@ -18,6 +18,7 @@ use serde_json::{json, Value as Json};
 
 use super::dense::Quantized;
 use super::init::{var_builder, SeededVars};
+use super::pruning::GradualSchedule;
 use super::quantized::QuantizedWeight;
 use super::Network;
 
@@ -28,6 +29,9 @@ pub struct Dims {
     pub input: Vec<usize>,
     /// Outputs per example (classes, or regression targets).
     pub output: usize,
+    /// For examples of token ids: the vocabulary's size.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub vocab: Option<usize>,
 }
 
 /// What the model predicts.
@@ -65,6 +69,9 @@ pub struct ModelValue {
     /// Weights stored quantized: their entry in `weights` holds the stored
     /// bytes (`u8`), described here (see [`super::quantized`]).
     pub quantized: BTreeMap<String, QuantizedWeight>,
+    /// A gradual pruning ramp still to run: the next fine-tuning raises the
+    /// sparsity along it (set by `compress.prune` with `schedule: gradual`).
+    pub prune_schedule: Option<GradualSchedule>,
 }
 
 /// Prefix of mask tensors inside a model value.
@@ -80,6 +87,7 @@ impl ModelValue {
             weights: BTreeMap::new(),
             masks: BTreeMap::new(),
             quantized: BTreeMap::new(),
+            prune_schedule: None,
         }
     }
 
@@ -122,6 +130,12 @@ impl ModelValue {
                     NodeError::new(format!("the model's quantized weights are malformed: {e}"))
                 })?
                 .unwrap_or_default(),
+            prune_schedule: parse("prune_schedule")
+                .map(serde_json::from_value)
+                .transpose()
+                .map_err(|e| {
+                    NodeError::new(format!("the model's pruning schedule is malformed: {e}"))
+                })?,
         })
     }
 
@@ -130,6 +144,9 @@ impl ModelValue {
         let mut meta = json!({ "arch": self.arch, "dims": self.dims, "task": self.task });
         if !self.quantized.is_empty() {
             meta["quantized"] = json!(self.quantized);
+        }
+        if let Some(schedule) = &self.prune_schedule {
+            meta["prune_schedule"] = json!(schedule);
         }
         let mut tensors = self.weights;
         tensors.extend(
@@ -181,6 +198,7 @@ impl ModelValue {
         let dims = Dims {
             input: input.to_vec(),
             output: 3,
+            vocab: None,
         };
         let vars = Arc::new(SeededVars::new(3, HashMap::new()));
         crate::model::build(
@@ -205,6 +223,7 @@ impl ModelValue {
                 .collect(),
             masks: BTreeMap::new(),
             quantized: BTreeMap::new(),
+            prune_schedule: None,
         }
     }
 
@@ -244,6 +263,38 @@ impl Trained {
             .into_iter()
             .map(|(k, v)| Ok((k, v.as_tensor().copy()?)))
             .collect()
+    }
+
+    /// Outputs for the examples `rows` of a graph (inference mode): one pass
+    /// over the whole graph for nodes, batches of graphs for graphs.
+    pub fn predict_graph(
+        &self,
+        graph: &crate::graph::Graph,
+        rows: &[u32],
+        device: &Device,
+    ) -> Result<Tensor, NodeError> {
+        if rows.is_empty() {
+            return Err(NodeError::new("no examples to predict"));
+        }
+        match graph.level {
+            crate::graph::Level::Node => {
+                let all = self
+                    .net
+                    .forward_graph(&graph.batch(&[], device)?, &mut super::Mode::eval())?;
+                Ok(all.index_select(&Tensor::from_slice(rows, rows.len(), device)?, 0)?)
+            }
+            crate::graph::Level::Graph => {
+                let outs = rows
+                    .chunks(256)
+                    .map(|chunk| {
+                        self.net
+                            .forward_graph(&graph.batch(chunk, device)?, &mut super::Mode::eval())
+                            .map_err(NodeError::from)
+                    })
+                    .collect::<Result<Vec<_>, NodeError>>()?;
+                Ok(Tensor::cat(&outs, 0)?)
+            }
+        }
     }
 
     /// Outputs for `x`, in batches of `batch` (inference mode).

@@ -20,7 +20,7 @@ impl NodeKind for Compare {
     fn spec(&self) -> KindSpec {
         KindSpec {
             name: "postprocess.compare",
-            version: 1,
+            version: 2,
             doc: "A table of the models it is given, scored on the same data: parameters, non-zero parameters, bytes (the saved file, and the weights stored sparsely: a bitmask and the non-zero values for pruned weights), the task's metric, and latency of a forward pass at batch 1 and 256 (median of several, milliseconds; these vary between runs, the rest does not).
 Written as Markdown and JSON when paths are given; the table is also the `report` output.",
             inputs: vec![

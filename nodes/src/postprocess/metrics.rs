@@ -8,6 +8,7 @@ use kiln_engine::{
 };
 
 use crate::data::Dataset;
+use crate::graph::Graph;
 use crate::nn::ModelValue;
 
 /// Scores predictions against targets.
@@ -17,13 +18,13 @@ impl NodeKind for Metrics {
     fn spec(&self) -> KindSpec {
         KindSpec {
             name: "postprocess.metrics",
-            version: 2,
+            version: 3,
             doc: "Scores a model on a dataset: accuracy, precision, recall and F1 (macro and per class) and the confusion matrix for classes; MSE, MAE and R² for numbers.
 Connect `model` and `data` (the model predicts `data`), or `predictions` from `infer.predict` and `data`.",
             inputs: vec![
                 InputSpec::optional("model", ValueType::Model, "a trained model, run on `data`"),
                 InputSpec::optional("predictions", ValueType::Dataset, "scores from `infer.predict`, instead of `model`"),
-                InputSpec::required("data", ValueType::Dataset, "the examples with their true target"),
+                InputSpec::required("data", ValueType::Dataset, "the examples with their true target (of a graph: its test part, or every example if unsplit)").or(&[ValueType::Graph]),
             ],
             outputs: vec![OutputSpec::new("metrics", ValueType::Metrics, "the scores")],
             settings: vec![],
@@ -50,17 +51,47 @@ Connect `model` and `data` (the model predicts `data`), or `predictions` from `i
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
-        let data = Dataset::from_value(ctx.input("data")?)?;
-        let predictions = match (ctx.opt_input("model"), ctx.opt_input("predictions")) {
-            (Some(model), _) => crate::infer::scores(
+        let data_value = ctx.input("data")?;
+        let graph = (data_value.ty() == ValueType::Graph)
+            .then(|| Graph::from_value(data_value))
+            .transpose()?;
+        let data = match &graph {
+            Some(g) => g.targets_of(&(0..g.examples() as u32).collect::<Vec<_>>())?,
+            None => Dataset::from_value(data_value)?,
+        };
+        let predictions = match (ctx.opt_input("model"), ctx.opt_input("predictions"), &graph) {
+            (Some(model), _, Some(g)) => {
+                crate::infer::graph_scores(&ModelValue::from_value(model)?, g, ctx.device(), true)?
+            }
+            (Some(model), _, None) => crate::infer::scores(
                 &ModelValue::from_value(model)?,
                 &data,
                 1024,
                 ctx.device(),
                 true,
             )?,
-            (None, Some(p)) => Dataset::from_value(p)?,
-            (None, None) => return Err(NodeError::new("connect `model` or `predictions`")),
+            (None, Some(p), _) => Dataset::from_value(p)?,
+            (None, None, _) => return Err(NodeError::new("connect `model` or `predictions`")),
+        };
+        // A graph is scored on its test part.
+        let (predictions, data) = match &graph {
+            Some(g) => {
+                if predictions.len() != g.examples() {
+                    return Err(NodeError::new(format!(
+                        "{} predictions for a graph of {} examples: predict the same graph you score",
+                        predictions.len(),
+                        g.examples()
+                    )));
+                }
+                let rows = g.scored();
+                if rows.is_empty() {
+                    return Err(NodeError::new(
+                        "the graph's split has no test examples to score: lower `train` + `valid` on `preprocess.graph_split`",
+                    ));
+                }
+                (predictions.select(&rows)?, data.select(&rows)?)
+            }
+            None => (predictions, data),
         };
         let metrics = score(&predictions, &data)?;
         Ok(vec![(

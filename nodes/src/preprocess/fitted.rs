@@ -30,7 +30,8 @@ pub fn outputs(ty: ValueType, transform_doc: &'static str) -> Vec<OutputSpec> {
     ]
 }
 
-fn apply_port(i: usize) -> Result<PortName, String> {
+/// The port of the `i`th `apply` input's output: `apply_{i}`.
+pub fn apply_port(i: usize) -> Result<PortName, String> {
     format!("apply_{i}")
         .parse()
         .map_err(|e: kiln_engine::ids::BadName| e.to_string())

@@ -3,12 +3,14 @@
 mod apply;
 mod concat;
 mod fitted;
+mod graph_split;
 mod impute;
 mod normalize;
 mod onehot;
 mod reshape;
 mod split;
 mod standardize;
+mod tokenize;
 
 /// Registers every preprocessing kind.
 pub fn register_all(reg: &mut kiln_engine::Registry) {
@@ -20,4 +22,6 @@ pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(onehot::OneHot);
     reg.register(impute::Impute);
     reg.register(apply::Apply);
+    reg.register(graph_split::GraphSplit);
+    reg.register(tokenize::Tokenize);
 }

@@ -3,7 +3,7 @@
 use kiln_engine::kind::types_at;
 use kiln_engine::{
     InputSpec, InputTypes, KindSpec, NodeError, NodeKind, OutputSpec, OutputTypes, Outputs,
-    PortName, RunContext, SettingSpec, SettingType, Settings, ValueType,
+    PortName, RunContext, SettingSpec, SettingType, Settings, Value, ValueType,
 };
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
@@ -11,6 +11,7 @@ use rand_chacha::ChaCha8Rng;
 use serde_json::json;
 
 use crate::data::Dataset;
+use crate::text::Texts;
 
 /// Splits a dataset into train and test parts.
 pub struct Split;
@@ -22,7 +23,7 @@ impl NodeKind for Split {
             version: 1,
             doc: "Splits examples into `train` and `test` parts.
 With `stratify`, each class keeps its share in both parts. Shuffling follows the node's seed, so the split is the same on every run.",
-            inputs: vec![InputSpec::required("data", ValueType::Dataset, "the examples to split")],
+            inputs: vec![InputSpec::required("data", ValueType::Dataset, "the examples (or documents) to split").or(&[ValueType::Text])],
             outputs: vec![
                 OutputSpec::new("train", ValueType::Dataset, "the training part (same type as the input)"),
                 OutputSpec::new("test", ValueType::Dataset, "the held-out part (same type as the input)"),
@@ -51,7 +52,15 @@ With `stratify`, each class keeps its share in both parts. Shuffling follows the
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
         let s = ctx.settings();
-        let data = Dataset::from_value(ctx.input("data")?)?;
+        let value = ctx.input("data")?;
+        // Documents split as a dataset of their targets would, row for row.
+        let texts = (value.ty() == ValueType::Text)
+            .then(|| Texts::from_value(value))
+            .transpose()?;
+        let data = match &texts {
+            Some(t) => t.as_targets()?,
+            None => Dataset::from_value(value)?,
+        };
         let n = data.len();
         let (train, test) = split_indices(
             n,
@@ -66,15 +75,15 @@ With `stratify`, each class keeps its share in both parts. Shuffling follows the
             },
             ctx.seed(),
         )?;
+        let part = |rows: &[u32]| -> Result<Value, NodeError> {
+            Ok(match &texts {
+                Some(t) => t.select(rows)?.into_value(),
+                None => data.select(rows)?.into_value(),
+            })
+        };
         Ok(vec![
-            (
-                PortName::new_static("train"),
-                data.select(&train)?.into_value(),
-            ),
-            (
-                PortName::new_static("test"),
-                data.select(&test)?.into_value(),
-            ),
+            (PortName::new_static("train"), part(&train)?),
+            (PortName::new_static("test"), part(&test)?),
         ])
     }
 }

@@ -1,6 +1,7 @@
 //! Source kinds: nodes that read data from files, or take it from requests.
 
 mod csv;
+mod graph;
 mod idx;
 mod request;
 mod synthetic;
@@ -13,4 +14,5 @@ pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(synthetic::Synthetic);
     reg.register(request::Request);
     reg.register(text::TextSource);
+    reg.register(graph::GraphSource);
 }

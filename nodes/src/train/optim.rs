@@ -47,6 +47,22 @@ impl Optimizer {
         }
     }
 
+    /// Replaces the pruning masks (one per variable, in order) and applies
+    /// them at once.
+    pub fn set_masks(&mut self, masks: Vec<Option<Tensor>>) -> Result<()> {
+        self.masks = masks;
+        self.apply_masks()
+    }
+
+    fn apply_masks(&self) -> Result<()> {
+        for ((var, _, _), mask) in self.vars.iter().zip(&self.masks) {
+            if let Some(mask) = mask {
+                var.set(&var.as_tensor().mul(mask)?)?;
+            }
+        }
+        Ok(())
+    }
+
     /// The gradient norm over all variables.
     pub fn grad_norm(&self, grads: &GradStore) -> Result<f64> {
         let mut sum = 0.0;
@@ -111,12 +127,7 @@ impl Optimizer {
                 }
             }
         }
-        for ((var, _, _), mask) in self.vars.iter().zip(&self.masks) {
-            if let Some(mask) = mask {
-                var.set(&var.as_tensor().mul(mask)?)?;
-            }
-        }
-        Ok(())
+        self.apply_masks()
     }
 }
 

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use candle_core::{DType, Tensor, D};
+use candle_core::{DType, Device, Tensor, Var, D};
 use kiln_engine::{
     InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
     SettingSpec, SettingType, Settings, Value, ValueType,
@@ -15,8 +15,10 @@ use serde_json::{json, Value as Json};
 use super::optim::{Optimizer, Rule};
 use super::schedule::Schedule;
 use crate::data::Dataset;
+use crate::graph::{Graph, GraphBatch, Level, Part};
 use crate::nn::batch_norm::is_statistic;
-use crate::nn::{Dims, Mode, ModelValue, Task, Trained};
+use crate::nn::pruning::{magnitude_masks, prunable, GradualSchedule};
+use crate::nn::{Dims, Mode, ModelValue, Network, Task, Trained};
 
 /// Trains a model with mini-batch gradient descent.
 pub struct Supervised;
@@ -42,8 +44,8 @@ impl NodeKind for Supervised {
             doc: DOC,
             inputs: vec![
                 InputSpec::required("model", ValueType::Model, "the model to train (untrained, or trained to fine-tune)"),
-                InputSpec::required("train", ValueType::Dataset, "training examples with a target"),
-                InputSpec::optional("valid", ValueType::Dataset, "examples scored after every epoch"),
+                InputSpec::required("train", ValueType::Dataset, "training examples with a target (of a graph: its train part)").or(&[ValueType::Graph]),
+                InputSpec::optional("valid", ValueType::Dataset, "examples scored after every epoch (of a graph: its valid part, by default `train`'s)").or(&[ValueType::Graph]),
             ],
             outputs: vec![
                 OutputSpec::new("model", ValueType::Model, "the trained model"),
@@ -76,20 +78,64 @@ impl NodeKind for Supervised {
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
         let cfg = Config::read(ctx.settings())?;
         let model = ModelValue::from_value(ctx.input("model")?)?;
-        let train = Dataset::from_value(ctx.input("train")?)?;
-        let valid = ctx
-            .opt_input("valid")
-            .map(Dataset::from_value)
-            .transpose()?;
-        if cfg.patience.is_some() && valid.is_none() {
-            return Err(NodeError::new("`patience` needs a `valid` input to watch"));
-        }
         if !model.quantized.is_empty() {
             return Err(NodeError::new(
                 "the model is quantized and can't be trained further: train (or fine-tune) first, then quantize",
             ));
         }
-        let task = task_of(&train, "train")?;
+        let device = ctx.device();
+        let train_value = ctx.input("train")?;
+        let (task, input, vocab, train_set, valid_set) = if train_value.ty() == ValueType::Graph {
+            let graph = Graph::from_value(train_value)?;
+            let task = task_of(&graph.targets_of(&[])?, "train")?;
+            let loss = Loss::choose(&cfg.loss, &task)?;
+            // The valid part of the `valid` graph, or else of `train`'s.
+            let valid_graph = ctx.opt_input("valid").map(Graph::from_value).transpose()?;
+            let valid_set = Examples::graph(
+                valid_graph.as_ref().unwrap_or(&graph),
+                Part::Valid,
+                loss,
+                device,
+            )?;
+            if valid_graph.is_some() && valid_set.is_none() {
+                return Err(NodeError::new(
+                    "`valid` is a graph with no valid examples: split it with `preprocess.graph_split` (`valid` > 0)",
+                ));
+            }
+            let input = graph.x.dims()[1..].to_vec();
+            let train_set = Examples::graph(&graph, Part::Train, loss, device)?
+                .ok_or_else(|| NodeError::new("the graph has no training examples"))?;
+            (task, input, None, train_set, valid_set)
+        } else {
+            let train = Dataset::from_value(train_value)?;
+            let valid = ctx
+                .opt_input("valid")
+                .map(Dataset::from_value)
+                .transpose()?;
+            let task = task_of(&train, "train")?;
+            let loss = Loss::choose(&cfg.loss, &task)?;
+            if let Some(v) = &valid {
+                if v.features.dims()[1..] != train.features.dims()[1..] {
+                    return Err(NodeError::new(format!(
+                        "`valid` has examples of shape {:?}, `train` {:?}",
+                        &v.features.dims()[1..],
+                        &train.features.dims()[1..]
+                    )));
+                }
+            }
+            let valid_set = valid
+                .as_ref()
+                .map(|v| Examples::rows(v, loss))
+                .transpose()?;
+            let input = train.features.dims()[1..].to_vec();
+            let vocab = train.categories.get(crate::data::TOKENS).map(Vec::len);
+            (task, input, vocab, Examples::rows(&train, loss)?, valid_set)
+        };
+        if cfg.patience.is_some() && valid_set.is_none() {
+            return Err(NodeError::new(
+                "`patience` needs validation examples to watch (a `valid` input)",
+            ));
+        }
         let loss = Loss::choose(&cfg.loss, &task)?;
         let output = match loss {
             Loss::CrossEntropy => task.labels.as_ref().map_or(0, Vec::len),
@@ -101,8 +147,9 @@ impl NodeKind for Supervised {
             ));
         }
         let dims = Dims {
-            input: train.features.dims()[1..].to_vec(),
+            input,
             output,
+            vocab,
         };
         if let Some(d) = &model.dims {
             if d != &dims {
@@ -112,23 +159,15 @@ impl NodeKind for Supervised {
                 )));
             }
         }
-        let trained = model.instantiate(&dims, ctx.seed(), ctx.device())?;
-        let train_set = Batches::new(&train, loss)?;
-        let valid_set = valid.as_ref().map(|v| Batches::new(v, loss)).transpose()?;
-        if let Some(v) = &valid {
-            if v.features.dims()[1..] != train.features.dims()[1..] {
-                return Err(NodeError::new(format!(
-                    "`valid` has examples of shape {:?}, `train` {:?}",
-                    &v.features.dims()[1..],
-                    &train.features.dims()[1..]
-                )));
-            }
-        }
+        let trained = model.instantiate(&dims, ctx.seed(), device)?;
         let outcome = fit(
             ctx,
             &cfg,
             &trained,
-            &model.masks,
+            Pruning {
+                masks: &model.masks,
+                schedule: model.prune_schedule.as_ref(),
+            },
             loss,
             &train_set,
             valid_set.as_ref(),
@@ -142,8 +181,9 @@ impl NodeKind for Supervised {
             dims: Some(dims),
             task: Some(task),
             weights,
-            masks: model.masks,
+            masks: outcome.masks.unwrap_or(model.masks),
             quantized: Default::default(),
+            prune_schedule: None,
         };
         Ok(vec![
             (PortName::new_static("model"), fitted.into_value()),
@@ -270,71 +310,245 @@ impl Loss {
     }
 }
 
-/// A dataset ready for batching: features and targets on the node's device.
-struct Batches {
-    x: Tensor,
-    y: Tensor,
-    n: usize,
+/// Examples ready for batching: rows of features, or examples of a graph
+/// (nodes or graphs) that the model reads with the edges.
+enum Examples {
+    Rows {
+        x: Tensor,
+        y: Tensor,
+    },
+    Graph {
+        graph: Box<Graph>,
+        /// The whole graph, built once (node level).
+        whole: Option<GraphBatch>,
+        /// The examples of this part, by index in the graph.
+        rows: Vec<u32>,
+        /// Their targets.
+        y: Tensor,
+        device: Device,
+    },
 }
 
-impl Batches {
-    fn new(data: &Dataset, loss: Loss) -> Result<Self, NodeError> {
+/// Targets as `loss` reads them: class indices, or a column of numbers.
+fn loss_target(values: &Tensor, loss: Loss) -> Result<Tensor, NodeError> {
+    let n = values.dim(0)?;
+    Ok(match loss {
+        Loss::CrossEntropy => values.to_dtype(DType::U32)?,
+        Loss::Mse | Loss::Bce => values.to_dtype(DType::F32)?.reshape((n, 1))?,
+    })
+}
+
+impl Examples {
+    fn rows(data: &Dataset, loss: Loss) -> Result<Self, NodeError> {
         let target = data
             .target
             .as_ref()
             .ok_or_else(|| NodeError::new("the data has no target"))?;
-        let n = data.len();
-        let y = match loss {
-            Loss::CrossEntropy => target.values.to_dtype(DType::U32)?,
-            Loss::Mse | Loss::Bce => target.values.to_dtype(DType::F32)?.reshape((n, 1))?,
-        };
-        if n == 0 {
+        if data.is_empty() {
             return Err(NodeError::new("the data has no examples"));
         }
-        Ok(Batches {
+        Ok(Examples::Rows {
             x: data.features.to_dtype(DType::F32)?,
-            y,
-            n,
+            y: loss_target(&target.values, loss)?,
         })
     }
 
-    fn take(&self, rows: &[u32]) -> Result<(Tensor, Tensor), NodeError> {
-        let idx = Tensor::from_slice(rows, rows.len(), self.x.device())?;
-        Ok((self.x.index_select(&idx, 0)?, self.y.index_select(&idx, 0)?))
+    /// The examples in `part` of `graph`; `None` when there are none.
+    fn graph(
+        graph: &Graph,
+        part: Part,
+        loss: Loss,
+        device: &Device,
+    ) -> Result<Option<Self>, NodeError> {
+        let rows = graph.part(part);
+        if rows.is_empty() {
+            return Ok(None);
+        }
+        let d = graph.targets_of(&rows)?;
+        let target = d
+            .target
+            .as_ref()
+            .ok_or_else(|| NodeError::new("the graph has no target"))?;
+        let whole = match graph.level {
+            Level::Node => Some(graph.batch(&[], device)?),
+            Level::Graph => None,
+        };
+        Ok(Some(Examples::Graph {
+            graph: Box::new(graph.clone()),
+            whole,
+            y: loss_target(&target.values, loss)?.to_device(device)?,
+            rows,
+            device: device.clone(),
+        }))
+    }
+
+    fn len(&self) -> usize {
+        match self {
+            Examples::Rows { x, .. } => x.dims()[0],
+            Examples::Graph { rows, .. } => rows.len(),
+        }
+    }
+
+    fn targets(&self) -> &Tensor {
+        match self {
+            Examples::Rows { y, .. } | Examples::Graph { y, .. } => y,
+        }
+    }
+
+    /// Outputs and targets of the examples at `positions` (into this set).
+    fn forward(
+        &self,
+        net: &dyn Network,
+        positions: &[u32],
+        mode: &mut Mode<'_>,
+    ) -> Result<(Tensor, Tensor), NodeError> {
+        let pick = Tensor::from_slice(positions, positions.len(), self.targets().device())?;
+        let y = self.targets().index_select(&pick, 0)?;
+        let out = match self {
+            Examples::Rows { x, .. } => net.forward(&x.index_select(&pick, 0)?, mode)?,
+            Examples::Graph {
+                graph,
+                whole,
+                rows,
+                device,
+                ..
+            } => {
+                let ids: Vec<u32> = positions.iter().map(|&p| rows[p as usize]).collect();
+                match whole {
+                    Some(all) => {
+                        let ids = Tensor::from_slice(&ids, ids.len(), device)?;
+                        net.forward_graph(all, mode)?.index_select(&ids, 0)?
+                    }
+                    None => net.forward_graph(&graph.batch(&ids, device)?, mode)?,
+                }
+            }
+        };
+        Ok((out, y))
+    }
+
+    /// Outputs for every example (inference mode).
+    fn outputs(&self, trained: &Trained) -> Result<Tensor, NodeError> {
+        match self {
+            Examples::Rows { x, .. } => trained.predict(x, 1024),
+            Examples::Graph {
+                graph,
+                rows,
+                device,
+                ..
+            } => Ok(trained.predict_graph(graph, rows, device)?),
+        }
     }
 }
 
 struct Outcome {
     history: Json,
     metrics: Json,
-    best_weights: Option<std::collections::BTreeMap<String, Tensor>>,
+    best_weights: Option<BTreeMap<String, Tensor>>,
+    /// The masks a gradual pruning ramp ended with.
+    masks: Option<BTreeMap<String, Tensor>>,
+}
+
+/// The pruning a model brings to training: masks to hold, and perhaps a
+/// ramp to raise its sparsity along.
+struct Pruning<'a> {
+    masks: &'a BTreeMap<String, Tensor>,
+    schedule: Option<&'a GradualSchedule>,
+}
+
+/// Follows a gradual pruning ramp: before each epoch of the ramp, masks the
+/// smallest weights up to that epoch's sparsity.
+struct Ramp<'a> {
+    schedule: &'a GradualSchedule,
+    names: Vec<String>,
+    masks: BTreeMap<String, Tensor>,
+}
+
+impl Ramp<'_> {
+    /// Prunes to the sparsity of `epoch`, in the optimizer's masks and the
+    /// variables themselves; `vars` are the optimizer's variables by name.
+    fn advance(
+        &mut self,
+        epoch: usize,
+        epochs: usize,
+        vars: &[(String, Var)],
+        opt: &mut Optimizer,
+    ) -> Result<f64, NodeError> {
+        let sparsity = self.schedule.sparsity_at(epoch, epochs);
+        let weights: BTreeMap<String, Tensor> = vars
+            .iter()
+            .map(|(name, v)| (name.clone(), v.as_tensor().clone()))
+            .collect();
+        let next = magnitude_masks(
+            &weights,
+            &self.masks,
+            &self.names,
+            sparsity,
+            self.schedule.global,
+        )?;
+        for (name, mask) in next {
+            let w = &weights[&name];
+            let mask = Tensor::from_vec(mask, w.shape(), w.device())?.to_dtype(w.dtype())?;
+            self.masks.insert(name, mask);
+        }
+        let masks = vars
+            .iter()
+            .map(|(name, _)| self.masks.get(name).cloned())
+            .collect();
+        opt.set_masks(masks)?;
+        Ok(sparsity)
+    }
 }
 
 fn fit(
     ctx: &RunContext<'_>,
     cfg: &Config,
     trained: &Trained,
-    masks: &BTreeMap<String, Tensor>,
+    pruning: Pruning<'_>,
     loss: Loss,
-    train: &Batches,
-    valid: Option<&Batches>,
+    train: &Examples,
+    valid: Option<&Examples>,
 ) -> Result<Outcome, NodeError> {
     let device = ctx.device();
-    let vars = trained
+    let named: Vec<(String, Var)> = trained
         .vars
         .sorted_vars()
         .into_iter()
         .filter(|(name, _)| !is_statistic(name))
+        .collect();
+    let vars = named
+        .iter()
         .map(|(name, v)| {
-            let mask = masks
-                .get(&name)
+            let mask = pruning
+                .masks
+                .get(name)
                 .map(|m| m.to_device(device)?.to_dtype(v.dtype()))
                 .transpose()?;
-            Ok((v, mask))
+            Ok((v.clone(), mask))
         })
         .collect::<Result<Vec<_>, NodeError>>()?;
+    let mut ramp = match pruning.schedule {
+        Some(schedule) => {
+            let weights: BTreeMap<String, Tensor> = named
+                .iter()
+                .map(|(name, v)| (name.clone(), v.as_tensor().clone()))
+                .collect();
+            let names = prunable(&weights, &schedule.exclude);
+            let masks = vars
+                .iter()
+                .zip(&named)
+                .filter_map(|((_, m), (name, _))| Some((name.clone(), m.clone()?)))
+                .collect();
+            Some(Ramp {
+                schedule,
+                names,
+                masks,
+            })
+        }
+        None => None,
+    };
+    let ramp_end = pruning.schedule.map_or(0, |s| s.ramp(cfg.epochs));
     let mut opt = Optimizer::new(cfg.rule, cfg.weight_decay, vars);
-    let steps_per_epoch = train.n.div_ceil(cfg.batch_size);
+    let steps_per_epoch = train.len().div_ceil(cfg.batch_size);
     let schedule = Schedule {
         base: cfg.lr,
         kind: cfg.schedule.clone(),
@@ -345,7 +559,7 @@ fn fit(
         total: cfg.epochs * steps_per_epoch,
     };
     let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed() ^ 0x7261_696e);
-    let mut order: Vec<u32> = (0..train.n as u32).collect();
+    let mut order: Vec<u32> = (0..train.len() as u32).collect();
     let mut history = History::default();
     let (mut best, mut best_epoch, mut best_weights) = (None::<f64>, 0usize, None);
     let higher_is_better = cfg.monitor == "valid_accuracy";
@@ -355,13 +569,17 @@ fn fit(
         if cfg.shuffle {
             order.shuffle(&mut rng);
         }
+        if let Some(ramp) = ramp.as_mut().filter(|_| epoch <= ramp_end) {
+            let sparsity = ramp.advance(epoch, cfg.epochs, &named, &mut opt)?;
+            history.sparsity.push(sparsity);
+        }
         let (mut total, mut lr) = (0.0f64, cfg.lr);
         for (b, rows) in order.chunks(cfg.batch_size).enumerate() {
             ctx.check_cancelled()?;
             lr = schedule.at(step);
-            let (xb, yb) = train.take(rows)?;
-            let out = trained.net.forward(
-                &xb,
+            let (out, yb) = train.forward(
+                trained.net.as_ref(),
+                rows,
                 &mut Mode {
                     train: true,
                     rng: Some(&mut rng),
@@ -392,7 +610,7 @@ fn fit(
             opt.step(&grads, lr, scale)?;
             step += 1;
         }
-        let train_loss = total / train.n as f64;
+        let train_loss = total / train.len() as f64;
         let scores = valid.map(|v| evaluate(trained, loss, v)).transpose()?;
         history.push(epoch, lr, train_loss, scores);
         let line = match scores {
@@ -408,7 +626,10 @@ fn fit(
         };
         tracing::info!("{}: {line}", ctx.node_id());
         ctx.progress(epoch as u64, cfg.epochs as u64, line);
-        if let Some((valid_loss, accuracy)) = scores {
+        // During a pruning ramp the model is not yet the one that is kept:
+        // the best epoch and patience count from the final sparsity on.
+        let settled = epoch >= ramp_end;
+        if let Some((valid_loss, accuracy)) = scores.filter(|_| settled) {
             let watched = if higher_is_better {
                 accuracy.ok_or_else(|| {
                     NodeError::new("`monitor: valid_accuracy` needs a classification target")
@@ -449,6 +670,14 @@ fn fit(
         history: history.to_json(),
         metrics,
         best_weights,
+        masks: ramp
+            .map(|r| {
+                r.masks
+                    .into_iter()
+                    .map(|(k, m)| Ok((k, m.to_dtype(DType::U8)?)))
+                    .collect::<Result<_, NodeError>>()
+            })
+            .transpose()?,
     })
 }
 
@@ -456,18 +685,19 @@ fn fit(
 fn evaluate(
     trained: &Trained,
     loss: Loss,
-    data: &Batches,
+    data: &Examples,
 ) -> Result<(f64, Option<f64>), NodeError> {
-    let out = trained.predict(&data.x, 1024)?;
+    let out = data.outputs(trained)?;
+    let y = data.targets();
     let l = loss
-        .compute(&out, &data.y)?
+        .compute(&out, y)?
         .to_dtype(DType::F64)?
         .to_scalar::<f64>()?;
     let accuracy = match loss {
         Loss::CrossEntropy => {
             let pred = out.argmax(D::Minus1)?;
             Some(
-                pred.eq(&data.y)?
+                pred.eq(y)?
                     .to_dtype(DType::F64)?
                     .mean_all()?
                     .to_scalar::<f64>()?,
@@ -476,7 +706,7 @@ fn evaluate(
         Loss::Bce => {
             let pred = out.gt(0.0)?.to_dtype(DType::F32)?;
             Some(
-                pred.eq(&data.y)?
+                pred.eq(y)?
                     .to_dtype(DType::F64)?
                     .mean_all()?
                     .to_scalar::<f64>()?,
@@ -494,6 +724,8 @@ struct History {
     train_loss: Vec<f64>,
     valid_loss: Vec<f64>,
     valid_accuracy: Vec<f64>,
+    /// Sparsity per epoch of a pruning ramp.
+    sparsity: Vec<f64>,
 }
 
 impl History {
@@ -510,12 +742,16 @@ impl History {
     }
 
     fn to_json(&self) -> Json {
-        json!({
+        let mut out = json!({
             "epoch": self.epochs,
             "lr": self.lr,
             "train_loss": self.train_loss,
             "valid_loss": self.valid_loss,
             "valid_accuracy": self.valid_accuracy,
-        })
+        });
+        if !self.sparsity.is_empty() {
+            out["sparsity"] = json!(self.sparsity);
+        }
+        out
     }
 }

@@ -1,0 +1,343 @@
+//! `model.gnn`: graph convolution networks (GCN, GraphSAGE) for node and
+//! graph classification.
+//!
+//! Message passing is sparse ([`Propagation`]): time and memory grow with
+//! the edges, never with nodes².
+
+use candle_core::{DType, Result, Tensor};
+use candle_nn::{Linear, Module, VarBuilder};
+use kiln_engine::{
+    KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, SettingSpec,
+    SettingType, ValueType,
+};
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+
+use crate::graph::{GraphBatch, Pool, Propagation};
+use crate::nn::dropout::dropout;
+use crate::nn::{activate, Dims, Mode, ModelValue, Network, ACTIVATIONS};
+
+/// The architecture, as written in `with:`.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+pub struct GnnConfig {
+    /// `gcn` or `sage`.
+    pub conv: String,
+    /// Units of each hidden graph-convolution layer.
+    pub hidden: Vec<usize>,
+    /// Activation after each hidden layer.
+    pub activation: String,
+    /// Dropout before every layer.
+    pub dropout: f64,
+    /// `none` (one output per node) or `mean`/`max`/`sum` (one per graph).
+    pub readout: String,
+}
+
+/// How messages are combined.
+enum Conv {
+    /// Kipf & Welling: `D^-½ (A + I) D^-½ · H · W`.
+    Gcn(Linear),
+    /// Hamilton et al., mean aggregation: `H · W_self + mean_neighbours(H) · W_neigh`.
+    Sage { own: Linear, neighbours: Linear },
+}
+
+impl Conv {
+    fn new(kind: &str, inputs: usize, outputs: usize, vb: VarBuilder) -> Result<Conv> {
+        Ok(match kind {
+            "sage" => Conv::Sage {
+                own: candle_nn::linear(inputs, outputs, vb.pp("own"))?,
+                neighbours: candle_nn::linear_no_bias(inputs, outputs, vb.pp("neighbours"))?,
+            },
+            _ => Conv::Gcn(candle_nn::linear(inputs, outputs, vb)?),
+        })
+    }
+
+    fn forward(&self, h: &Tensor, m: &Propagation) -> Result<Tensor> {
+        match self {
+            // Transform first: the messages then carry the (usually
+            // narrower) output width.
+            Conv::Gcn(linear) => {
+                let bias = linear.bias();
+                let w = Linear::new(linear.weight().clone(), None);
+                let out = m.pass(&w.forward(h)?)?;
+                match bias {
+                    Some(b) => out.broadcast_add(b),
+                    None => Ok(out),
+                }
+            }
+            Conv::Sage { own, neighbours } => own.forward(h)? + neighbours.forward(&m.pass(h)?)?,
+        }
+    }
+}
+
+/// Graph convolutions, then (for graphs) a readout and a linear head; at
+/// node level the output layer is a graph convolution too, as in Kipf &
+/// Welling's two-layer GCN.
+pub struct Gnn {
+    layers: Vec<Conv>,
+    node_head: Option<Conv>,
+    graph_head: Option<Linear>,
+    cfg: GnnConfig,
+}
+
+impl Gnn {
+    /// Builds the layers: `layers.{i}` (`.own`/`.neighbours` for SAGE), `head`.
+    pub fn new(cfg: &GnnConfig, dims: &Dims, vb: VarBuilder) -> Result<Self> {
+        let mut width: usize = dims.input.iter().product();
+        let mut layers = Vec::new();
+        for (i, &units) in cfg.hidden.iter().enumerate() {
+            layers.push(Conv::new(
+                &cfg.conv,
+                width,
+                units,
+                vb.pp(format!("layers.{i}")),
+            )?);
+            width = units;
+        }
+        let (node_head, graph_head) = if cfg.readout == "none" {
+            (
+                Some(Conv::new(&cfg.conv, width, dims.output, vb.pp("head"))?),
+                None,
+            )
+        } else {
+            (
+                None,
+                Some(candle_nn::linear(width, dims.output, vb.pp("head"))?),
+            )
+        };
+        Ok(Gnn {
+            layers,
+            node_head,
+            graph_head,
+            cfg: cfg.clone(),
+        })
+    }
+
+    fn readout(&self, h: &Tensor, pool: &Pool) -> Result<Tensor> {
+        let graphs = pool.ranges.len();
+        let width = h.dim(1)?;
+        match self.cfg.readout.as_str() {
+            "max" => {
+                let rows = pool
+                    .ranges
+                    .iter()
+                    .map(|&(start, len)| {
+                        if len == 0 {
+                            Tensor::zeros((1, width), h.dtype(), h.device())
+                        } else {
+                            h.narrow(0, start, len)?.max_keepdim(0)
+                        }
+                    })
+                    .collect::<Result<Vec<_>>>()?;
+                Tensor::cat(&rows, 0)
+            }
+            how => {
+                let sum = Tensor::zeros((graphs, width), h.dtype(), h.device())?
+                    .index_add(&pool.slot, h, 0)?;
+                if how == "sum" {
+                    return Ok(sum);
+                }
+                let counts: Vec<f32> = pool.ranges.iter().map(|&(_, n)| n.max(1) as f32).collect();
+                let counts = Tensor::from_vec(counts, (graphs, 1), h.device())?;
+                sum.broadcast_div(&counts)
+            }
+        }
+    }
+}
+
+impl Network for Gnn {
+    fn forward(&self, _x: &Tensor, _mode: &mut Mode<'_>) -> Result<Tensor> {
+        candle_core::bail!(
+            "a `gnn` model reads graphs: give it the output of `source.graph` (or `preprocess.graph_split`)"
+        )
+    }
+
+    fn forward_graph(&self, batch: &GraphBatch, mode: &mut Mode<'_>) -> Result<Tensor> {
+        let messages = if self.cfg.conv == "sage" {
+            batch.mean()?
+        } else {
+            batch.gcn()?
+        };
+        let mut h = batch.x.to_dtype(DType::F32)?;
+        for conv in &self.layers {
+            h = dropout(&h, self.cfg.dropout, mode)?;
+            h = activate(&conv.forward(&h, messages)?, &self.cfg.activation)?;
+        }
+        h = dropout(&h, self.cfg.dropout, mode)?;
+        match (&self.node_head, &self.graph_head, &batch.pool) {
+            (Some(head), _, None) => head.forward(&h, messages),
+            (_, Some(head), Some(pool)) => head.forward(&self.readout(&h, pool)?),
+            (Some(_), _, Some(_)) => candle_core::bail!(
+                "this model predicts nodes (`readout: none`), but the graph's examples are graphs: set `readout: mean`, `max` or `sum`"
+            ),
+            _ => candle_core::bail!(
+                "this model predicts graphs (`readout: {}`), but the graph's examples are its nodes: set `readout: none`",
+                self.cfg.readout
+            ),
+        }
+    }
+}
+
+/// The `model.gnn` kind.
+pub struct GnnKind;
+
+impl NodeKind for GnnKind {
+    fn spec(&self) -> KindSpec {
+        KindSpec {
+            name: "model.gnn",
+            version: 1,
+            doc: "A graph neural network: graph convolutions (`gcn`: Kipf & Welling with self loops and symmetric normalisation; `sage`: GraphSAGE with mean aggregation), sparse over the edges.
+`readout: none` classifies nodes (the output layer is a graph convolution, so `hidden: [16]` is the classic two-layer GCN); `mean`, `max` or `sum` pools each graph's nodes and classifies graphs with a linear head.
+Train it with `train.supervised` on a graph: the split's train examples count in the loss, every node passes messages.",
+            inputs: vec![],
+            outputs: vec![OutputSpec::new("model", ValueType::Model, "the untrained architecture")],
+            settings: vec![
+                SettingSpec::with_default("conv", SettingType::Choice(&["gcn", "sage"]), json!("gcn"), "how a node combines its neighbours"),
+                SettingSpec::with_default("hidden", SettingType::list(SettingType::int_min(1)), json!([16]), "units of each hidden graph convolution"),
+                SettingSpec::with_default("activation", SettingType::Choice(ACTIVATIONS), json!("relu"), "activation after each hidden layer"),
+                SettingSpec::with_default("dropout", SettingType::Float { min: Some((0.0, false)), max: Some((1.0, true)) }, json!(0.5), "dropout before every layer while training"),
+                SettingSpec::with_default("readout", SettingType::Choice(&["none", "mean", "max", "sum"]), json!("none"), "`none`: an output per node; otherwise per graph, pooled this way"),
+            ],
+            side_effects: false,
+        }
+    }
+
+    fn run(&self, ctx: &RunContext<'_>) -> std::result::Result<Outputs, NodeError> {
+        let s = ctx.settings();
+        let arch = json!({
+            "type": "gnn",
+            "conv": s.str("conv")?,
+            "hidden": s.get("hidden"),
+            "activation": s.str("activation")?,
+            "dropout": s.float("dropout")?,
+            "readout": s.str("readout")?,
+        });
+        Ok(vec![(
+            PortName::new_static("model"),
+            ModelValue::untrained(arch).into_value(),
+        )])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use candle_core::Device;
+
+    use super::*;
+    use crate::graph::{Graph, Level};
+    use crate::nn::init::{var_builder, SeededVars};
+    use crate::nn::max_diff;
+
+    /// A 5-node graph: a triangle 0-1-2 and an edge 2-3 (weight 2), node 4 alone.
+    fn small(level: Level) -> Graph {
+        let (src, dst, weight) = (
+            vec![0, 1, 1, 2, 0, 2, 2, 3],
+            vec![1, 0, 2, 1, 2, 0, 3, 2],
+            vec![1.0, 1.0, 1.0, 1.0, 1.0, 1.0, 2.0, 2.0],
+        );
+        Graph {
+            level,
+            x: Tensor::randn(0f32, 1.0, (5, 3), &Device::Cpu).unwrap(),
+            src,
+            dst,
+            weight,
+            directed: false,
+            node_graph: if level == Level::Graph {
+                vec![0, 0, 0, 1, 1]
+            } else {
+                vec![]
+            },
+            graphs: if level == Level::Graph { 2 } else { 1 },
+            node_ids: (0..5).map(|i| i.to_string()).collect(),
+            graph_ids: vec![],
+            feature_names: vec![],
+            target: None,
+            split: vec![],
+        }
+    }
+
+    #[test]
+    fn sparse_messages_equal_the_dense_formulas() {
+        let g = small(Level::Node);
+        let batch = g.batch(&[], &Device::Cpu).unwrap();
+        // Dense adjacency with weights.
+        let mut a = [[0f32; 5]; 5];
+        for i in 0..g.src.len() {
+            a[g.dst[i] as usize][g.src[i] as usize] = g.weight[i];
+        }
+        // GCN: D^-½ (A + I) D^-½.
+        let deg: Vec<f32> = (0..5).map(|i| 1.0 + a[i].iter().sum::<f32>()).collect();
+        let gcn: Vec<f32> = (0..25)
+            .map(|k| {
+                let (i, j) = (k / 5, k % 5);
+                (a[i][j] + if i == j { 1.0 } else { 0.0 }) / (deg[i] * deg[j]).sqrt()
+            })
+            .collect();
+        // Mean over incoming neighbours (node 4 has none: zeros).
+        let mean: Vec<f32> = (0..25)
+            .map(|k| {
+                let (i, j) = (k / 5, k % 5);
+                let total: f32 = a[i].iter().sum();
+                if total > 0.0 {
+                    a[i][j] / total
+                } else {
+                    0.0
+                }
+            })
+            .collect();
+        for (messages, dense) in [(batch.gcn().unwrap(), gcn), (batch.mean().unwrap(), mean)] {
+            let dense = Tensor::from_vec(dense, (5, 5), &Device::Cpu).unwrap();
+            let sparse = messages.pass(&g.x).unwrap();
+            assert!(max_diff(&sparse, &dense.matmul(&g.x).unwrap()) < 1e-6);
+        }
+    }
+
+    /// Every weight gets a gradient, for both convolutions and every readout.
+    #[test]
+    fn every_gnn_weight_is_trained() {
+        for (conv, readout, level) in [
+            ("gcn", "none", Level::Node),
+            ("sage", "none", Level::Node),
+            ("gcn", "max", Level::Graph),
+            ("gcn", "mean", Level::Graph),
+            ("sage", "sum", Level::Graph),
+        ] {
+            let cfg = GnnConfig {
+                conv: conv.into(),
+                hidden: vec![8, 8],
+                activation: "tanh".into(),
+                dropout: 0.0,
+                readout: readout.into(),
+            };
+            let dims = Dims {
+                input: vec![3],
+                output: 2,
+                vocab: None,
+            };
+            let vars = Arc::new(SeededVars::new(1, HashMap::new()));
+            let net = Gnn::new(&cfg, &dims, var_builder(vars.clone(), &Device::Cpu)).unwrap();
+            let g = small(level);
+            let rows: Vec<u32> = (0..g.examples() as u32).collect();
+            let out = net
+                .forward_graph(&g.batch(&rows, &Device::Cpu).unwrap(), &mut Mode::eval())
+                .unwrap();
+            assert_eq!(out.dims(), [g.examples(), 2], "{conv}/{readout}");
+            let grads = out.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, var) in vars.sorted_vars() {
+                let g = grads
+                    .get(var.as_tensor())
+                    .unwrap_or_else(|| panic!("{conv}/{readout}: {name} gets no gradient"));
+                let norm = g
+                    .sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(norm > 0.0, "{conv}/{readout}: {name} gets a zero gradient");
+            }
+        }
+    }
+}

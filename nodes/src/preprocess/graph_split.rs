@@ -1,0 +1,206 @@
+//! `preprocess.graph_split`: train/valid/test parts of a graph's examples,
+//! seeded and stratified.
+
+use std::collections::BTreeMap;
+
+use kiln_engine::{
+    InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
+    SettingSpec, SettingType, Settings, Value, ValueType,
+};
+use rand::seq::SliceRandom;
+use rand::SeedableRng;
+use rand_chacha::ChaCha8Rng;
+use serde_json::{json, Value as Json};
+
+use crate::graph::{Graph, Part};
+
+/// Splits a graph's examples into parts.
+pub struct GraphSplit;
+
+const DOC: &str = "Marks a graph's labelled examples (nodes, or graphs for graph classification) as train, valid or test; the graph itself is unchanged, so every node still passes messages.
+Parts are drawn per class (stratified) from the node's seed: `train` and `valid` are shares of each class, the rest is test. `per_class` takes that many training examples of each class instead (the semi-supervised setting), and `train_ids` names them.";
+
+impl NodeKind for GraphSplit {
+    fn spec(&self) -> KindSpec {
+        let share = || SettingType::Float {
+            min: Some((0.0, false)),
+            max: Some((1.0, false)),
+        };
+        KindSpec {
+            name: "preprocess.graph_split",
+            version: 1,
+            doc: DOC,
+            inputs: vec![InputSpec::required(
+                "graph",
+                ValueType::Graph,
+                "a graph with a target",
+            )],
+            outputs: vec![
+                OutputSpec::new(
+                    "graph",
+                    ValueType::Graph,
+                    "the same graph with its examples split",
+                ),
+                OutputSpec::new("report", ValueType::Metrics, "examples per part and class"),
+            ],
+            settings: vec![
+                SettingSpec::with_default(
+                    "train",
+                    share(),
+                    json!(0.6),
+                    "share of each class for training",
+                ),
+                SettingSpec::with_default(
+                    "valid",
+                    share(),
+                    json!(0.2),
+                    "share of each class for validation (the rest is test)",
+                ),
+                SettingSpec::optional(
+                    "per_class",
+                    SettingType::Int {
+                        min: Some(1),
+                        max: None,
+                    },
+                    "training examples per class, instead of `train`",
+                ),
+                SettingSpec::optional(
+                    "train_ids",
+                    SettingType::list(SettingType::Str),
+                    "the training examples by id, instead of `train`",
+                ),
+            ],
+            side_effects: false,
+        }
+    }
+
+    fn check(&self, settings: &Settings) -> Vec<(String, String)> {
+        let has = |k: &str| settings.get(k).is_some_and(|v| !v.is_null());
+        let mut problems = Vec::new();
+        if has("per_class") && has("train_ids") {
+            problems.push((
+                "train_ids".into(),
+                "choose the training examples one way: `per_class` or `train_ids`".into(),
+            ));
+        }
+        let share = |k: &str| settings.get(k).and_then(Json::as_f64).unwrap_or(0.0);
+        if !has("per_class") && !has("train_ids") && share("train") + share("valid") > 1.0 {
+            problems.push((
+                "valid".into(),
+                format!(
+                    "`train` + `valid` is {}: the shares can't exceed 1",
+                    share("train") + share("valid")
+                ),
+            ));
+        }
+        problems
+    }
+
+    fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
+        let s = ctx.settings();
+        let mut graph = Graph::from_value(ctx.input("graph")?)?;
+        let target = graph.target.as_ref().ok_or_else(|| {
+            NodeError::new(
+                "the graph has no target: name the label column on `source.graph` (`target:`)",
+            )
+        })?;
+        let classes: Vec<u32> = target.values.to_dtype(candle_core::DType::U32)?.to_vec1()?;
+        let labels = target.labels.clone().unwrap_or_default();
+        let labelled: Vec<bool> = (0..classes.len())
+            .map(|i| graph.split.get(i).is_none_or(|&p| p != Part::None as u8))
+            .collect();
+        let mut by_class: BTreeMap<u32, Vec<u32>> = BTreeMap::new();
+        for (i, &c) in classes.iter().enumerate() {
+            if labelled[i] {
+                by_class.entry(c).or_default().push(i as u32);
+            }
+        }
+        let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed());
+        let mut split = vec![Part::None as u8; classes.len()];
+        let valid_share = s.float("valid")?;
+        let ids: Option<Vec<String>> = s.get("train_ids").and_then(Json::as_array).map(|a| {
+            a.iter()
+                .map(|v| v.as_str().map_or_else(|| v.to_string(), String::from))
+                .collect()
+        });
+        let chosen: Option<Vec<u32>> = ids
+            .map(|ids| {
+                let names = match graph.level {
+                    crate::graph::Level::Node => &graph.node_ids,
+                    crate::graph::Level::Graph => &graph.graph_ids,
+                };
+                ids.iter()
+                    .map(|id| {
+                        let i = names.iter().position(|n| n == id).ok_or_else(|| {
+                            NodeError::new(format!(
+                                "setting `train_ids`: the graph has no example `{id}`"
+                            ))
+                        })?;
+                        if !labelled[i] {
+                            return Err(NodeError::new(format!(
+                                "setting `train_ids`: example `{id}` has no label"
+                            )));
+                        }
+                        Ok(i as u32)
+                    })
+                    .collect::<Result<Vec<u32>, NodeError>>()
+            })
+            .transpose()?;
+        for (class, members) in &mut by_class {
+            members.shuffle(&mut rng);
+            let n = members.len();
+            let train: Vec<u32> = match (&chosen, s.get("per_class").and_then(Json::as_u64)) {
+                (Some(ids), _) => members
+                    .iter()
+                    .copied()
+                    .filter(|m| ids.contains(m))
+                    .collect(),
+                (None, Some(k)) => {
+                    if (k as usize) > n {
+                        let name = labels
+                            .get(*class as usize)
+                            .cloned()
+                            .unwrap_or_else(|| class.to_string());
+                        return Err(NodeError::new(format!(
+                            "setting `per_class`: class `{name}` has only {n} labelled examples, {k} asked"
+                        )));
+                    }
+                    members[..k as usize].to_vec()
+                }
+                (None, None) => members[..(s.float("train")? * n as f64).round() as usize].to_vec(),
+            };
+            let rest: Vec<u32> = members
+                .iter()
+                .copied()
+                .filter(|m| !train.contains(m))
+                .collect();
+            let valid = ((valid_share * n as f64).round() as usize).min(rest.len());
+            for &m in &train {
+                split[m as usize] = Part::Train as u8;
+            }
+            for (k, &m) in rest.iter().enumerate() {
+                split[m as usize] = if k < valid { Part::Valid } else { Part::Test } as u8;
+            }
+        }
+        let count = |part: Part| split.iter().filter(|&&p| p == part as u8).count();
+        if count(Part::Train) == 0 {
+            return Err(NodeError::new(
+                "the split leaves no training examples: raise `train`",
+            ));
+        }
+        let report = json!({
+            "train": count(Part::Train),
+            "valid": count(Part::Valid),
+            "test": count(Part::Test),
+            "unlabelled": count(Part::None),
+        });
+        graph.split = split;
+        Ok(vec![
+            (PortName::new_static("graph"), graph.into_value()?),
+            (
+                PortName::new_static("report"),
+                Value::from_json(ValueType::Metrics, report),
+            ),
+        ])
+    }
+}
