@@ -1,9 +1,15 @@
-//! Quantized inference: LeNet-300-100's layers as f32 matrix products
-//! against candle's `QMatMul` in Q8_0 and Q4_0 (`cargo bench --bench main -- quantized/`).
+//! Quantized inference: LeNet-300-100's layers in f32 against Q8_0 and
+//! Q4_0, as kiln's `Dense` layers run them and through candle's `QMatMul`
+//! alone (`cargo bench --bench main -- quantized/`).
+
+use std::collections::HashMap;
+use std::sync::Arc;
 
 use candle_core::quantized::{GgmlDType, QMatMul, QTensor};
-use candle_core::{Device, Module, Tensor};
+use candle_core::{DType, Device, Module, Tensor};
+use candle_nn::VarBuilder;
 use criterion::{BenchmarkId, Criterion};
+use kiln_nodes::nn::dense::{Dense, Quantized};
 
 /// 784-300-100-10, inputs padded to the block size as `compress.quantize` does.
 const LAYERS: [(usize, usize); 3] = [(800, 300), (320, 100), (128, 10)];
@@ -15,7 +21,9 @@ fn weights() -> Vec<Tensor> {
         .collect()
 }
 
-/// f32 and quantized forward passes of the three layers at batch 1 and 256.
+/// LeNet's three layers at batch 1 and 256 as kiln runs them (`Dense`:
+/// f32, or quantized with the small-layer paths), and through candle's
+/// `QMatMul` alone for reference.
 pub fn lenet_layers(c: &mut Criterion) {
     crate::training::pin_threads();
     let mut group = c.benchmark_group("quantized");
@@ -26,37 +34,78 @@ pub fn lenet_layers(c: &mut Criterion) {
         ("q4_0", Some(GgmlDType::Q4_0)),
     ];
     for (name, dtype) in formats {
-        let layers: Vec<QMatMul> = w
-            .iter()
-            .map(|t| match dtype {
-                None => QMatMul::Tensor(t.clone()),
-                Some(d) => QMatMul::from_qtensor(QTensor::quantize(t, d).expect("quantize"))
-                    .expect("qmatmul"),
+        let mut tensors = HashMap::new();
+        let mut quantized = Quantized::new();
+        for (k, t) in w.iter().enumerate() {
+            let o = LAYERS[k].1;
+            let width = [784, 300, 100][k];
+            tensors.insert(
+                format!("l{k}.bias"),
+                Tensor::zeros(o, DType::F32, &Device::Cpu).expect("bias"),
+            );
+            match dtype {
+                None => {
+                    tensors.insert(
+                        format!("l{k}.weight"),
+                        t.narrow(1, 0, width).expect("narrow"),
+                    );
+                }
+                Some(d) => {
+                    quantized.insert(
+                        format!("l{k}.weight"),
+                        Arc::new(QTensor::quantize(t, d).expect("quantize")),
+                    );
+                }
+            }
+        }
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        let widths = [784, 300, 100];
+        let layers: Vec<Dense> = (0..3)
+            .map(|k| {
+                Dense::new(widths[k], LAYERS[k].1, vb.pp(format!("l{k}")), &quantized)
+                    .expect("dense")
             })
             .collect();
         for batch in [1usize, 256] {
-            let x = Tensor::randn(0f32, 1.0, (batch, 800), &Device::Cpu).expect("input");
+            let x = Tensor::randn(0f32, 1.0, (batch, 784), &Device::Cpu).expect("input");
             group.bench_with_input(BenchmarkId::new(name, batch), &x, |b, x| {
                 b.iter(|| {
                     let mut h = x.clone();
-                    for (k, layer) in layers.iter().enumerate() {
+                    for layer in &layers {
                         h = layer.forward(&h).expect("forward");
-                        if k + 1 < layers.len() {
-                            let pad = LAYERS[k + 1].0 - h.dim(1).expect("dim");
-                            h = Tensor::cat(
-                                &[
-                                    &h,
-                                    &Tensor::zeros((batch, pad), h.dtype(), h.device())
-                                        .expect("zeros"),
-                                ],
-                                1,
-                            )
-                            .expect("pad");
-                        }
                     }
                     h
                 })
             });
+        }
+        if let Some(d) = dtype {
+            let raw: Vec<QMatMul> = w
+                .iter()
+                .map(|t| {
+                    QMatMul::from_qtensor(QTensor::quantize(t, d).expect("quantize"))
+                        .expect("qmatmul")
+                })
+                .collect();
+            let x = Tensor::randn(0f32, 1.0, (1, 800), &Device::Cpu).expect("input");
+            group.bench_with_input(
+                BenchmarkId::new(format!("qmatmul-{name}"), 1),
+                &x,
+                |b, x| {
+                    b.iter(|| {
+                        let mut h = x.clone();
+                        for (k, layer) in raw.iter().enumerate() {
+                            h = layer.forward(&h).expect("forward");
+                            if k + 1 < raw.len() {
+                                let pad = LAYERS[k + 1].0 - h.dim(1).expect("dim");
+                                let zeros =
+                                    Tensor::zeros((1, pad), h.dtype(), h.device()).expect("zeros");
+                                h = Tensor::cat(&[&h, &zeros], 1).expect("pad");
+                            }
+                        }
+                        h
+                    })
+                },
+            );
         }
     }
     group.finish();

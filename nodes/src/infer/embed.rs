@@ -20,7 +20,7 @@ impl NodeKind for Embed {
     fn spec(&self) -> KindSpec {
         KindSpec {
             name: "infer.embed",
-            version: 1,
+            version: 2,
             doc: "Sentence embeddings of each document from a `model.pretrained` encoder: the mean of its last hidden states over the real tokens, L2-normalised (as sentence-transformers computes them), in batches.
 Gives a dataset with one row per document (features: the embedding) and the documents' target, so a classifier can be trained on it with `train.supervised`.",
             inputs: vec![

@@ -1,8 +1,8 @@
 //! `model.rnn`: LSTM or GRU layers over sequences, then a linear head.
 
-use candle_core::{Result, Tensor};
+use candle_core::{DType, Result, Tensor};
 use candle_nn::rnn::{GRUConfig, GRU, RNN};
-use candle_nn::{Module, VarBuilder};
+use candle_nn::{Embedding, Module, VarBuilder};
 use kiln_engine::{
     KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, SettingSpec,
     SettingType, ValueType,
@@ -27,6 +27,13 @@ pub struct RnnConfig {
     pub bidirectional: bool,
     /// `last` (final state) or `mean` (average over time) summarises a sequence for the head.
     pub pooling: String,
+    /// Width of the embedding layer in front, for token ids.
+    #[serde(default = "default_embedding")]
+    pub embedding: usize,
+}
+
+fn default_embedding() -> usize {
+    64
 }
 
 enum Cell {
@@ -54,6 +61,8 @@ impl Cell {
 
 /// Recurrent layers (forward, and backward when bidirectional), pooling, a linear head.
 pub struct Rnn {
+    /// For token ids: their embeddings.
+    embedding: Option<Embedding>,
     layers: Vec<(Cell, Option<Cell>)>,
     head: Dense,
     cfg: RnnConfig,
@@ -101,8 +110,17 @@ impl Rnn {
         vb: VarBuilder,
         quantized: &Quantized,
     ) -> Result<Self> {
+        let embedding = match dims.vocab {
+            Some(vocab) => Some(candle_nn::embedding(
+                vocab,
+                cfg.embedding,
+                vb.pp("embedding"),
+            )?),
+            None => None,
+        };
         let features = match dims.input.as_slice() {
             [0] | [0, _] => candle_core::bail!("a recurrent model needs sequences of at least one step"),
+            [_time] if embedding.is_some() => cfg.embedding,
             [_time] => 1,
             [_time, features] => *features,
             other => candle_core::bail!(
@@ -129,6 +147,7 @@ impl Rnn {
             quantized,
         )?;
         Ok(Rnn {
+            embedding,
             layers,
             head,
             cfg: cfg.clone(),
@@ -138,10 +157,15 @@ impl Rnn {
 
 impl Network for Rnn {
     fn forward(&self, x: &Tensor, _mode: &mut Mode<'_>) -> Result<Tensor> {
-        let x = if x.rank() == 2 {
-            x.unsqueeze(2)?
-        } else {
-            x.clone()
+        // Token ids: embedded, and padding (id 0, at the end) left out of
+        // the summary.
+        let (x, real) = match &self.embedding {
+            Some(e) => {
+                let ids = x.to_dtype(DType::U32)?;
+                (e.forward(&ids)?, Some(ids.ne(0u32)?.to_dtype(DType::F32)?))
+            }
+            None if x.rank() == 2 => (x.unsqueeze(2)?, None),
+            None => (x.clone(), None),
         };
         let mut h = x.transpose(0, 1)?.contiguous()?;
         let t = h.dim(0)?;
@@ -152,7 +176,9 @@ impl Network for Rnn {
                 None => out,
             };
         }
-        let summary = if self.cfg.pooling == "mean" {
+        let summary = if let Some(real) = &real {
+            summarise_tokens(&h, real, &self.cfg)?
+        } else if self.cfg.pooling == "mean" {
             h.mean(0)?
         } else if self.cfg.bidirectional {
             // Forward half at the last step, backward half at the first.
@@ -171,6 +197,43 @@ impl Network for Rnn {
     }
 }
 
+/// A summary of time-major states `h` `[t, b, units]` over the real
+/// tokens (`real`: `[b, t]`, 1 for a token, 0 for padding): their mean, or
+/// the state at each sequence's last token (for the forward direction; a
+/// backward direction's summary is its state after reading the whole row).
+fn summarise_tokens(h: &Tensor, real: &Tensor, cfg: &RnnConfig) -> Result<Tensor> {
+    let m = real.t()?.unsqueeze(2)?; // [t, b, 1]
+    if cfg.pooling == "mean" {
+        return h
+            .broadcast_mul(&m)?
+            .sum(0)?
+            .broadcast_div(&m.sum(0)?.clamp(1.0, f64::MAX)?);
+    }
+    let (_, b, units) = h.dims3()?;
+    let last: Vec<u32> = real
+        .sum(1)?
+        .to_vec1::<f32>()?
+        .iter()
+        .map(|&n| (n as u32).max(1) - 1)
+        .collect();
+    let index = Tensor::from_vec(last, (1, b, 1), h.device())?.broadcast_as((1, b, units))?;
+    let at_last = h
+        .contiguous()?
+        .gather(&index.contiguous()?, 0)?
+        .squeeze(0)?;
+    if !cfg.bidirectional {
+        return Ok(at_last);
+    }
+    let hidden = cfg.hidden;
+    Tensor::cat(
+        &[
+            at_last.narrow(1, 0, hidden)?,
+            h.get(0)?.narrow(1, hidden, hidden)?,
+        ],
+        1,
+    )
+}
+
 /// The `model.rnn` kind.
 pub struct RnnKind;
 
@@ -180,7 +243,7 @@ impl NodeKind for RnnKind {
             name: "model.rnn",
             version: 1,
             doc: "A recurrent network for sequence classification or regression: stacked LSTM or GRU layers, optionally bidirectional, whose last state (or mean over time) feeds a linear output layer.
-Examples are sequences shaped [time] or [time, features].",
+Examples are sequences shaped [time] or [time, features], or rows of token ids from `preprocess.tokenize`: an embedding layer (`embedding` wide) then reads them, and the summary skips the padding.",
             inputs: vec![],
             outputs: vec![OutputSpec::new("model", ValueType::Model, "the untrained architecture")],
             settings: vec![
@@ -189,6 +252,7 @@ Examples are sequences shaped [time] or [time, features].",
                 SettingSpec::with_default("layers", SettingType::Int { min: Some(1), max: Some(16) }, json!(1), "stacked recurrent layers"),
                 SettingSpec::with_default("bidirectional", SettingType::Bool, json!(false), "also read sequences backwards"),
                 SettingSpec::with_default("pooling", SettingType::Choice(&["last", "mean"]), json!("last"), "how a sequence is summarised for the output layer"),
+                SettingSpec::with_default("embedding", SettingType::Int { min: Some(1), max: Some(65_536) }, json!(64), "token ids: width of the embedding layer in front"),
             ],
             side_effects: false,
         }
@@ -203,10 +267,98 @@ Examples are sequences shaped [time] or [time, features].",
             "layers": s.usize("layers")?,
             "bidirectional": s.bool("bidirectional")?,
             "pooling": s.str("pooling")?,
+            "embedding": s.usize("embedding")?,
         });
         Ok(vec![(
             PortName::new_static("model"),
             ModelValue::untrained(arch).into_value(),
         )])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::HashMap;
+    use std::sync::Arc;
+
+    use candle_core::Device;
+
+    use super::*;
+    use crate::nn::init::{var_builder, SeededVars};
+    use crate::nn::max_diff;
+
+    fn on_tokens(cell: &str, bidirectional: bool, pooling: &str) -> (Rnn, Arc<SeededVars>) {
+        let cfg = RnnConfig {
+            cell: cell.into(),
+            hidden: 5,
+            layers: 1,
+            bidirectional,
+            pooling: pooling.into(),
+            embedding: 4,
+        };
+        let dims = Dims {
+            input: vec![6],
+            output: 2,
+            vocab: Some(12),
+        };
+        let vars = Arc::new(SeededVars::new(4, HashMap::new()));
+        let net = Rnn::new(
+            &cfg,
+            &dims,
+            var_builder(vars.clone(), &Device::Cpu),
+            &Quantized::new(),
+        )
+        .unwrap();
+        (net, vars)
+    }
+
+    fn ids(rows: &[[u32; 6]]) -> Tensor {
+        let flat: Vec<f32> = rows.iter().flatten().map(|&i| i as f32).collect();
+        Tensor::from_vec(flat, (rows.len(), 6), &Device::Cpu).unwrap()
+    }
+
+    /// On token ids, a forward summary ignores the padding after the last
+    /// token, and every weight (the embeddings too) gets a gradient.
+    #[test]
+    fn token_sequences_skip_their_padding() {
+        for (cell, pooling) in [("lstm", "last"), ("lstm", "mean"), ("gru", "last")] {
+            let (net, vars) = on_tokens(cell, false, pooling);
+            let short = net
+                .forward(&ids(&[[3, 4, 5, 0, 0, 0]]), &mut Mode::eval())
+                .unwrap();
+            let both = net
+                .forward(
+                    &ids(&[[3, 4, 5, 0, 0, 0], [3, 4, 5, 6, 7, 8]]),
+                    &mut Mode::eval(),
+                )
+                .unwrap();
+            assert!(
+                max_diff(&short, &both.narrow(0, 0, 1).unwrap()) < 1e-5,
+                "{cell}/{pooling}"
+            );
+            assert!(
+                max_diff(&short, &both.narrow(0, 1, 1).unwrap()) > 1e-4,
+                "{cell}/{pooling}"
+            );
+            let grads = both.sqr().unwrap().sum_all().unwrap().backward().unwrap();
+            for (name, var) in vars.sorted_vars() {
+                let g = grads
+                    .get(var.as_tensor())
+                    .unwrap_or_else(|| panic!("{name}: no gradient"));
+                let norm = g
+                    .sqr()
+                    .unwrap()
+                    .sum_all()
+                    .unwrap()
+                    .to_scalar::<f32>()
+                    .unwrap();
+                assert!(norm > 0.0, "{cell}/{pooling}: {name} gets a zero gradient");
+            }
+        }
+        let (net, _) = on_tokens("lstm", true, "last");
+        let out = net
+            .forward(&ids(&[[3, 4, 5, 0, 0, 0]]), &mut Mode::eval())
+            .unwrap();
+        assert_eq!(out.dims(), [1, 2]);
     }
 }
