@@ -40,7 +40,7 @@ impl NodeKind for Supervised {
         };
         KindSpec {
             name: "train.supervised",
-            version: 2,
+            version: 3,
             doc: DOC,
             inputs: vec![
                 InputSpec::required("model", ValueType::Model, "the model to train (untrained, or trained to fine-tune)"),
