@@ -19,6 +19,16 @@ fn a_head_on_frozen_minilm_embeddings_tells_fresh_from_rotten() {
     assert!(acc >= 0.75, "test accuracy {acc}");
     // fresh 2455 + rotten 2411 reviews, 20% held out.
     assert_eq!(m["eval.metrics"]["examples"], 973);
+    // One report: the from-scratch Transformer and the MiniLM head, each
+    // scored on the same 973 reviews as it reads them.
+    let rows = m["compare.report"]["models"].as_array().unwrap();
+    let names: Vec<&str> = rows.iter().map(|r| r["model"].as_str().unwrap()).collect();
+    assert_eq!(names, ["fit_transformer.model", "fit.model"]);
+    assert_eq!(rows[1]["metric"].as_f64().unwrap(), acc);
+    assert!(
+        rows[0]["metric"].as_f64().unwrap() < acc,
+        "pre-trained beats from scratch"
+    );
 }
 
 #[test]

@@ -4,9 +4,10 @@
 use std::time::Instant;
 
 use candle_core::{DType, Device, Tensor};
+use kiln_engine::kind::types_at;
 use kiln_engine::{
-    InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
-    SettingSpec, SettingType, Value, ValueType,
+    InputSpec, InputTypes, KindSpec, NodeError, NodeKind, OutputSpec, OutputTypes, Outputs,
+    PortName, RunContext, SettingSpec, SettingType, Settings, Value, ValueType,
 };
 use serde_json::{json, Value as Json};
 
@@ -22,10 +23,11 @@ impl NodeKind for Compare {
             name: "postprocess.compare",
             version: 2,
             doc: "A table of the models it is given, scored on the same data: parameters, non-zero parameters, bytes (the saved file, and the weights stored sparsely: a bitmask and the non-zero values for pruned weights), the task's metric, and latency of a forward pass at batch 1 and 256 (median of several, milliseconds; these vary between runs, the rest does not).
+`data` is one dataset for every model, or a list with one per model (the same examples prepared as each model reads them, e.g. embeddings for one and token ids for another).
 Written as Markdown and JSON when paths are given; the table is also the `report` output.",
             inputs: vec![
                 InputSpec::required("models", ValueType::Model, "trained models, in the order to show them").many(),
-                InputSpec::required("data", ValueType::Dataset, "labelled examples every model is scored on"),
+                InputSpec::required("data", ValueType::Dataset, "labelled examples every model is scored on, or a list: one per model").many(),
             ],
             outputs: vec![OutputSpec::new("report", ValueType::Report, "one row per model")],
             settings: vec![
@@ -37,9 +39,35 @@ Written as Markdown and JSON when paths are given; the table is also the `report
         }
     }
 
+    fn output_types(
+        &self,
+        spec: &KindSpec,
+        inputs: &InputTypes,
+        _: &Settings,
+    ) -> Result<OutputTypes, String> {
+        let (models, data) = (
+            types_at(inputs, "models").len(),
+            types_at(inputs, "data").len(),
+        );
+        if data > 1 && data != models {
+            return Err(format!(
+                "`data` lists {data} datasets for {models} models: give one dataset for all, or one per model"
+            ));
+        }
+        Ok(spec
+            .outputs
+            .iter()
+            .map(|o| (o.name.clone(), o.ty))
+            .collect())
+    }
+
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
         let s = ctx.settings();
-        let data = Dataset::from_value(ctx.input("data")?)?;
+        let data = ctx
+            .inputs("data")
+            .iter()
+            .map(Dataset::from_value)
+            .collect::<Result<Vec<_>, _>>()?;
         let names = ctx.input_sources("models");
         let repeats = s.usize("repeats")?;
         let mut rows = Vec::new();
@@ -49,7 +77,11 @@ Written as Markdown and JSON when paths are given; the table is also the `report
                 .cloned()
                 .unwrap_or_else(|| format!("model {i}"));
             ctx.check_cancelled()?;
-            let mut row = measure(value, &data, ctx.device(), repeats)
+            let data = data
+                .get(i)
+                .or(data.first())
+                .ok_or_else(|| NodeError::new("no `data`"))?;
+            let mut row = measure(value, data, ctx.device(), repeats)
                 .map_err(|e| e.context(format!("model `{name}`")))?;
             row["model"] = json!(name);
             rows.push(row);
@@ -59,7 +91,8 @@ Written as Markdown and JSON when paths are given; the table is also the `report
             row["smaller"] = json!(ratio(&base["sparse_bytes"], &row["sparse_bytes"]));
             row["faster_256"] = json!(ratio(&base["latency_ms_256"], &row["latency_ms_256"]));
         }
-        let report = json!({ "models": rows, "metric": metric_name(&data) });
+        let metric = data.first().map_or("accuracy", metric_name);
+        let report = json!({ "models": rows, "metric": metric });
         let markdown = markdown(&report);
         if let Some(path) = s.get("markdown").and_then(Json::as_str) {
             write(&ctx.output_file(path)?, markdown.as_bytes())?;
