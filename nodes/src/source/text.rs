@@ -18,12 +18,12 @@ impl NodeKind for TextSource {
         KindSpec {
             name: "source.text",
             version: 1,
-            doc: "Reads documents: a column of a CSV file (quoted text may span lines), or a plain text file with one document per line.
-With `target`, a CSV column of labels becomes the class target (names sorted); `keep` keeps only rows whose label is listed.",
+            doc: "Reads documents: a column of a CSV file (quoted text may span lines), a plain text file with one document per line, or a folder with one document per file.
+With `target`, a CSV column of labels becomes the class target (names sorted); in a folder, files inside subfolders take the subfolder's name as their label (`reviews/pos/1.txt` is `pos`). `keep` keeps only documents whose label is listed.",
             inputs: vec![],
             outputs: vec![OutputSpec::new("text", ValueType::Text, "the documents, with their target if labelled")],
             settings: vec![
-                SettingSpec::required("path", SettingType::InputPath, "a .csv file, or a text file with one document per line"),
+                SettingSpec::required("path", SettingType::InputPath, "a .csv file, a text file with one document per line, or a folder of text files"),
                 SettingSpec::with_default("column", SettingType::Str, json!("text"), "CSV: the column holding the text"),
                 SettingSpec::optional("target", SettingType::Str, "CSV: the column holding each document's label"),
                 SettingSpec::optional("keep", SettingType::list(SettingType::Str), "CSV: only rows with these labels, e.g. [fresh, rotten]"),
@@ -33,7 +33,11 @@ With `target`, a CSV column of labels becomes the class target (names sorted); `
     }
 
     fn check(&self, settings: &Settings) -> Vec<(String, String)> {
-        if settings.get("keep").is_some() && settings.get("target").is_none() {
+        let is_csv = settings
+            .get("path")
+            .and_then(Json::as_str)
+            .is_some_and(|p| p.to_ascii_lowercase().ends_with(".csv"));
+        if is_csv && settings.get("keep").is_some() && settings.get("target").is_none() {
             return vec![(
                 "keep".into(),
                 "filters by label: name the label column in `target` too".into(),
@@ -46,7 +50,9 @@ With `target`, a CSV column of labels becomes the class target (names sorted); `
         let s = ctx.settings();
         let path = s.path("path")?;
         let shown = path.display().to_string();
-        let texts = if path
+        let texts = if path.is_dir() {
+            read_folder(&path, s)?
+        } else if path
             .extension()
             .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
         {
@@ -68,6 +74,92 @@ With `target`, a CSV column of labels becomes the class target (names sorted); `
         }
         Ok(vec![(PortName::new_static("text"), texts.into_value())])
     }
+}
+
+/// One document per file, in path order; files in subfolders are labelled
+/// with the subfolder's name.
+fn read_folder(dir: &std::path::Path, s: &Settings) -> Result<Texts, NodeError> {
+    let keep = keep_list(s);
+    let mut files = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let entries = std::fs::read_dir(&d)
+            .map_err(|e| NodeError::new(format!("cannot read `{}`: {e}", d.display())))?;
+        for entry in entries.flatten() {
+            let p = entry.path();
+            let hidden = p
+                .file_name()
+                .is_some_and(|n| n.to_string_lossy().starts_with('.'));
+            if hidden {
+                continue;
+            }
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                files.push(p);
+            }
+        }
+    }
+    files.sort();
+    let mut texts = Vec::new();
+    let mut labels = Vec::new();
+    for f in &files {
+        let rel = f.strip_prefix(dir).unwrap_or(f);
+        let label = rel
+            .parent()
+            .and_then(|p| p.components().next())
+            .map(|c| c.as_os_str().to_string_lossy().into_owned());
+        if let (Some(k), Some(l)) = (&keep, &label) {
+            if !k.contains(l) {
+                continue;
+            }
+        }
+        let bytes = std::fs::read(f)
+            .map_err(|e| NodeError::new(format!("cannot read `{}`: {e}", f.display())))?;
+        let text = String::from_utf8(bytes)
+            .map_err(|_| NodeError::new(format!("`{}` is not UTF-8 text", f.display())))?;
+        texts.push(text.trim().to_string());
+        labels.push(label);
+    }
+    let labelled = labels.iter().filter(|l| l.is_some()).count();
+    if labelled != 0 && labelled != labels.len() {
+        return Err(NodeError::new(format!(
+            "`{}` mixes files in subfolders (labelled by the folder) with files at its top: put every document in a label folder, or none",
+            dir.display()
+        )));
+    }
+    let target = if labelled == 0 {
+        None
+    } else {
+        let labels: Vec<String> = labels.into_iter().flatten().collect();
+        Some(class_target("label", &labels)?)
+    };
+    Ok(Texts { texts, target })
+}
+
+fn keep_list(s: &Settings) -> Option<Vec<String>> {
+    s.get("keep").and_then(Json::as_array).map(|a| {
+        a.iter()
+            .filter_map(|v| v.as_str().map(String::from))
+            .collect()
+    })
+}
+
+/// Labels as a class target: names sorted, each document its name's index.
+fn class_target(name: &str, labels: &[String]) -> Result<Target, NodeError> {
+    let mut names: Vec<String> = labels.to_vec();
+    names.sort();
+    names.dedup();
+    let idx: Vec<u32> = labels
+        .iter()
+        .map(|l| names.iter().position(|n| n == l).unwrap_or(0) as u32)
+        .collect();
+    let n = idx.len();
+    Ok(Target {
+        name: name.to_string(),
+        values: Tensor::from_vec(idx, n, &Device::Cpu)?,
+        labels: Some(names),
+    })
 }
 
 fn read_csv(path: &std::path::Path, s: &Settings) -> Result<Texts, NodeError> {
@@ -97,11 +189,7 @@ fn read_csv(path: &std::path::Path, s: &Settings) -> Result<Texts, NodeError> {
         .and_then(Json::as_str)
         .map(|t| find(t, "target"))
         .transpose()?;
-    let keep: Option<Vec<String>> = s.get("keep").and_then(Json::as_array).map(|a| {
-        a.iter()
-            .filter_map(|v| v.as_str().map(String::from))
-            .collect()
-    });
+    let keep = keep_list(s);
     let mut texts = Vec::new();
     let mut labels = Vec::new();
     for (i, record) in reader.records().enumerate() {
@@ -124,23 +212,8 @@ fn read_csv(path: &std::path::Path, s: &Settings) -> Result<Texts, NodeError> {
         }
         texts.push(cell(text_col)?);
     }
-    let target = match target_col {
-        None => None,
-        Some(t) => {
-            let mut names: Vec<String> = labels.clone();
-            names.sort();
-            names.dedup();
-            let idx: Vec<u32> = labels
-                .iter()
-                .map(|l| names.iter().position(|n| n == l).unwrap_or(0) as u32)
-                .collect();
-            let n = idx.len();
-            Some(Target {
-                name: header[t].clone(),
-                values: Tensor::from_vec(idx, n, &Device::Cpu)?,
-                labels: Some(names),
-            })
-        }
-    };
+    let target = target_col
+        .map(|t| class_target(&header[t], &labels))
+        .transpose()?;
     Ok(Texts { texts, target })
 }
