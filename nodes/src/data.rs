@@ -28,6 +28,30 @@ pub struct Target {
 }
 
 impl Target {
+    /// The target stored as `tensor` (values) with its name and labels in a
+    /// value's `meta`, as [`Target::store`] puts them.
+    pub fn read(meta: &Json, values: &Tensor) -> Target {
+        Target {
+            name: meta
+                .get("target")
+                .and_then(Json::as_str)
+                .unwrap_or("target")
+                .to_string(),
+            values: values.clone(),
+            labels: meta
+                .get("labels")
+                .and_then(|l| serde_json::from_value(l.clone()).ok()),
+        }
+    }
+
+    /// Stores the target in a value's parts: the values as tensor `key`,
+    /// the name and labels in `meta`.
+    pub fn store(self, key: &str, meta: &mut Json, tensors: &mut BTreeMap<String, Tensor>) {
+        meta["target"] = json!(self.name);
+        meta["labels"] = json!(self.labels);
+        tensors.insert(key.to_string(), self.values);
+    }
+
     /// Whether this is a classification target.
     pub fn is_classification(&self) -> bool {
         self.values.dtype() == DType::U32
@@ -65,15 +89,7 @@ impl Dataset {
                     .collect()
             })
         };
-        let target = value.tensors().get("target").map(|t| Target {
-            name: meta
-                .get("target")
-                .and_then(Json::as_str)
-                .unwrap_or("target")
-                .to_string(),
-            values: t.clone(),
-            labels: strings("labels"),
-        });
+        let target = value.tensors().get("target").map(|t| Target::read(meta, t));
         let categories = meta
             .get("categories")
             .and_then(|c| serde_json::from_value(c.clone()).ok())
@@ -99,9 +115,7 @@ impl Dataset {
             meta["categories"] = json!(self.categories);
         }
         if let Some(t) = self.target {
-            meta["target"] = json!(t.name);
-            meta["labels"] = json!(t.labels);
-            tensors.insert("target".to_string(), t.values);
+            t.store("target", &mut meta, &mut tensors);
         }
         Value::new(ty, tensors, meta)
     }

@@ -227,17 +227,7 @@ impl Graph {
             .get("level")
             .and_then(|l| serde_json::from_value(l.clone()).ok())
             .unwrap_or(Level::Node);
-        let target = tensors.get("y").map(|t| Target {
-            name: meta
-                .get("target")
-                .and_then(Json::as_str)
-                .unwrap_or("target")
-                .to_string(),
-            values: t.clone(),
-            labels: meta
-                .get("labels")
-                .and_then(|l| serde_json::from_value(l.clone()).ok()),
-        });
+        let target = tensors.get("y").map(|t| Target::read(meta, t));
         Ok(Graph {
             level,
             x: get("x")?.clone(),
@@ -292,9 +282,7 @@ impl Graph {
             meta["graph_ids"] = json!(self.graph_ids);
         }
         if let Some(t) = self.target {
-            tensors.insert("y".into(), t.values);
-            meta["target"] = json!(t.name);
-            meta["labels"] = json!(t.labels);
+            t.store("y", &mut meta, &mut tensors);
         }
         Ok(Value::new(ValueType::Graph, tensors, meta))
     }

@@ -35,17 +35,7 @@ impl Texts {
             .iter()
             .map(|t| t.as_str().unwrap_or_default().to_string())
             .collect();
-        let target = value.tensors().get("target").map(|t| Target {
-            name: meta
-                .get("target")
-                .and_then(Json::as_str)
-                .unwrap_or("target")
-                .to_string(),
-            values: t.clone(),
-            labels: meta
-                .get("labels")
-                .and_then(|l| serde_json::from_value(l.clone()).ok()),
-        });
+        let target = value.tensors().get("target").map(|t| Target::read(meta, t));
         Ok(Texts { texts, target })
     }
 
@@ -90,9 +80,7 @@ impl Texts {
         let mut meta = json!({ "texts": self.texts });
         let mut tensors: BTreeMap<String, Tensor> = BTreeMap::new();
         if let Some(t) = self.target {
-            meta["target"] = json!(t.name);
-            meta["labels"] = json!(t.labels);
-            tensors.insert("target".into(), t.values);
+            t.store("target", &mut meta, &mut tensors);
         }
         Value::new(ValueType::Text, tensors, meta)
     }

@@ -228,7 +228,7 @@ mod tests {
     use super::*;
     use crate::graph::{Graph, Level};
     use crate::nn::init::{var_builder, SeededVars};
-    use crate::nn::max_diff;
+    use crate::nn::{assert_all_have_gradients, max_diff};
 
     /// A 5-node graph: a triangle 0-1-2 and an edge 2-3 (weight 2), node 4 alone.
     fn small(level: Level) -> Graph {
@@ -324,20 +324,7 @@ mod tests {
                 .forward_graph(&g.batch(&rows, &Device::Cpu).unwrap(), &mut Mode::eval())
                 .unwrap();
             assert_eq!(out.dims(), [g.examples(), 2], "{conv}/{readout}");
-            let grads = out.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-            for (name, var) in vars.sorted_vars() {
-                let g = grads
-                    .get(var.as_tensor())
-                    .unwrap_or_else(|| panic!("{conv}/{readout}: {name} gets no gradient"));
-                let norm = g
-                    .sqr()
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-                assert!(norm > 0.0, "{conv}/{readout}: {name} gets a zero gradient");
-            }
+            assert_all_have_gradients(&vars, &out, &format!("{conv}/{readout}"));
         }
     }
 }

@@ -150,7 +150,6 @@ mod tests {
     use serde_json::json;
 
     use super::*;
-    use crate::nn::batch_norm::is_statistic;
     use crate::nn::init::{var_builder, SeededVars};
     use crate::nn::Mode;
 
@@ -182,23 +181,7 @@ mod tests {
                 },
             )
             .unwrap();
-        let grads = y.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-        for (name, var) in vars.sorted_vars() {
-            if is_statistic(&name) {
-                continue;
-            }
-            let g = grads
-                .get(var.as_tensor())
-                .unwrap_or_else(|| panic!("{name} gets no gradient"));
-            let norm = g
-                .sqr()
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .to_scalar::<f32>()
-                .unwrap();
-            assert!(norm > 0.0, "{name} gets a zero gradient");
-        }
+        crate::nn::assert_all_have_gradients(&vars, &y, "this architecture");
     }
 
     #[test]

@@ -293,7 +293,7 @@ mod tests {
 
     use super::*;
     use crate::nn::init::{var_builder, SeededVars};
-    use crate::nn::max_diff;
+    use crate::nn::{assert_all_have_gradients, max_diff, token_rows as ids};
 
     fn on_tokens(cell: &str, bidirectional: bool, pooling: &str) -> (Rnn, Arc<SeededVars>) {
         let cfg = RnnConfig {
@@ -320,11 +320,6 @@ mod tests {
         (net, vars)
     }
 
-    fn ids(rows: &[[u32; 6]]) -> Tensor {
-        let flat: Vec<f32> = rows.iter().flatten().map(|&i| i as f32).collect();
-        Tensor::from_vec(flat, (rows.len(), 6), &Device::Cpu).unwrap()
-    }
-
     /// On token ids, a forward summary ignores the padding after the last
     /// token, and every weight (the embeddings too) gets a gradient.
     #[test]
@@ -348,20 +343,7 @@ mod tests {
                 max_diff(&short, &both.narrow(0, 1, 1).unwrap()) > 1e-4,
                 "{cell}/{pooling}"
             );
-            let grads = both.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-            for (name, var) in vars.sorted_vars() {
-                let g = grads
-                    .get(var.as_tensor())
-                    .unwrap_or_else(|| panic!("{name}: no gradient"));
-                let norm = g
-                    .sqr()
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-                assert!(norm > 0.0, "{cell}/{pooling}: {name} gets a zero gradient");
-            }
+            assert_all_have_gradients(&vars, &both, &format!("{cell}/{pooling}"));
         }
         let (net, _) = on_tokens("lstm", true, "last");
         let out = net

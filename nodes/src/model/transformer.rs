@@ -280,7 +280,7 @@ mod tests {
 
     use super::*;
     use crate::nn::init::{var_builder, SeededVars};
-    use crate::nn::max_diff;
+    use crate::nn::{assert_all_have_gradients, max_diff, token_rows as ids};
 
     fn build(layers: usize, pooling: &str) -> (Transformer, Arc<SeededVars>) {
         let cfg = TransformerConfig {
@@ -303,11 +303,6 @@ mod tests {
         )
     }
 
-    fn ids(rows: &[[u32; 6]]) -> Tensor {
-        let flat: Vec<f32> = rows.iter().flatten().map(|&i| i as f32).collect();
-        Tensor::from_vec(flat, (rows.len(), 6), &Device::Cpu).unwrap()
-    }
-
     /// Every weight gets a gradient through attention, norms and pooling.
     #[test]
     fn every_transformer_weight_is_trained() {
@@ -319,20 +314,7 @@ mod tests {
                     &mut Mode::eval(),
                 )
                 .unwrap();
-            let grads = out.sqr().unwrap().sum_all().unwrap().backward().unwrap();
-            for (name, var) in vars.sorted_vars() {
-                let g = grads
-                    .get(var.as_tensor())
-                    .unwrap_or_else(|| panic!("{name} gets no gradient"));
-                let norm = g
-                    .sqr()
-                    .unwrap()
-                    .sum_all()
-                    .unwrap()
-                    .to_scalar::<f32>()
-                    .unwrap();
-                assert!(norm > 0.0, "{layers} layers: {name} gets a zero gradient");
-            }
+            assert_all_have_gradients(&vars, &out, &format!("{layers} layers, {pooling}"));
         }
     }
 
