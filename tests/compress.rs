@@ -20,6 +20,21 @@ fn zeros(t: &Tensor) -> usize {
         .count()
 }
 
+/// The saved iris model `out/pruned.safetensors` has exactly 922 of its
+/// 1 152 hidden weights at zero, each marked in its mask, and a whole head.
+fn assert_iris_pruned_to_922(dir: &std::path::Path) {
+    let tensors =
+        candle_core::safetensors::load(dir.join("out/pruned.safetensors"), &Device::Cpu).unwrap();
+    let mut pruned = 0;
+    for name in ["layers.0.weight", "layers.1.weight"] {
+        let (w, mask) = (&tensors[name], &tensors[&format!("mask/{name}")]);
+        assert_eq!(zeros(w), zeros(mask), "{name}");
+        pruned += zeros(w);
+    }
+    assert_eq!(pruned, 922);
+    assert_eq!(zeros(&tensors["head.weight"]), 0);
+}
+
 #[test]
 fn fine_tuning_a_pruned_model_keeps_its_zeros() {
     let ws = workspace();
@@ -35,19 +50,9 @@ fn fine_tuning_a_pruned_model_keeps_its_zeros() {
         );
     fs::write(ws.path().join("pruned.yaml"), pipeline).unwrap();
     assert_exit(&kiln(ws.path(), &["run", "pruned.yaml", "--out", "out"]), 0);
-    let tensors =
-        candle_core::safetensors::load(ws.path().join("out/pruned.safetensors"), &Device::Cpu)
-            .unwrap();
     // 4·32 + 32·32 = 1152 prunable weights, 80% of them (922) held at zero
     // through 30 epochs of training.
-    let mut pruned = 0;
-    for name in ["layers.0.weight", "layers.1.weight"] {
-        let (w, mask) = (&tensors[name], &tensors[&format!("mask/{name}")]);
-        assert_eq!(zeros(w), zeros(mask), "{name}");
-        pruned += zeros(w);
-    }
-    assert_eq!(pruned, 922);
-    assert_eq!(zeros(&tensors["head.weight"]), 0);
+    assert_iris_pruned_to_922(ws.path());
     let m: Value =
         serde_json::from_str(&fs::read_to_string(ws.path().join("out/metrics.json")).unwrap())
             .unwrap();
@@ -210,17 +215,7 @@ fn a_gradual_ramp_raises_sparsity_during_fine_tuning() {
     assert!(ramp.windows(2).all(|w| w[1] >= w[0]), "{ramp:?}");
     assert!((ramp[0] - (0.8 - 0.6 * 0.95f64.powi(3))).abs() < 1e-9);
     assert_eq!(ramp[19], 0.8);
-    let tensors =
-        candle_core::safetensors::load(ws.path().join("out/pruned.safetensors"), &Device::Cpu)
-            .unwrap();
-    let mut pruned = 0;
-    for name in ["layers.0.weight", "layers.1.weight"] {
-        let (w, mask) = (&tensors[name], &tensors[&format!("mask/{name}")]);
-        assert_eq!(zeros(w), zeros(mask), "{name}");
-        pruned += zeros(w);
-    }
-    assert_eq!(pruned, 922);
-    assert_eq!(zeros(&tensors["head.weight"]), 0);
+    assert_iris_pruned_to_922(ws.path());
     let acc = m["eval_pruned.metrics"]["accuracy"].as_f64().unwrap();
     assert!(acc >= 0.86, "gradually pruned iris accuracy {acc}");
 }

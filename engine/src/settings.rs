@@ -383,6 +383,15 @@ impl Settings {
         self.get(name).and_then(Json::as_str)
     }
 
+    /// An optional list-of-strings setting (`exclude: [head.weight]`).
+    pub fn strings(&self, name: &str) -> Option<Vec<String>> {
+        self.get(name).and_then(Json::as_array).map(|a| {
+            a.iter()
+                .filter_map(|v| v.as_str().map(String::from))
+                .collect()
+        })
+    }
+
     /// A path setting (already absolute for paths to read).
     pub fn path(&self, name: &str) -> Result<PathBuf, NodeError> {
         self.str(name).map(PathBuf::from)

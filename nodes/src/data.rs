@@ -52,6 +52,15 @@ impl Target {
         tensors.insert(key.to_string(), self.values);
     }
 
+    /// The targets of examples `rows`, in that order.
+    pub fn select(&self, rows: &[u32]) -> Result<Target, NodeError> {
+        let idx = Tensor::from_slice(rows, rows.len(), self.values.device())?;
+        Ok(Target {
+            values: self.values.index_select(&idx, 0)?,
+            ..self.clone()
+        })
+    }
+
     /// Whether this is a classification target.
     pub fn is_classification(&self) -> bool {
         self.values.dtype() == DType::U32
@@ -120,6 +129,18 @@ impl Dataset {
         Value::new(ty, tensors, meta)
     }
 
+    /// `n` examples with no features, only `target`: what a node scores
+    /// predictions against when the examples themselves are not rows
+    /// (documents, a graph's nodes).
+    pub fn of_target(n: usize, target: Option<Target>) -> Result<Dataset, NodeError> {
+        Ok(Dataset {
+            features: Tensor::zeros((n, 0), DType::F32, &candle_core::Device::Cpu)?,
+            columns: Some(Vec::new()),
+            target,
+            categories: BTreeMap::new(),
+        })
+    }
+
     /// Number of examples.
     pub fn len(&self) -> usize {
         self.features.dims().first().copied().unwrap_or(0)
@@ -133,13 +154,7 @@ impl Dataset {
     /// The examples at `rows`, in that order.
     pub fn select(&self, rows: &[u32]) -> Result<Dataset, NodeError> {
         let idx = Tensor::from_slice(rows, rows.len(), self.features.device())?;
-        let target = match &self.target {
-            Some(t) => Some(Target {
-                values: t.values.index_select(&idx, 0)?,
-                ..t.clone()
-            }),
-            None => None,
-        };
+        let target = self.target.as_ref().map(|t| t.select(rows)).transpose()?;
         Ok(Dataset {
             features: self.features.index_select(&idx, 0)?,
             columns: self.columns.clone(),

@@ -115,23 +115,8 @@ impl Graph {
     /// The examples `rows` as a dataset: the row of features is empty, the
     /// target is theirs (for scoring predictions of them).
     pub fn targets_of(&self, rows: &[u32]) -> Result<Dataset, NodeError> {
-        let idx = Tensor::from_slice(rows, rows.len(), &Device::Cpu)?;
-        let target = self
-            .target
-            .as_ref()
-            .map(|t| -> Result<Target, NodeError> {
-                Ok(Target {
-                    values: t.values.index_select(&idx, 0)?,
-                    ..t.clone()
-                })
-            })
-            .transpose()?;
-        Ok(Dataset {
-            features: Tensor::zeros((rows.len(), 0), DType::F32, &Device::Cpu)?,
-            columns: Some(Vec::new()),
-            target,
-            categories: BTreeMap::new(),
-        })
+        let target = self.target.as_ref().map(|t| t.select(rows)).transpose()?;
+        Dataset::of_target(rows.len(), target)
     }
 
     /// The nodes and edges the model reads to give outputs for the examples

@@ -49,30 +49,13 @@ impl Texts {
                 })
             })
             .collect::<Result<_, _>>()?;
-        let target = match &self.target {
-            Some(t) => Some(Target {
-                values: t
-                    .values
-                    .index_select(&Tensor::from_slice(rows, rows.len(), t.values.device())?, 0)?,
-                ..t.clone()
-            }),
-            None => None,
-        };
+        let target = self.target.as_ref().map(|t| t.select(rows)).transpose()?;
         Ok(Texts { texts, target })
     }
 
     /// A dataset of the documents' targets alone (no features), row for row.
     pub fn as_targets(&self) -> Result<Dataset, NodeError> {
-        Ok(Dataset {
-            features: Tensor::zeros(
-                (self.texts.len(), 0),
-                candle_core::DType::F32,
-                &candle_core::Device::Cpu,
-            )?,
-            columns: Some(Vec::new()),
-            target: self.target.clone(),
-            categories: BTreeMap::new(),
-        })
+        Dataset::of_target(self.texts.len(), self.target.clone())
     }
 
     /// The value.

@@ -55,13 +55,7 @@ impl NodeKind for Prune {
             ));
         }
         let sparsity = s.float("sparsity")?;
-        let exclude: Vec<String> = s
-            .get("exclude")
-            .and_then(Json::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().map(String::from))
-            .collect();
+        let exclude = s.strings("exclude").unwrap_or_default();
         for name in &exclude {
             if !model.weights.contains_key(name) {
                 return Err(NodeError::new(format!(

@@ -39,13 +39,7 @@ A pruned weight (`compress.prune` before) is stored sparsely: the positions of i
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
         let s = ctx.settings();
         let model = ModelValue::from_value(ctx.input("model")?)?;
-        let exclude: Vec<String> = s
-            .get("exclude")
-            .and_then(Json::as_array)
-            .into_iter()
-            .flatten()
-            .filter_map(|v| v.as_str().map(String::from))
-            .collect();
+        let exclude = s.strings("exclude").unwrap_or_default();
         let sparse = s.str("sparse")? == "auto";
         let (model, report) = quantize(model, s.str("format")?, &exclude, sparse)?;
         Ok(vec![

@@ -111,19 +111,11 @@ impl Rnn {
         quantized: &Quantized,
     ) -> Result<Self> {
         let embedding = match dims.vocab {
-            // σ = 0.1, as model.transformer's (σ = 1, candle's default,
-            // trained far worse on the reviews).
-            Some(vocab) => Some(Embedding::new(
-                vb.pp("embedding").get_with_hints(
-                    (vocab, cfg.embedding),
-                    "weight",
-                    candle_nn::Init::Randn {
-                        mean: 0.0,
-                        stdev: 0.1,
-                    },
-                )?,
+            Some(vocab) => Some(crate::nn::embedding(
+                vocab,
                 cfg.embedding,
-            )),
+                vb.pp("embedding"),
+            )?),
             None => None,
         };
         let features = match dims.input.as_slice() {

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::nn::dropout::dropout;
-use crate::nn::{Dims, Mode, ModelValue, Network};
+use crate::nn::{embedding, Dims, Mode, ModelValue, Network};
 
 /// The architecture, as written in `with:`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -156,23 +156,9 @@ impl Transformer {
         if !cfg.dim.is_multiple_of(cfg.heads) {
             candle_core::bail!("`dim` ({}) must divide by `heads` ({})", cfg.dim, cfg.heads)
         }
-        // Embeddings drawn with σ = 0.1: on the 3 504 reviews of
-        // reviews-transformer.yaml σ = 0.02 (BERT's) left training slow to
-        // start (test accuracy 69.8–71.1% over four seeds, against 70.3–71.9%),
-        // σ = 1 (PyTorch's default) kept it near 63%.
-        let init = candle_nn::Init::Randn {
-            mean: 0.0,
-            stdev: 0.1,
-        };
-        let embedding = |n: usize, name: &str| -> Result<Embedding> {
-            Ok(Embedding::new(
-                vb.get_with_hints((n, cfg.dim), &format!("{name}.weight"), init)?,
-                cfg.dim,
-            ))
-        };
         Ok(Transformer {
-            tokens: embedding(vocab, "tokens")?,
-            positions: embedding(length, "positions")?,
+            tokens: embedding(vocab, cfg.dim, vb.pp("tokens"))?,
+            positions: embedding(length, cfg.dim, vb.pp("positions"))?,
             blocks: (0..cfg.layers)
                 .map(|i| Block::new(cfg, vb.pp(format!("blocks.{i}"))))
                 .collect::<Result<_>>()?,

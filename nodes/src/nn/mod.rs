@@ -88,6 +88,22 @@ pub const ACTIVATIONS: &[&str] = &[
     "identity",
 ];
 
+/// A learned table of `n` embeddings `dim` wide (`<vb>.weight`), drawn
+/// with σ = 0.1. On the 3 504 reviews of reviews-transformer.yaml, σ = 0.02
+/// (BERT's) left a Transformer slow to start (test accuracy 69.8–71.1% over
+/// four seeds, against 70.3–71.9%), and σ = 1 (candle's and PyTorch's
+/// default) kept it near 63% and an LSTM at 63.0% (68.8% with σ = 0.1).
+pub fn embedding(n: usize, dim: usize, vb: candle_nn::VarBuilder) -> Result<candle_nn::Embedding> {
+    let init = candle_nn::Init::Randn {
+        mean: 0.0,
+        stdev: 0.1,
+    };
+    Ok(candle_nn::Embedding::new(
+        vb.get_with_hints((n, dim), "weight", init)?,
+        dim,
+    ))
+}
+
 /// Applies a named activation (names are checked at validation).
 pub fn activate(x: &Tensor, name: &str) -> Result<Tensor> {
     match name {

@@ -118,11 +118,7 @@ impl NodeKind for GraphSplit {
         let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed());
         let mut split = vec![Part::None as u8; classes.len()];
         let valid_share = s.float("valid")?;
-        let ids: Option<Vec<String>> = s.get("train_ids").and_then(Json::as_array).map(|a| {
-            a.iter()
-                .map(|v| v.as_str().map_or_else(|| v.to_string(), String::from))
-                .collect()
-        });
+        let ids = s.strings("train_ids");
         let chosen: Option<Vec<u32>> = ids
             .map(|ids| {
                 let names = match graph.level {

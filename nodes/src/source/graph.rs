@@ -326,11 +326,7 @@ fn features(
     dst: &[u32],
     not_features: &[&str],
 ) -> Result<(Tensor, Vec<String>), NodeError> {
-    let listed: Option<Vec<String>> = s.get("columns").and_then(Json::as_array).map(|a| {
-        a.iter()
-            .filter_map(|v| v.as_str().map(String::from))
-            .collect()
-    });
+    let listed = s.strings("columns");
     let numeric_columns = |nf: &Csv| -> Vec<usize> {
         (0..nf.header.len())
             .filter(|&c| !not_features.contains(&nf.header[c].as_str()))

@@ -79,7 +79,7 @@ With `target`, a CSV column of labels becomes the class target (names sorted); i
 /// One document per file, in path order; files in subfolders are labelled
 /// with the subfolder's name.
 fn read_folder(dir: &std::path::Path, s: &Settings) -> Result<Texts, NodeError> {
-    let keep = keep_list(s);
+    let keep = s.strings("keep");
     let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -137,14 +137,6 @@ fn read_folder(dir: &std::path::Path, s: &Settings) -> Result<Texts, NodeError> 
     Ok(Texts { texts, target })
 }
 
-fn keep_list(s: &Settings) -> Option<Vec<String>> {
-    s.get("keep").and_then(Json::as_array).map(|a| {
-        a.iter()
-            .filter_map(|v| v.as_str().map(String::from))
-            .collect()
-    })
-}
-
 /// Labels as a class target: names sorted, each document its name's index.
 fn class_target(name: &str, labels: &[String]) -> Result<Target, NodeError> {
     let mut names: Vec<String> = labels.to_vec();
@@ -189,7 +181,7 @@ fn read_csv(path: &std::path::Path, s: &Settings) -> Result<Texts, NodeError> {
         .and_then(Json::as_str)
         .map(|t| find(t, "target"))
         .transpose()?;
-    let keep = keep_list(s);
+    let keep = s.strings("keep");
     let mut texts = Vec::new();
     let mut labels = Vec::new();
     for (i, record) in reader.records().enumerate() {
