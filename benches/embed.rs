@@ -41,8 +41,11 @@ fn sentences(encoder: &Encoder) -> Vec<String> {
 /// Sentences per second for one batch of 32.
 pub fn minilm(c: &mut Criterion) {
     crate::training::pin_threads();
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../shared/data/models/all-MiniLM-L6-v2");
-    let encoder = Encoder::load(&dir, &Device::Cpu).expect("the shared MiniLM model");
+    let repo = Path::new(env!("CARGO_MANIFEST_DIR"));
+    let data = kiln_engine::data::fetch(repo, &["minilm"]).unwrap_or_else(|e| panic!("{e}"));
+    let dir = data.join("models/all-MiniLM-L6-v2");
+    let content = kiln_engine::fingerprint::hash_path(&dir).expect("the fetched MiniLM model");
+    let encoder = Encoder::load(&dir, &content, &Device::Cpu).expect("the fetched MiniLM model");
     let batch = sentences(&encoder);
     let mut group = c.benchmark_group("embed");
     group.throughput(Throughput::Elements(32));

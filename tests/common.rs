@@ -12,6 +12,12 @@ pub fn root() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
+/// The kiln data folder, with `items` fetched into it by the same script a
+/// user runs (`scripts/fetch-data.sh`; it locks, so parallel tests are safe).
+pub fn data(items: &[&str]) -> PathBuf {
+    kiln_engine::data::fetch(&root(), items).unwrap_or_else(|e| panic!("{e}"))
+}
+
 /// Runs `kiln` with `args` in `dir`.
 pub fn kiln(dir: &Path, args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_kiln"))

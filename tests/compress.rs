@@ -105,8 +105,9 @@ fn structured_pruning_shrinks_the_digits_cnn_within_a_point() {
 
 #[test]
 fn lenet_300_100_compresses_40x_within_half_a_point() {
-    // Reads MNIST from the shared data beside the repository, in place, and
-    // shares mnist-mlp.yaml's cached training.
+    // Reads MNIST from the kiln data folder, in place, and shares
+    // mnist-mlp.yaml's cached training.
+    let data = crate::common::data(&["mnist"]);
     let dir = crate::common::root().join("pipelines");
     let out = tempfile::tempdir().unwrap();
     let out_dir = out.path().to_str().unwrap();
@@ -144,14 +145,14 @@ fn lenet_300_100_compresses_40x_within_half_a_point() {
     // The saved file loads back and scores exactly the same.
     let check = format!(
         "pipeline: reload\nparams:\n  mnist: {}\nnodes:\n  \
-         train: {{ kind: source.idx, with: {{ images: \"${{params.mnist}}/train-images.idx3-ubyte.gz\", labels: \"${{params.mnist}}/train-labels.idx1-ubyte.gz\" }} }}\n  \
-         test: {{ kind: source.idx, with: {{ images: \"${{params.mnist}}/t10k-images.idx3-ubyte.gz\", labels: \"${{params.mnist}}/t10k-labels.idx1-ubyte.gz\" }} }}\n  \
+         train: {{ kind: source.idx, with: {{ images: \"${{params.mnist}}/train-images.idx3-ubyte\", labels: \"${{params.mnist}}/train-labels.idx1-ubyte\" }} }}\n  \
+         test: {{ kind: source.idx, with: {{ images: \"${{params.mnist}}/t10k-images.idx3-ubyte\", labels: \"${{params.mnist}}/t10k-labels.idx1-ubyte\" }} }}\n  \
          holdout: {{ kind: preprocess.split, inputs: {{ data: train }}, with: {{ test: 0.0834, stratify: true }} }}\n  \
          scale: {{ kind: preprocess.normalize, inputs: {{ fit: holdout.train, apply: test }}, with: {{ per_feature: false }} }}\n  \
          model: {{ kind: model.load, with: {{ path: {} }} }}\n  \
          eval: {{ kind: postprocess.metrics, inputs: {{ model: model, data: scale.apply }} }}\n\
          outputs: [eval.metrics]\n",
-        dir.join("../../shared/data/mnist").display(),
+        data.join("mnist").display(),
         out.path().join("lenet-compressed.safetensors").display(),
     );
     let ws = workspace();

@@ -7,6 +7,7 @@ mod common;
 mod cache;
 mod cli;
 mod compress;
+mod content;
 mod graph;
 mod invalid;
 mod pipelines;

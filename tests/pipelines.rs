@@ -65,7 +65,8 @@ fn every_kind_is_named_documented_and_used() {
 
 #[test]
 fn every_example_validates_and_runs() {
-    // In place: examples may read the shared data beside the repository.
+    // In place; examples may read the kiln data folder.
+    crate::common::data(&["mnist", "minilm"]);
     let dir = root().join("pipelines");
     let out = tempfile::tempdir().unwrap();
     for name in examples() {
@@ -74,6 +75,30 @@ fn every_example_validates_and_runs() {
         assert_exit(
             &kiln(&dir, &["run", &name, "--out", out_dir.to_str().unwrap()]),
             0,
+        );
+    }
+}
+
+#[test]
+fn data_folder_files_that_are_missing_name_the_fetch_command() {
+    let empty = tempfile::tempdir().unwrap();
+    for (name, missing) in [
+        ("mnist-mlp.yaml", "mnist/train-images.idx3-ubyte"),
+        ("reviews-minilm.yaml", "models/all-MiniLM-L6-v2"),
+    ] {
+        let out = std::process::Command::new(env!("CARGO_BIN_EXE_kiln"))
+            .args(["validate", name])
+            .current_dir(root().join("pipelines"))
+            .env("KILN_DATA", empty.path())
+            .output()
+            .unwrap();
+        assert_exit(&out, 2);
+        let stderr = String::from_utf8_lossy(&out.stderr);
+        let looked = empty.path().join(missing);
+        assert!(
+            stderr.contains(&format!("looked for `{}`", looked.display()))
+                && stderr.contains("fetch it with `scripts/fetch-data.sh`"),
+            "{stderr}"
         );
     }
 }

@@ -469,3 +469,55 @@ fn sigterm_stops_the_server_cleanly() {
     assert_eq!(server.process.signal("TERM"), Some(0));
     server.wait_for("stopped");
 }
+
+#[test]
+fn watch_serves_a_head_trained_on_new_encoder_weights() {
+    // The stale-weights case through `serve --watch`: the served head is
+    // trained on embeddings; new weights in the encoder's folder re-embed,
+    // re-train and swap the new head in.
+    let ws = crate::content::workspace_with_model();
+    let file = ws.path().join("embed.yaml");
+    let mut text = fs::read_to_string(&file).unwrap();
+    text.push_str(
+        "  net: { kind: model.mlp, with: { hidden: [8] } }\n  \
+         fit: { kind: train.supervised, inputs: { model: net, train: embed }, with: { epochs: 3, batch_size: 4 } }\n  \
+         request: { kind: source.request, with: { columns: 384 } }\n  \
+         label: { kind: infer.predict, inputs: { model: fit.model, data: request } }\n\
+         serve: { input: request, output: label }\n",
+    );
+    fs::write(&file, text).unwrap();
+    let mut server = Server::start(ws.path(), &["embed.yaml", "--watch"]);
+    let body = json!({ "inputs": { "request": [vec![0.05; 384]] } }).to_string();
+    let (status, before) = server.post("/v1/pipelines/embed/infer", body.as_bytes());
+    assert_eq!(status, 200, "{before}");
+
+    crate::content::halve_word_embeddings(ws.path());
+    let swapped = server.wait_for("now serving model");
+    let (status, after) = server.post("/v1/pipelines/embed/infer", body.as_bytes());
+    assert_eq!(status, 200, "{after}");
+    assert_ne!(before["fingerprint"], after["fingerprint"]);
+    assert!(
+        swapped.contains(after["fingerprint"].as_str().unwrap()),
+        "{swapped}"
+    );
+}
+
+#[test]
+fn run_reports_a_request_source_without_examples_as_serve_only() {
+    let ws = workspace();
+    let file = ws.path().join("iris-mlp.yaml");
+    let yaml = fs::read_to_string(&file).unwrap();
+    let example = "      example: [[5.1, 3.5, 1.4, 0.2], [6.7, 3.0, 5.2, 2.3]]\n";
+    assert!(yaml.contains(example));
+    fs::write(&file, yaml.replace(example, "")).unwrap();
+    let out = kiln(ws.path(), &["run", "iris-mlp.yaml", "--out", "out"]);
+    assert_exit(&out, 0);
+    let s = crate::common::statuses(&ws.path().join("out/run.json"));
+    for node in ["request", "request_scaled", "request_scores", "label"] {
+        assert_eq!(s[node].0, "serve-only", "{node}: {s:?}");
+    }
+    assert_eq!(s.values().filter(|(st, _)| st == "ran").count(), 9, "{s:?}");
+    let (stdout, _) = text(&out);
+    let row = stdout.lines().find(|l| l.starts_with("request_scores "));
+    assert!(row.is_some_and(|r| r.contains(" serve-only ")), "{stdout}");
+}

@@ -4,7 +4,8 @@ use crate::common::{assert_exit, kiln};
 
 #[test]
 fn a_head_on_frozen_minilm_embeddings_tells_fresh_from_rotten() {
-    // Reads the encoder from the shared data beside the repository, in place.
+    // Reads the encoder from the kiln data folder, in place.
+    crate::common::data(&["minilm"]);
     let dir = crate::common::root().join("pipelines");
     let out = tempfile::tempdir().unwrap();
     let out_dir = out.path().to_str().unwrap();

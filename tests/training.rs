@@ -136,7 +136,8 @@ fn digits_cnn_reaches_97_percent() {
 
 #[test]
 fn mnist_lenet_300_100_reaches_98_percent() {
-    // Reads MNIST from the shared data beside the repository, in place.
+    // Reads MNIST from the kiln data folder, in place.
+    crate::common::data(&["mnist"]);
     let dir = crate::common::root().join("pipelines");
     let out = tempfile::tempdir().unwrap();
     let out_dir = out.path().to_str().unwrap();

@@ -74,6 +74,8 @@ pub struct RunContext<'a> {
     pub(crate) device: Device,
     pub(crate) seed: u64,
     pub(crate) base_dir: &'a Path,
+    /// The files the node reads and their content hashes, as fingerprinted.
+    pub(crate) files: &'a [(PathBuf, String)],
     pub(crate) out_dir: &'a Path,
     pub(crate) cancel: &'a CancelToken,
     pub(crate) observer: &'a dyn Observer,
@@ -132,6 +134,16 @@ impl<'a> RunContext<'a> {
     /// The pipeline file's folder.
     pub fn base_dir(&self) -> &Path {
         self.base_dir
+    }
+
+    /// The content hash of a file or folder the node reads (an input path
+    /// setting): the one its fingerprint was made of, so a value that stands
+    /// for files can carry their content, never just their path.
+    pub fn content_hash(&self, path: &Path) -> Result<String, NodeError> {
+        match self.files.iter().find(|(p, _)| p == path) {
+            Some((_, hash)) => Ok(hash.clone()),
+            None => crate::fingerprint::hash_path(path).map_err(NodeError::new),
+        }
     }
 
     /// Where a sink writes `path`: the run's output folder unless absolute.

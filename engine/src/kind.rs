@@ -277,6 +277,14 @@ pub trait NodeKind: Send + Sync {
         false
     }
 
+    /// Whether the node has a value only when serving (a request source with
+    /// no example rows): `kiln run` reports it and its descendants as
+    /// serve-only instead of running them.
+    fn serve_only(&self, settings: &Settings) -> bool {
+        let _ = settings;
+        false
+    }
+
     /// The node's outputs for one request: `rows` is the JSON the client sent
     /// for this node. Only called on kinds that take requests; every problem
     /// with the client's input is a [`RequestError`] naming the field.

@@ -27,6 +27,7 @@
 
 pub mod cache;
 pub mod context;
+pub mod data;
 pub mod device;
 pub mod diagnostic;
 pub mod error;

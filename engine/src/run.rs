@@ -81,6 +81,10 @@ pub enum Status {
     Failed,
     /// It did not run because something it depends on failed, or the run was cancelled.
     Skipped,
+    /// It has a value only when the pipeline is served (a request source
+    /// without example rows, and what depends on it).
+    #[serde(rename = "serve-only")]
+    ServeOnly,
 }
 
 impl Status {
@@ -91,6 +95,7 @@ impl Status {
             Status::Cached => "cached",
             Status::Failed => "failed",
             Status::Skipped => "skipped",
+            Status::ServeOnly => "serve-only",
         }
     }
 }
@@ -167,11 +172,11 @@ impl RunReport {
         self.nodes.iter().filter(|n| n.status == status).count()
     }
 
-    /// Whether every node ran or came from the cache.
+    /// Whether every node ran, came from the cache or is serve-only.
     pub fn succeeded(&self) -> bool {
         self.nodes
             .iter()
-            .all(|n| matches!(n.status, Status::Ran | Status::Cached))
+            .all(|n| matches!(n.status, Status::Ran | Status::Cached | Status::ServeOnly))
     }
 
     /// The value at an outlet, if the run produced it.
@@ -332,7 +337,12 @@ fn work<'s>(scope: &rayon::Scope<'s>, shared: &'s Shared<'s>, mut idx: NodeIndex
                 .collect()
         };
         let mode = shared.modes[idx.index()].unwrap_or(Mode::Normal);
-        let (report, outputs) = execute(plan, node, inputs, mode, &shared.cache, opts);
+        let (report, outputs) = if node.kind.serve_only(&node.settings) {
+            let why = "it takes its rows from requests: `kiln serve` answers through it";
+            (left_out(node, Status::ServeOnly, why), None)
+        } else {
+            execute(plan, node, inputs, mode, &shared.cache, opts)
+        };
         opts.observer.node_finished(&report);
         let ready = finish(shared, idx, report, outputs);
         let Some((&next, rest)) = ready.split_first() else {
@@ -346,7 +356,8 @@ fn work<'s>(scope: &rayon::Scope<'s>, shared: &'s Shared<'s>, mut idx: NodeIndex
 }
 
 /// Records a finished node; returns the successors it made ready. On
-/// failure, marks every descendant skipped instead.
+/// failure, marks every descendant skipped instead (serve-only below a
+/// serve-only node).
 fn finish(
     shared: &Shared<'_>,
     idx: NodeIndex,
@@ -357,12 +368,20 @@ fn finish(
     let mut state = lock(&shared.state);
     let failed = outputs.is_none();
     let cause = report.id.clone();
+    let (status, why) = if report.status == Status::ServeOnly {
+        (
+            Status::ServeOnly,
+            format!("it depends on `{cause}`, which is serve-only"),
+        )
+    } else {
+        (Status::Skipped, format!("`{cause}` failed"))
+    };
     state.reports[idx.index()] = Some(report);
     state.outputs[idx.index()] = outputs;
     if failed {
         for d in descendants(plan, idx) {
             if shared.modes[d.index()].is_some() && state.reports[d.index()].is_none() {
-                let r = skipped(plan.node(d), &format!("`{cause}` failed"));
+                let r = left_out(plan.node(d), status, &why);
                 shared.opts.observer.node_finished(&r);
                 state.reports[d.index()] = Some(r);
             }
@@ -453,9 +472,14 @@ impl NodeReport {
 }
 
 fn skipped(node: &PlanNode, why: &str) -> NodeReport {
+    left_out(node, Status::Skipped, why)
+}
+
+/// A node that did not run, and why.
+fn left_out(node: &PlanNode, status: Status, why: &str) -> NodeReport {
     NodeReport {
         error: Some(why.to_string()),
-        ..NodeReport::new(node, Status::Skipped)
+        ..NodeReport::new(node, status)
     }
 }
 
@@ -495,12 +519,13 @@ fn execute_inner(
     let device = node.device.resolve().map_err(NodeError::new)?;
     report.device = device_name(&device);
     let seed = node_seed(plan.seed, node.id.as_str());
-    let files = node
+    let read: Vec<(PathBuf, String)> = node
         .files
         .iter()
-        .map(|p| hash_path(p))
-        .collect::<Result<Vec<_>, _>>()
+        .map(|p| Ok((p.clone(), hash_path(p)?)))
+        .collect::<Result<_, String>>()
         .map_err(NodeError::new)?;
+    let files: Vec<String> = read.iter().map(|(_, h)| h.clone()).collect();
     let input_hashes: Vec<(String, Vec<String>)> = inputs
         .iter()
         .map(|(p, hs)| {
@@ -579,6 +604,7 @@ fn execute_inner(
         device,
         seed,
         base_dir: &plan.base_dir,
+        files: &read,
         out_dir: &opts.out_dir,
         cancel: &opts.cancel,
         observer: opts.observer.as_ref(),

@@ -271,6 +271,7 @@ impl Service {
                 device: step.device.clone(),
                 seed: step.seed,
                 base_dir: &plan.base_dir,
+                files: &[],
                 out_dir: &plan.base_dir,
                 cancel: &cancel,
                 observer: &Quiet,

@@ -401,7 +401,7 @@ impl Settings {
     pub(crate) fn resolve_paths(&mut self, specs: &[SettingSpec], base: &Path) {
         for spec in specs.iter().filter(|s| s.ty == SettingType::InputPath) {
             if let Some(Json::String(p)) = self.values.get_mut(spec.name) {
-                *p = base.join(&*p).to_string_lossy().into_owned();
+                *p = crate::data::resolve(base, p).to_string_lossy().into_owned();
             }
         }
     }

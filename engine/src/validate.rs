@@ -507,18 +507,26 @@ fn check_node(
         let Some(Json::String(p)) = settings.get(setting.name) else {
             continue;
         };
-        let path = base_dir.join(p);
+        let path = crate::data::resolve(base_dir, p);
         if !path.exists() {
             let pos = n
                 .settings
                 .iter()
                 .find(|(k, _)| k.value == setting.name)
                 .map_or(n.pos, |(_, d)| d.pos);
+            let hint = if crate::data::in_folder(p).is_some() {
+                format!(
+                    "it is in the kiln data folder: fetch it with `{}`, or set KILN_DATA to a folder that has it",
+                    crate::data::FETCH_COMMAND
+                )
+            } else {
+                "paths are relative to the pipeline file".to_string()
+            };
             diags.push(
                 Diagnostic::at(
                     pos,
                     format!(
-                        "setting `{}`: `{p}` does not exist (looked for `{}`; paths are relative to the pipeline file)",
+                        "setting `{}`: `{p}` does not exist (looked for `{}`; {hint})",
                         setting.name,
                         path.display()
                     ),

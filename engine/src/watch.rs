@@ -71,6 +71,7 @@ pub fn watch(
         .map_err(|e| EngineError::Usage(format!("cannot watch files: {e}")))?;
     let mut watched_dirs: BTreeSet<PathBuf> = BTreeSet::new();
     let mut watched_files: BTreeSet<PathBuf> = BTreeSet::new();
+    let mut watched_folders: BTreeSet<PathBuf> = BTreeSet::new();
     let mut in_flight: Option<InFlight> = None;
     let mut changed: Vec<PathBuf> = Vec::new();
     let mut reload = true;
@@ -87,13 +88,19 @@ pub fn watch(
                 );
             }
             for f in &files {
-                if let Some(dir) = f.parent() {
+                // A folder a node reads (a model folder) is watched whole: a
+                // change to any file in it is a change to what the node reads.
+                let (dir, mode) = if f.is_dir() {
+                    watched_folders.insert(f.clone());
+                    (Some(f.as_path()), RecursiveMode::Recursive)
+                } else {
+                    (f.parent(), RecursiveMode::NonRecursive)
+                };
+                if let Some(dir) = dir {
                     if watched_dirs.insert(dir.to_path_buf()) {
-                        debouncer
-                            .watch(dir, RecursiveMode::NonRecursive)
-                            .map_err(|e| {
-                                EngineError::Usage(format!("cannot watch `{}`: {e}", dir.display()))
-                            })?;
+                        debouncer.watch(dir, mode).map_err(|e| {
+                            EngineError::Usage(format!("cannot watch `{}`: {e}", dir.display()))
+                        })?;
                     }
                 }
             }
@@ -124,7 +131,10 @@ pub fn watch(
                     })
                     .flat_map(|ev| ev.paths.iter())
                     .map(|p| absolute(p))
-                    .filter(|p| watched_files.contains(p))
+                    .filter(|p| {
+                        watched_files.contains(p)
+                            || watched_folders.iter().any(|d| p.starts_with(d))
+                    })
                     .collect();
                 if !hits.is_empty() {
                     if let Some(run) = in_flight.take() {

@@ -42,3 +42,10 @@ pub fn registry() -> kiln_engine::Registry {
     register_all(&mut reg);
     reg
 }
+
+/// The kiln data folder with `items` fetched into it (`scripts/fetch-data.sh`).
+#[cfg(test)]
+pub(crate) fn test_data(items: &[&str]) -> std::path::PathBuf {
+    let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("..");
+    kiln_engine::data::fetch(&repo, items).unwrap_or_else(|e| panic!("{e}"))
+}

@@ -211,12 +211,12 @@ fn print_table(report: &RunReport) {
         .unwrap_or(4)
         .max(4);
     println!(
-        "{:<w_id$}  {:<w_kind$}  {:<7}  {:>8}",
+        "{:<w_id$}  {:<w_kind$}  {:<10}  {:>8}",
         "node", "kind", "status", "time"
     );
     for n in &report.nodes {
         println!(
-            "{:<w_id$}  {:<w_kind$}  {:<7}  {:>7.3}s",
+            "{:<w_id$}  {:<w_kind$}  {:<10}  {:>7.3}s",
             n.id,
             n.kind,
             n.status.as_str(),

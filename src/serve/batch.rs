@@ -85,43 +85,72 @@ pub async fn run(pipeline: Arc<Pipeline>, mut queue: mpsc::Receiver<Job>, worker
                 .batch_requests
                 .with_label_values(&[&pipeline.name])
                 .observe(jobs.len() as f64);
-            answer(&service, jobs);
+            answer(&pipeline.name, &service, jobs);
             drop(permit);
         });
     }
 }
 
-/// Runs a batch and sends every request its answer.
-fn answer(service: &Service, jobs: Vec<Job>) {
+/// Runs a batch and sends every request its answer. A panic while
+/// answering is logged with the pipeline's name and answers each request of
+/// the batch with a server error naming it; the service goes on.
+fn answer(pipeline: &str, service: &Service, jobs: Vec<Job>) {
+    let (rows, replies): (Vec<Vec<Json>>, Vec<_>) =
+        jobs.into_iter().map(|j| (j.rows, j.reply)).unzip();
+    let answers = answer_guarded(pipeline, &rows, |rows| answers(service, rows));
+    for (reply, answer) in replies.into_iter().zip(answers) {
+        let _ = reply.send(answer);
+    }
+}
+
+/// `answer` for each request's rows, or one server error per request if it panics.
+fn answer_guarded(
+    pipeline: &str,
+    rows: &[Vec<Json>],
+    answer: impl FnOnce(&[Vec<Json>]) -> Vec<Answer>,
+) -> Vec<Answer> {
+    match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| answer(rows))) {
+        Ok(answers) => answers,
+        Err(panic) => {
+            let cause = panic
+                .downcast_ref::<&str>()
+                .map(|s| s.to_string())
+                .or_else(|| panic.downcast_ref::<String>().cloned())
+                .unwrap_or_else(|| "unknown cause".into());
+            tracing::error!(
+                "pipeline `{pipeline}`: a batch of {} requests failed: internal error: {cause}",
+                rows.len()
+            );
+            rows.iter()
+                .map(|_| Err(Failure::Server(format!("internal error: {cause}"))))
+                .collect()
+        }
+    }
+}
+
+/// The answers to a batch of requests, one per request, in order.
+fn answers(service: &Service, rows: &[Vec<Json>]) -> Vec<Answer> {
     let fingerprint = service.fingerprint().to_string();
-    let counts: Vec<usize> = jobs.iter().map(|j| j.rows.len()).collect();
+    let counts: Vec<usize> = rows.iter().map(Vec::len).collect();
     let total: usize = counts.iter().sum();
-    let merged: Vec<Json> = jobs.iter().flat_map(|j| j.rows.iter().cloned()).collect();
+    let merged: Vec<Json> = rows.iter().flatten().cloned().collect();
     let result = service
         .infer(&Json::Array(merged))
         .map_err(failure)
         .and_then(|v| kiln_nodes::data::answer(&v).map_err(|e| Failure::Server(e.to_string())));
     match result {
-        Ok(Json::Array(mut out)) if out.len() == total => {
-            for (job, n) in jobs.into_iter().zip(counts) {
+        Ok(Json::Array(mut out)) if out.len() == total => counts
+            .into_iter()
+            .map(|n| {
                 let rest = out.split_off(n);
                 let mine = std::mem::replace(&mut out, rest);
-                let _ = job.reply.send(Ok((Json::Array(mine), fingerprint.clone())));
-            }
-        }
+                Ok((Json::Array(mine), fingerprint.clone()))
+            })
+            .collect(),
         // An answer that is not one row per input row can't be split: each
         // request runs alone.
-        _ if jobs.len() > 1 => {
-            for job in jobs {
-                let one = answer_one(service, &job.rows);
-                let _ = job.reply.send(one);
-            }
-        }
-        other => {
-            if let Some(job) = jobs.into_iter().next() {
-                let _ = job.reply.send(other.map(|v| (v, fingerprint)));
-            }
-        }
+        _ if rows.len() > 1 => rows.iter().map(|r| answer_one(service, r)).collect(),
+        other => vec![other.map(|v| (v, fingerprint))],
     }
 }
 
@@ -137,5 +166,31 @@ fn failure(e: ServeError) -> Failure {
     match e {
         ServeError::Request(r) => Failure::Client(r),
         other => Failure::Server(other.to_string()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_panic_while_answering_fails_only_that_batch() {
+        let rows = vec![vec![json!([1.0])], vec![json!([2.0]), json!([3.0])]];
+        let answers = answer_guarded("iris", &rows, |_| panic!("index out of bounds"));
+        assert_eq!(answers.len(), 2);
+        for a in answers {
+            match a {
+                Err(Failure::Server(e)) => assert_eq!(e, "internal error: index out of bounds"),
+                other => panic!("{other:?}"),
+            }
+        }
+        // The next batch is answered as usual.
+        let ok = answer_guarded("iris", &rows, |r| {
+            r.iter()
+                .map(|_| Ok((json!([]), "fp".to_string())))
+                .collect()
+        });
+        assert!(ok.iter().all(Result::is_ok));
     }
 }

@@ -40,18 +40,19 @@ Gives a dataset with one row per document (features: the embedding) and the docu
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
         let s = ctx.settings();
         let model = ModelValue::from_value(ctx.input("model")?)?;
-        let dir = match (
+        let (dir, content) = match (
             model.arch_type(),
             model.arch.get("path").and_then(Json::as_str),
+            model.arch.get("content").and_then(Json::as_str),
         ) {
-            ("bert", Some(p)) => PathBuf::from(p),
-            (other, _) => {
+            ("bert", Some(p), Some(c)) => (PathBuf::from(p), c),
+            (other, _, _) => {
                 return Err(NodeError::new(format!(
                 "`model` is a `{other}` model; embeddings come from a `model.pretrained` encoder"
             )))
             }
         };
-        let encoder = Encoder::load(&dir, ctx.device())?;
+        let encoder = Encoder::load(&dir, content, ctx.device())?;
         let texts = Texts::from_value(ctx.input("data")?)?;
         let n = texts.texts.len();
         let features = encoder.embed(

@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::data::Dataset;
 use crate::graph::Graph;
-use crate::nn::ModelValue;
+use crate::nn::{prepared, Prepared};
 
 /// Runs a trained model over a dataset in batches.
 pub struct Predict;
@@ -35,22 +35,16 @@ Gives a dataset whose features are the scores: class probabilities (one column p
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
-        let model = ModelValue::from_value(ctx.input("model")?)?;
+        let model = prepared(ctx.input("model")?, ctx.device())?;
         let data = ctx.input("data")?;
         let probabilities = ctx.settings().str("scores")? == "probabilities";
         let predictions = if data.ty() == ValueType::Graph {
-            graph_scores(
-                &model,
-                &Graph::from_value(data)?,
-                ctx.device(),
-                probabilities,
-            )?
+            graph_scores(&model, &Graph::from_value(data)?, probabilities)?
         } else {
             scores(
                 &model,
                 &Dataset::from_value(data)?,
                 ctx.settings().usize("batch_size")?,
-                ctx.device(),
                 probabilities,
             )?
         };
@@ -64,13 +58,17 @@ Gives a dataset whose features are the scores: class probabilities (one column p
 /// Scores of `model` on `data`: for classes, probabilities (or the raw
 /// outputs when `probabilities` is false); for regression, the values.
 pub fn scores(
-    model: &ModelValue,
+    model: &Prepared,
     data: &Dataset,
     batch: usize,
-    device: &candle_core::Device,
     probabilities: bool,
 ) -> Result<Dataset, NodeError> {
-    let (trained, dims, task) = model.load(device)?;
+    let Prepared {
+        trained,
+        dims,
+        task,
+        device,
+    } = model;
     let given = &data.features.dims()[1..];
     if given != dims.input.as_slice() {
         return Err(NodeError::new(format!(
@@ -82,18 +80,22 @@ pub fn scores(
         &data.features.to_dtype(DType::F32)?.to_device(device)?,
         batch,
     )?;
-    as_scores(out, &dims, &task, probabilities, data.target.clone())
+    as_scores(out, dims, task, probabilities, data.target.clone())
 }
 
 /// Scores of `model` for every example of `graph` (nodes, or graphs), in
 /// order, with the graph's target.
 pub fn graph_scores(
-    model: &ModelValue,
+    model: &Prepared,
     graph: &Graph,
-    device: &candle_core::Device,
     probabilities: bool,
 ) -> Result<Dataset, NodeError> {
-    let (trained, dims, task) = model.load(device)?;
+    let Prepared {
+        trained,
+        dims,
+        task,
+        device,
+    } = model;
     let given = &graph.x.dims()[1..];
     if given != dims.input.as_slice() {
         return Err(NodeError::new(format!(
@@ -103,7 +105,7 @@ pub fn graph_scores(
     }
     let rows: Vec<u32> = (0..graph.examples() as u32).collect();
     let out = trained.predict_graph(graph, &rows, device)?;
-    as_scores(out, &dims, &task, probabilities, graph.target.clone())
+    as_scores(out, dims, task, probabilities, graph.target.clone())
 }
 
 /// Outputs as a dataset of scores, with `target` kept for scoring.

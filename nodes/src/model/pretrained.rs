@@ -16,7 +16,7 @@ impl NodeKind for Pretrained {
     fn spec(&self) -> KindSpec {
         KindSpec {
             name: "model.pretrained",
-            version: 1,
+            version: 2,
             doc: "A pre-trained BERT-family sentence encoder (e.g. all-MiniLM-L6-v2) read from a local folder holding `config.json`, `model.safetensors` and `tokenizer.json`; nothing is downloaded.
 Its files are part of the node's fingerprint. Use it with `infer.embed`.",
             inputs: vec![],
@@ -28,11 +28,16 @@ Its files are part of the node's fingerprint. Use it with `infer.embed`.",
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
         let dir = ctx.settings().path("path")?;
+        // The value stands for the folder's files, so it carries their
+        // content: new weights in the same folder make a new value, and every
+        // node that used the old one runs again.
+        let content = ctx.content_hash(&dir)?;
         // Loads it once here, so a wrong folder fails at this node.
-        let encoder = Encoder::load(&dir, ctx.device())?;
+        let encoder = Encoder::load(&dir, &content, ctx.device())?;
         let arch = json!({
             "type": "bert",
             "path": dir.display().to_string(),
+            "content": content,
             "hidden": encoder.hidden,
             "files": FILES,
         });

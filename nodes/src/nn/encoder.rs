@@ -5,7 +5,7 @@
 //! normalisation.
 
 use std::collections::HashMap;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::sync::{Arc, Mutex, OnceLock};
 
 use candle_core::{DType, Device, Tensor};
@@ -27,18 +27,19 @@ pub struct Encoder {
     pub hidden: usize,
 }
 
-/// Encoders already loaded, by folder and device.
-type Loaded = HashMap<(PathBuf, String), Arc<Encoder>>;
+/// Encoders already loaded, by the content hash of their folder and device.
+type Loaded = HashMap<(String, String), Arc<Encoder>>;
 
 /// The files a model folder must hold.
 pub const FILES: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
 
 impl Encoder {
-    /// Loads the encoder in `dir` on `device` (once per folder and device;
-    /// later calls share it).
-    pub fn load(dir: &Path, device: &Device) -> Result<Arc<Encoder>, NodeError> {
+    /// Loads the encoder in `dir`, whose files hash to `content`, on
+    /// `device` (once per content and device; later calls share it, and a
+    /// folder whose files change is loaded anew).
+    pub fn load(dir: &Path, content: &str, device: &Device) -> Result<Arc<Encoder>, NodeError> {
         static LOADED: OnceLock<Mutex<Loaded>> = OnceLock::new();
-        let key = (dir.to_path_buf(), format!("{device:?}"));
+        let key = (content.to_string(), format!("{device:?}"));
         let cache = LOADED.get_or_init(Default::default);
         if let Some(e) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
             return Ok(e.clone());
@@ -171,14 +172,14 @@ impl Encoder {
 mod tests {
     use super::*;
 
-    fn minilm() -> PathBuf {
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/models/all-MiniLM-L6-v2")
+    fn minilm() -> std::path::PathBuf {
+        crate::test_data(&["minilm"]).join("models/all-MiniLM-L6-v2")
     }
 
-    /// The reference values in `../shared/data/README.md`, to ±0.001.
+    /// sentence-transformers' cosines for these pairs, to ±0.001.
     #[test]
     fn minilm_reproduces_the_reference_cosines() {
-        let enc = Encoder::load(&minilm(), &Device::Cpu).unwrap();
+        let enc = Encoder::load(&minilm(), "minilm", &Device::Cpu).unwrap();
         let texts: Vec<String> = [
             "The new movie is awesome",
             "The new movie is so great",
@@ -208,7 +209,9 @@ mod tests {
     #[test]
     fn a_folder_without_the_model_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
-        let e = Encoder::load(dir.path(), &Device::Cpu).err().unwrap();
+        let e = Encoder::load(dir.path(), "empty", &Device::Cpu)
+            .err()
+            .unwrap();
         assert!(e.message().contains("has no `config.json`"), "{e}");
     }
 }

@@ -11,10 +11,12 @@ pub mod encoder;
 pub mod init;
 pub mod lstm;
 mod model_value;
+pub mod prepared;
 pub mod pruning;
 pub mod quantized;
 
 pub use model_value::{Dims, ModelValue, Task, Trained};
+pub use prepared::{prepared, Prepared};
 pub use quantized::QuantizedWeight;
 
 use candle_core::{Result, Tensor};

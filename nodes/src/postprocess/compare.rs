@@ -133,7 +133,8 @@ fn measure(
     repeats: usize,
 ) -> Result<Json, NodeError> {
     let model = ModelValue::from_value(value)?;
-    let (trained, _, _) = model.load(device)?;
+    let prepared = crate::nn::prepared(value, device)?;
+    let trained = &prepared.trained;
     let mut params = 0usize;
     let mut nonzero = 0usize;
     let mut sparse_bytes = 0usize;
@@ -164,7 +165,7 @@ fn measure(
         };
     }
     let file_bytes = value.to_bytes()?.len();
-    let scores = crate::infer::scores(&model, data, 1024, device, true)?;
+    let scores = crate::infer::scores(&prepared, data, 1024, true)?;
     let metrics = super::metrics::score(&scores, data)?;
     let metric = metrics
         .get("accuracy")
@@ -178,8 +179,8 @@ fn measure(
         "file_bytes": file_bytes,
         "sparse_bytes": sparse_bytes,
         "metric": metric,
-        "latency_ms_1": latency(&trained, &x, 1, repeats)?,
-        "latency_ms_256": latency(&trained, &x, 256, repeats)?,
+        "latency_ms_1": latency(trained, &x, 1, repeats)?,
+        "latency_ms_256": latency(trained, &x, 256, repeats)?,
     }))
 }
 

@@ -9,7 +9,7 @@ use kiln_engine::{
 
 use crate::data::Dataset;
 use crate::graph::Graph;
-use crate::nn::ModelValue;
+use crate::nn::prepared;
 
 /// Scores predictions against targets.
 pub struct Metrics;
@@ -61,15 +61,11 @@ Connect `model` and `data` (the model predicts `data`), or `predictions` from `i
         };
         let predictions = match (ctx.opt_input("model"), ctx.opt_input("predictions"), &graph) {
             (Some(model), _, Some(g)) => {
-                crate::infer::graph_scores(&ModelValue::from_value(model)?, g, ctx.device(), true)?
+                crate::infer::graph_scores(&*prepared(model, ctx.device())?, g, true)?
             }
-            (Some(model), _, None) => crate::infer::scores(
-                &ModelValue::from_value(model)?,
-                &data,
-                1024,
-                ctx.device(),
-                true,
-            )?,
+            (Some(model), _, None) => {
+                crate::infer::scores(&*prepared(model, ctx.device())?, &data, 1024, true)?
+            }
             (None, Some(p), _) => Dataset::from_value(p)?,
             (None, None, _) => return Err(NodeError::new("connect `model` or `predictions`")),
         };

@@ -275,8 +275,7 @@ mod tests {
 
     #[test]
     fn a_bert_tokenizer_splits_into_its_word_pieces() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/data/models/all-MiniLM-L6-v2/tokenizer.json");
+        let path = crate::test_data(&["minilm"]).join("models/all-MiniLM-L6-v2/tokenizer.json");
         let json = std::fs::read_to_string(path).unwrap();
         let t = Value::from_json(
             ValueType::Transform,

@@ -188,11 +188,7 @@ mod tests {
 
     #[test]
     fn reads_the_real_mnist_test_labels() {
-        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
-            .join("../../shared/data/mnist/t10k-labels.idx1-ubyte.gz");
-        if !path.exists() {
-            return; // shared data is beside the repository in CI and the workspace
-        }
+        let path = crate::test_data(&["mnist"]).join("mnist/t10k-labels.idx1-ubyte");
         let idx = read_idx(&path, None).unwrap();
         assert_eq!(idx.dims, vec![10_000]);
         // The first test digits are 7, 2, 1, 0, 4.

@@ -86,6 +86,10 @@ A row is an object (`{\"sepal_length\": 5.1, …}`, every column named once) or 
         true
     }
 
+    fn serve_only(&self, settings: &Settings) -> bool {
+        settings.get("example").is_none()
+    }
+
     fn request(&self, settings: &Settings, rows: &Json) -> Result<Outputs, RequestError> {
         let layout = Layout::of(settings)
             .map_err(|(k, m)| RequestError::new("", format!("setting `{k}`: {m}")))?;

@@ -1,0 +1,74 @@
+//! Prepared models: a trained model value built into its network, its
+//! quantized weights decoded, on a device — once per value and device.
+//!
+//! Building a network from a model value (parsing the architecture, creating
+//! variables, decoding quantized blocks) costs more than a served request's
+//! forward pass. `infer.predict`, `postprocess.metrics` and
+//! `postprocess.compare` take their network from here, keyed by the value's
+//! content hash and the device, so `run`, `watch` and every served batch
+//! share one built network per model; a hot swap brings a new value, hence a
+//! new key, and the old network is dropped once it is the oldest of a few.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use candle_core::Device;
+use kiln_engine::{NodeError, Value};
+
+use super::{Dims, ModelValue, Task, Trained};
+
+/// How many prepared models stay in memory (a service holds a few
+/// pipelines, and a swap briefly holds two versions of one).
+const KEPT: usize = 16;
+
+/// A trained model ready to predict on one device.
+pub struct Prepared {
+    /// The built network.
+    pub trained: Trained,
+    /// Input and output sizes.
+    pub dims: Dims,
+    /// What it predicts.
+    pub task: Task,
+    /// Where its weights live.
+    pub device: Device,
+}
+
+/// A value's content hash and a device.
+type Key = (String, String);
+
+/// The prepared models kept, oldest first.
+type Kept = Mutex<VecDeque<(Key, Arc<Prepared>)>>;
+
+/// The prepared model of `value` on `device`, built on first use.
+pub fn prepared(value: &Value, device: &Device) -> Result<Arc<Prepared>, NodeError> {
+    static PREPARED: OnceLock<Kept> = OnceLock::new();
+    let key = (value.content_hash().to_string(), format!("{device:?}"));
+    let cache = PREPARED.get_or_init(Default::default);
+    let found = lock(cache)
+        .iter()
+        .find(|(k, _)| *k == key)
+        .map(|(_, p)| p.clone());
+    if let Some(p) = found {
+        return Ok(p);
+    }
+    let model = ModelValue::from_value(value)?;
+    let (trained, dims, task) = model.load(device)?;
+    let p = Arc::new(Prepared {
+        trained,
+        dims,
+        task,
+        device: device.clone(),
+    });
+    let mut kept = lock(cache);
+    if !kept.iter().any(|(k, _)| *k == key) {
+        if kept.len() == KEPT {
+            kept.pop_front();
+        }
+        kept.push_back((key, p.clone()));
+    }
+    Ok(p)
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
