@@ -4,12 +4,15 @@
 
 mod cli;
 mod commands;
+mod failure;
 mod progress;
 mod serve;
 
 use std::process::ExitCode;
 
 use clap::Parser;
+
+use failure::Failure;
 
 /// mimalloc keeps freed pages for reuse. candle allocates a fresh buffer for
 /// every tensor op; with glibc's allocator the batch-sized ones are mapped
@@ -32,23 +35,6 @@ fn pin_thread_count() {
         if std::env::var_os(name).is_none() {
             // Safe: called first thing in `main`, while the process has one thread.
             std::env::set_var(name, value.to_string());
-        }
-    }
-}
-
-/// What a command can fail with, and so which exit code it gets.
-pub enum Failure {
-    /// A node or the server failed at run time (exit 1).
-    Run(String),
-    /// The pipeline or the command line is invalid (exit 2).
-    Invalid(String),
-}
-
-impl From<kiln_engine::EngineError> for Failure {
-    fn from(e: kiln_engine::EngineError) -> Self {
-        match e {
-            kiln_engine::EngineError::Write { .. } => Failure::Run(e.to_string()),
-            _ => Failure::Invalid(e.to_string()),
         }
     }
 }

@@ -10,6 +10,7 @@ mod compress;
 mod content;
 mod graph;
 mod invalid;
+mod layers;
 mod pipelines;
 mod robustness;
 mod scale;

@@ -213,7 +213,7 @@ fn unique_name(fingerprint: &str) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::kind::ValueType;
+    use crate::types::ValueType;
 
     fn value(x: f64) -> Value {
         Value::from_json(ValueType::Metrics, serde_json::json!({ "x": x }))

@@ -55,7 +55,7 @@ pub trait Observer: Send + Sync {
         let _ = (node, progress);
     }
     /// A node finished, whatever its status.
-    fn node_finished(&self, report: &crate::run::NodeReport) {
+    fn node_finished(&self, report: &crate::report::NodeReport) {
         let _ = report;
     }
 }
@@ -68,7 +68,8 @@ impl Observer for Quiet {}
 /// The context a node runs in.
 pub struct RunContext<'a> {
     pub(crate) node_id: &'a NodeId,
-    pub(crate) plan: &'a crate::Plan,
+    /// Input port -> where its values come from, as `node.port`.
+    pub(crate) sources: Vec<(PortName, Vec<String>)>,
     pub(crate) settings: &'a Settings,
     pub(crate) inputs: Vec<(PortName, Vec<Value>)>,
     pub(crate) device: Device,
@@ -103,9 +104,10 @@ impl<'a> RunContext<'a> {
     /// Where the values connected to `port` come from, as `node.port`, in
     /// the order written (for reports that name what they compare).
     pub fn input_sources(&self, port: &str) -> Vec<String> {
-        let node = self.plan.nodes.iter().find(|n| &n.id == self.node_id);
-        node.and_then(|n| n.inputs.iter().find(|(p, _)| p.as_str() == port))
-            .map(|(_, outlets)| outlets.iter().map(|o| self.plan.outlet_name(o)).collect())
+        self.sources
+            .iter()
+            .find(|(p, _)| p.as_str() == port)
+            .map(|(_, names)| names.clone())
             .unwrap_or_default()
     }
 

@@ -2,12 +2,18 @@
 //! produces [`NodeError`]s inside a report. Only the CLI maps them to exit codes.
 
 use std::fmt;
+use std::sync::Arc;
 
-/// Why a node failed at run time: a plain sentence for the user.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+/// Why a node failed at run time: a plain sentence for the user, and the
+/// error underneath when there is one (a tensor library's, an I/O error),
+/// kept as the [`source`](std::error::Error::source) for whoever wants the
+/// chain.
+#[derive(Debug, Clone, thiserror::Error)]
 #[error("{message}")]
 pub struct NodeError {
     message: String,
+    #[source]
+    source: Option<Arc<dyn std::error::Error + Send + Sync>>,
 }
 
 impl NodeError {
@@ -15,6 +21,18 @@ impl NodeError {
     pub fn new(message: impl Into<String>) -> Self {
         NodeError {
             message: message.into(),
+            source: None,
+        }
+    }
+
+    /// An error with this message, caused by `source`.
+    pub fn caused_by(
+        message: impl Into<String>,
+        source: impl std::error::Error + Send + Sync + 'static,
+    ) -> Self {
+        NodeError {
+            message: message.into(),
+            source: Some(Arc::new(source)),
         }
     }
 
@@ -23,15 +41,33 @@ impl NodeError {
         &self.message
     }
 
-    /// The same error with context in front: `context: message`.
+    /// The same error with context in front: `context: message` (the
+    /// source is kept).
     pub fn context(self, context: impl fmt::Display) -> Self {
-        NodeError::new(format!("{context}: {}", self.message))
+        NodeError {
+            message: format!("{context}: {}", self.message),
+            source: self.source,
+        }
     }
 }
 
+impl PartialEq for NodeError {
+    fn eq(&self, other: &Self) -> bool {
+        self.message == other.message
+    }
+}
+
+impl Eq for NodeError {}
+
 impl From<candle_core::Error> for NodeError {
     fn from(e: candle_core::Error) -> Self {
-        NodeError::new(format!("tensor error: {e}"))
+        NodeError::caused_by(format!("tensor error: {e}"), e)
+    }
+}
+
+impl From<std::io::Error> for NodeError {
+    fn from(e: std::io::Error) -> Self {
+        NodeError::caused_by(format!("i/o error: {e}"), e)
     }
 }
 
@@ -61,4 +97,58 @@ pub enum EngineError {
     /// A command-line value was wrong (`--set`, `--only`, …).
     #[error("{0}")]
     Usage(String),
+}
+
+/// A problem with a client's input: which field, and what is wrong with it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct RequestError {
+    /// Where in the request, e.g. `inputs.request[2].sepal_width`; may be empty.
+    pub field: String,
+    /// What is wrong and how to fix it.
+    pub message: String,
+}
+
+impl RequestError {
+    /// An error at `field`.
+    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
+        RequestError {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+
+    /// The same error with `prefix` in front of its field.
+    pub fn within(self, prefix: &str) -> Self {
+        let field = match (prefix.is_empty(), self.field.is_empty()) {
+            (true, _) => self.field,
+            (false, true) => prefix.to_string(),
+            (false, false) if self.field.starts_with('[') => format!("{prefix}{}", self.field),
+            (false, false) => format!("{prefix}.{}", self.field),
+        };
+        RequestError { field, ..self }
+    }
+}
+
+impl fmt::Display for RequestError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.field.is_empty() {
+            write!(f, "{}", self.message)
+        } else {
+            write!(f, "`{}`: {}", self.field, self.message)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_node_error_keeps_the_error_underneath() {
+        let inner = candle_core::Error::Msg("shape mismatch".into());
+        let e = NodeError::from(inner).context("layer 2");
+        assert_eq!(e.message(), "layer 2: tensor error: shape mismatch");
+        let source = std::error::Error::source(&e).expect("a source");
+        assert_eq!(source.to_string(), "shape mismatch");
+    }
 }

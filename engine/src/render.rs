@@ -2,7 +2,7 @@
 
 use serde_json::json;
 
-use crate::validate::Plan;
+use crate::plan::Plan;
 
 /// Graphviz DOT: one box per node (id and kind), edges labelled `out -> in`.
 pub fn dot(plan: &Plan) -> String {

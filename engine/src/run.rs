@@ -7,23 +7,23 @@
 //! descendants only; independent branches finish.
 
 use std::collections::HashSet;
-use std::panic::{catch_unwind, AssertUnwindSafe};
 use std::path::PathBuf;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::Instant;
 
 use petgraph::graph::NodeIndex;
 use petgraph::Direction;
-use serde::Serialize;
 
 use crate::cache::{Cache, Entry};
-use crate::context::{CancelToken, Observer, RunContext};
+use crate::context::{CancelToken, Observer};
 use crate::device::device_name;
 use crate::error::{EngineError, NodeError};
 use crate::fingerprint::{fingerprint, hash_path, node_seed, FingerprintInput};
 use crate::ids::PortName;
+use crate::invoke::{invoke, Invocation};
+use crate::plan::{Outlet, Plan, PlanNode};
+use crate::report::{NodeReport, Status};
 use crate::settings::SettingType;
-use crate::validate::{Outlet, Plan, PlanNode};
 use crate::value::Value;
 
 /// How the cache is used.
@@ -67,58 +67,6 @@ pub struct RunOptions {
     pub cancel: CancelToken,
     /// Told about starts, progress and ends.
     pub observer: Arc<dyn Observer>,
-}
-
-/// What happened to a node.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Status {
-    /// It executed.
-    Ran,
-    /// Its result came from the cache.
-    Cached,
-    /// It failed.
-    Failed,
-    /// It did not run because something it depends on failed, or the run was cancelled.
-    Skipped,
-    /// It has a value only when the pipeline is served (a request source
-    /// without example rows, and what depends on it).
-    #[serde(rename = "serve-only")]
-    ServeOnly,
-}
-
-impl Status {
-    /// The word used in reports.
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Status::Ran => "ran",
-            Status::Cached => "cached",
-            Status::Failed => "failed",
-            Status::Skipped => "skipped",
-            Status::ServeOnly => "serve-only",
-        }
-    }
-}
-
-/// One node's line in `run.json`.
-#[derive(Clone, Debug, Serialize)]
-pub struct NodeReport {
-    /// The node id.
-    pub id: String,
-    /// Its kind.
-    pub kind: String,
-    /// What happened.
-    pub status: Status,
-    /// Wall time spent on it (lookup, loading inputs, running, storing).
-    pub seconds: f64,
-    /// Where it ran (`cpu`, `cuda:0`).
-    pub device: String,
-    /// Its fingerprint, when it got that far.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub fingerprint: Option<String>,
-    /// Why it failed or was skipped.
-    #[serde(skip_serializing_if = "Option::is_none")]
-    pub error: Option<String>,
 }
 
 /// An output value: in memory, or in a cache entry and loaded on first use.
@@ -457,29 +405,25 @@ fn descendants(plan: &Plan, from: NodeIndex) -> Vec<NodeIndex> {
     out
 }
 
-impl NodeReport {
-    fn new(node: &PlanNode, status: Status) -> Self {
-        NodeReport {
-            id: node.id.to_string(),
-            kind: node.spec.name.to_string(),
-            status,
-            seconds: 0.0,
-            device: node.device.to_string(),
-            fingerprint: None,
-            error: None,
-        }
-    }
-}
-
 fn skipped(node: &PlanNode, why: &str) -> NodeReport {
     left_out(node, Status::Skipped, why)
+}
+
+/// A report for `node`, nothing measured yet.
+fn report_of(node: &PlanNode, status: Status) -> NodeReport {
+    NodeReport::new(
+        node.id.as_str(),
+        node.spec.name,
+        node.device.to_string(),
+        status,
+    )
 }
 
 /// A node that did not run, and why.
 fn left_out(node: &PlanNode, status: Status, why: &str) -> NodeReport {
     NodeReport {
         error: Some(why.to_string()),
-        ..NodeReport::new(node, status)
+        ..report_of(node, status)
     }
 }
 
@@ -492,7 +436,7 @@ fn execute(
     opts: &RunOptions,
 ) -> (NodeReport, Option<NodeOutputs>) {
     let t0 = Instant::now();
-    let mut report = NodeReport::new(node, Status::Failed);
+    let mut report = report_of(node, Status::Failed);
     let result = execute_inner(plan, node, inputs, mode, cache, opts, &mut report);
     report.seconds = t0.elapsed().as_secs_f64();
     match result {
@@ -596,34 +540,19 @@ fn execute_inner(
         values.push((port.clone(), vs));
     }
     opts.observer.node_started(&node.id, node.spec.name);
-    let ctx = RunContext {
-        node_id: &node.id,
+    let produced = invoke(
         plan,
-        settings: &node.settings,
-        inputs: values,
-        device,
-        seed,
-        base_dir: &plan.base_dir,
-        files: &read,
-        out_dir: &opts.out_dir,
-        cancel: &opts.cancel,
-        observer: opts.observer.as_ref(),
-    };
-    let produced = match catch_unwind(AssertUnwindSafe(|| node.kind.run(&ctx))) {
-        Ok(result) => result?,
-        Err(panic) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown cause".into());
-            return Err(NodeError::new(format!(
-                "internal error in `{}`: {msg}",
-                node.spec.name
-            )));
-        }
-    };
-    check_outputs(node, &produced)?;
+        node,
+        values,
+        Invocation {
+            device,
+            seed,
+            files: &read,
+            out_dir: &opts.out_dir,
+            cancel: &opts.cancel,
+            observer: opts.observer.as_ref(),
+        },
+    )?;
     if cacheable && opts.cache != CacheMode::Off {
         let written: Vec<PathBuf> = writes.into_iter().filter(|p| p.exists()).collect();
         if let Err(e) = cache.store(&fp, node.spec.name, &produced, &written) {
@@ -635,26 +564,4 @@ fn execute_inner(
         .map(|(port, value)| (port, Arc::new(Handle::memory(value))))
         .collect();
     Ok((Status::Ran, outs))
-}
-
-fn check_outputs(node: &PlanNode, produced: &[(PortName, Value)]) -> Result<(), NodeError> {
-    for (port, ty) in &node.outputs {
-        match produced.iter().find(|(p, _)| p == port) {
-            None => {
-                return Err(NodeError::new(format!(
-                    "`{}` produced no `{port}` output (a bug in the kind)",
-                    node.spec.name
-                )))
-            }
-            Some((_, v)) if !ty.accepts(v.ty()) => {
-                return Err(NodeError::new(format!(
-                    "`{}` produced a {} on `{port}`, declared {ty} (a bug in the kind)",
-                    node.spec.name,
-                    v.ty()
-                )))
-            }
-            Some(_) => {}
-        }
-    }
-    Ok(())
 }

@@ -10,7 +10,6 @@
 //! [`NodeKind::request`]: crate::NodeKind::request
 
 use std::collections::{HashMap, HashSet};
-use std::fmt;
 use std::sync::Arc;
 
 use candle_core::Device;
@@ -18,68 +17,15 @@ use petgraph::graph::NodeIndex;
 use petgraph::Direction;
 use serde_json::Value as Json;
 
-use crate::context::{CancelToken, Quiet, RunContext};
+use crate::context::{CancelToken, Quiet};
+use crate::error::RequestError;
+use crate::error::{EngineError, NodeError};
 use crate::fingerprint::node_seed;
 use crate::ids::PortName;
+use crate::invoke::{invoke, Invocation};
+use crate::plan::{Outlet, Plan, ServeSpec};
 use crate::run::{run, RunOptions, RunReport, Selection};
-use crate::validate::{Outlet, Plan};
 use crate::value::Value;
-use crate::{EngineError, NodeError};
-
-/// A problem with a client's input: which field, and what is wrong with it.
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub struct RequestError {
-    /// Where in the request, e.g. `inputs.request[2].sepal_width`; may be empty.
-    pub field: String,
-    /// What is wrong and how to fix it.
-    pub message: String,
-}
-
-impl RequestError {
-    /// An error at `field`.
-    pub fn new(field: impl Into<String>, message: impl Into<String>) -> Self {
-        RequestError {
-            field: field.into(),
-            message: message.into(),
-        }
-    }
-
-    /// The same error with `prefix` in front of its field.
-    pub fn within(self, prefix: &str) -> Self {
-        let field = match (prefix.is_empty(), self.field.is_empty()) {
-            (true, _) => self.field,
-            (false, true) => prefix.to_string(),
-            (false, false) if self.field.starts_with('[') => format!("{prefix}{}", self.field),
-            (false, false) => format!("{prefix}.{}", self.field),
-        };
-        RequestError { field, ..self }
-    }
-}
-
-impl fmt::Display for RequestError {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        if self.field.is_empty() {
-            write!(f, "{}", self.message)
-        } else {
-            write!(f, "`{}`: {}", self.field, self.message)
-        }
-    }
-}
-
-/// The validated `serve:` block.
-#[derive(Clone, Debug)]
-pub struct ServeSpec {
-    /// The node that takes requests.
-    pub input: NodeIndex,
-    /// The answer.
-    pub output: Outlet,
-    /// Most rows run together in one pass.
-    pub max_batch: usize,
-    /// How long the first request of a batch waits for others, in ms.
-    pub max_wait_ms: u64,
-    /// Most rows one request may send.
-    pub max_rows: usize,
-}
 
 /// Why a service could not start or a request could not be answered.
 #[derive(Debug, thiserror::Error)]
@@ -263,22 +209,19 @@ impl Service {
                     (port.clone(), vals)
                 })
                 .collect();
-            let ctx = RunContext {
-                node_id: &node.id,
+            let ran = invoke(
                 plan,
-                settings: &node.settings,
+                node,
                 inputs,
-                device: step.device.clone(),
-                seed: step.seed,
-                base_dir: &plan.base_dir,
-                files: &[],
-                out_dir: &plan.base_dir,
-                cancel: &cancel,
-                observer: &Quiet,
-            };
-            let ran =
-                std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| node.kind.run(&ctx)))
-                    .unwrap_or_else(|_| Err(NodeError::new("internal error (the node panicked)")));
+                Invocation {
+                    device: step.device.clone(),
+                    seed: step.seed,
+                    files: &[],
+                    out_dir: &plan.base_dir,
+                    cancel: &cancel,
+                    observer: &Quiet,
+                },
+            );
             let outputs = ran.map_err(|error| ServeError::Node {
                 node: node.id.to_string(),
                 error,

@@ -392,6 +392,16 @@ impl Settings {
         })
     }
 
+    /// A setting read into a type of the kind's own: a choice as its enum,
+    /// a mapping as its struct.
+    pub fn parse<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, NodeError> {
+        let value = self
+            .get(name)
+            .ok_or_else(|| NodeError::new(format!("setting `{name}` is missing")))?;
+        serde_json::from_value(value.clone())
+            .map_err(|e| NodeError::caused_by(format!("setting `{name}`: {e}"), e))
+    }
+
     /// A path setting (already absolute for paths to read).
     pub fn path(&self, name: &str) -> Result<PathBuf, NodeError> {
         self.str(name).map(PathBuf::from)
@@ -405,4 +415,42 @@ impl Settings {
             }
         }
     }
+}
+
+/// Declares a choice-valued setting's type once: the enum a kind reads
+/// (`settings.parse::<T>(name)`), its names as written in a pipeline file
+/// (`T::NAMES`, for [`SettingType::Choice`], so `kiln nodes`, the schema
+/// and validation list exactly the variants) and serde's reading of them.
+///
+/// ```
+/// kiln_engine::choices! {
+///     /// How a column's fill value is chosen.
+///     pub enum Strategy { Mean = "mean", Median = "median" }
+/// }
+/// assert_eq!(Strategy::NAMES, ["mean", "median"]);
+/// assert_eq!(Strategy::Median.name(), "median");
+/// ```
+#[macro_export]
+macro_rules! choices {
+    ($(#[$meta:meta])* $vis:vis enum $name:ident {
+        $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)?
+    }) => {
+        $(#[$meta])*
+        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
+        $vis enum $name {
+            $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
+        }
+
+        impl $name {
+            /// Every choice, as written in a pipeline file.
+            pub const NAMES: &'static [&'static str] = &[$($text),+];
+
+            /// This choice as written in a pipeline file.
+            pub fn name(self) -> &'static str {
+                match self {
+                    $($name::$variant => $text),+
+                }
+            }
+        }
+    };
 }

@@ -14,7 +14,7 @@ use candle_core::{Device, Tensor};
 use serde_json::Value as Json;
 
 use crate::error::NodeError;
-use crate::kind::ValueType;
+use crate::types::ValueType;
 
 /// Metadata key under which a value's type and JSON travel in a safetensors file.
 const META_KEY: &str = "kiln";

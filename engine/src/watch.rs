@@ -22,9 +22,9 @@ use notify_debouncer_full::{new_debouncer, DebounceEventResult};
 
 use crate::context::{CancelToken, Observer};
 use crate::error::EngineError;
+use crate::plan::Plan;
 use crate::registry::Registry;
 use crate::run::{CacheMode, RunOptions, RunReport, Selection};
-use crate::validate::Plan;
 
 /// How to watch.
 pub struct WatchOptions {

@@ -5,7 +5,7 @@ use std::path::Path;
 use kiln_engine::{render, Registry};
 
 use crate::cli::GraphFormat;
-use crate::Failure;
+use crate::failure::Failure;
 
 /// Prints the graph of a valid pipeline.
 pub fn graph(
@@ -14,7 +14,7 @@ pub fn graph(
     sets: &[String],
     registry: &Registry,
 ) -> Result<(), Failure> {
-    let plan = super::load(file, sets, registry)?;
+    let plan = super::load::load(file, sets, registry)?;
     match format {
         GraphFormat::Dot => print!("{}", render::dot(&plan)),
         GraphFormat::Mermaid => print!("{}", render::mermaid(&plan)),

@@ -3,7 +3,7 @@
 use kiln_engine::ids::did_you_mean;
 use kiln_engine::{KindSpec, Registry, SettingDefault};
 
-use crate::Failure;
+use crate::failure::Failure;
 
 /// Lists kinds, or shows one in full.
 pub fn nodes(kind: Option<&str>, registry: &Registry) -> Result<(), Failure> {

@@ -7,12 +7,12 @@ use kiln_engine::{CacheMode, Plan, Registry, RunOptions, RunReport, Selection, S
 use serde_json::json;
 
 use crate::cli::RunArgs;
+use crate::failure::Failure;
 use crate::progress::Bars;
-use crate::Failure;
 
 /// Runs a pipeline and writes `run.json` and `metrics.json`.
 pub fn run(args: &RunArgs, registry: &Registry) -> Result<(), Failure> {
-    let plan = super::load(&args.file, &args.set, registry)?;
+    let plan = super::load::load(&args.file, &args.set, registry)?;
     let selection = selection(&plan, args)?;
     let out_dir = args
         .out

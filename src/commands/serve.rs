@@ -14,9 +14,9 @@ use kiln_engine::{
 };
 
 use crate::cli::ServeArgs;
+use crate::failure::Failure;
 use crate::serve::metrics::Metrics;
 use crate::serve::{router, App, Pipeline};
-use crate::Failure;
 
 /// Runs `kiln serve`.
 pub fn serve(args: &ServeArgs, registry: Registry) -> Result<(), Failure> {
@@ -26,7 +26,7 @@ pub fn serve(args: &ServeArgs, registry: Registry) -> Result<(), Failure> {
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
     let mut plans = Vec::new();
     for file in &args.files {
-        let plan = super::load(file, &args.set, &registry)?;
+        let plan = super::load::load(file, &args.set, &registry)?;
         if plan.serve.is_none() {
             return Err(Failure::Invalid(format!(
                 "error: {}: there is no `serve:` block to serve: add `serve: {{ input: <a source.request node>, output: <node> }}`",
@@ -88,7 +88,7 @@ pub fn serve(args: &ServeArgs, registry: Registry) -> Result<(), Failure> {
         let mut pipelines = BTreeMap::new();
         let mut files = Vec::new();
         for (file, service) in services {
-            let p = Pipeline::start(service, metrics.clone(), workers.clone());
+            let p = crate::serve::batch::start(service, metrics.clone(), workers.clone());
             println!(
                 "serving {} at http://{addr}/v1/pipelines/{}/infer",
                 p.name, p.name
@@ -154,7 +154,7 @@ fn watch(
     sets: &[String],
     stop: CancelToken,
 ) -> std::thread::JoinHandle<()> {
-    let overrides = super::parse_sets(sets).unwrap_or_default();
+    let overrides = super::load::parse_sets(sets).unwrap_or_default();
     std::thread::spawn(move || {
         let registry = kiln_nodes::registry();
         let opts = WatchOptions {

@@ -8,8 +8,8 @@ use kiln_engine::watch::{WatchEvents, WatchOptions};
 use kiln_engine::{CancelToken, EngineError, Observer, Plan, Registry, RunReport, Status};
 
 use crate::cli::WatchArgs;
+use crate::failure::Failure;
 use crate::progress::Bars;
-use crate::Failure;
 
 struct Printer {
     bars: Arc<Bars>,
@@ -69,7 +69,7 @@ impl WatchEvents for Printer {
 
 /// Watches a pipeline until interrupted; exits 0 on Ctrl-C.
 pub fn watch(args: &WatchArgs, registry: &Registry) -> Result<(), Failure> {
-    let overrides = super::parse_sets(&args.set)?;
+    let overrides = super::load::parse_sets(&args.set)?;
     if !args.file.is_file() {
         return Err(Failure::Invalid(format!(
             "error: cannot watch `{}`: no such file",

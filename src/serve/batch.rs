@@ -10,31 +10,20 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_engine::{RequestError, ServeError, Service};
+use kiln_engine::{ServeError, Service};
 use serde_json::Value as Json;
-use tokio::sync::{mpsc, oneshot, Semaphore};
+use tokio::sync::{mpsc, Semaphore};
 
-use super::Pipeline;
+use super::job::{Answer, Failure, Job};
+use super::metrics::Metrics;
+use super::pipeline::Pipeline;
 
-/// One request waiting for its answer.
-pub struct Job {
-    /// Its rows (already checked).
-    pub rows: Vec<Json>,
-    /// Where the answer goes.
-    pub reply: oneshot::Sender<Answer>,
-}
-
-/// The answer to one request: its output and the fingerprint of the model
-/// that produced it.
-pub type Answer = Result<(Json, String), Failure>;
-
-/// Why a request got no answer.
-#[derive(Debug)]
-pub enum Failure {
-    /// The client's input is wrong (4xx).
-    Client(RequestError),
-    /// Something failed on our side (5xx).
-    Server(String),
+/// Starts serving `service`: its pipeline, and its batching task on the
+/// current runtime.
+pub fn start(service: Service, metrics: Arc<Metrics>, workers: Arc<Semaphore>) -> Arc<Pipeline> {
+    let (pipeline, queue) = Pipeline::new(service, metrics);
+    tokio::spawn(run(pipeline.clone(), queue, workers));
+    pipeline
 }
 
 /// Runs the batching loop of `pipeline` until every sender is gone.

@@ -3,10 +3,12 @@
 //! runs is the engine's [`Service`].
 
 pub mod batch;
+mod job;
 pub mod metrics;
+mod pipeline;
 
 use std::collections::BTreeMap;
-use std::sync::{Arc, RwLock};
+use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
@@ -16,67 +18,16 @@ use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use kiln_engine::{RequestError, Service};
+use kiln_engine::RequestError;
 use serde_json::{json, Value};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::oneshot;
 
-use batch::{Failure, Job};
+use job::{Failure, Job};
 use metrics::Metrics;
+pub use pipeline::Pipeline;
 
 /// The largest request body accepted.
 pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
-
-/// Requests waiting for a batch before new ones are turned away (503).
-const QUEUE: usize = 4096;
-
-/// One served pipeline: the version answering now, and its batch queue.
-pub struct Pipeline {
-    /// The pipeline's name (its route).
-    pub name: String,
-    current: RwLock<Arc<Service>>,
-    queue: mpsc::Sender<Job>,
-    metrics: Arc<Metrics>,
-}
-
-impl Pipeline {
-    /// Starts serving `service` (and its batching task, on the current runtime).
-    pub fn start(
-        service: Service,
-        metrics: Arc<Metrics>,
-        workers: Arc<tokio::sync::Semaphore>,
-    ) -> Arc<Pipeline> {
-        let (tx, rx) = mpsc::channel(QUEUE);
-        let pipeline = Arc::new(Pipeline {
-            name: service.plan().name.to_string(),
-            current: RwLock::new(Arc::new(service)),
-            queue: tx,
-            metrics,
-        });
-        tokio::spawn(batch::run(pipeline.clone(), rx, workers));
-        pipeline
-    }
-
-    /// The version answering requests now.
-    pub fn current(&self) -> Arc<Service> {
-        self.current
-            .read()
-            .unwrap_or_else(|e| e.into_inner())
-            .clone()
-    }
-
-    /// Swaps in a new version; batches already running finish on the old
-    /// one. Returns whether the fingerprint changed (an identical rebuild
-    /// is not swapped).
-    pub fn swap(&self, service: Service) -> bool {
-        let mut current = self.current.write().unwrap_or_else(|e| e.into_inner());
-        if current.fingerprint() == service.fingerprint() {
-            return false;
-        }
-        *current = Arc::new(service);
-        self.metrics.swaps.with_label_values(&[&self.name]).inc();
-        true
-    }
-}
 
 /// Everything the handlers share.
 pub struct App {

@@ -7,7 +7,7 @@ use kiln_engine::{
 };
 use serde_json::{json, Value as Json};
 
-use crate::nn::ModelValue;
+use crate::model::{Arch, ModelValue};
 
 /// Cuts layers out of a trained model.
 pub struct Cut;
@@ -93,7 +93,7 @@ fn cut(mut model: ModelValue, targets: &[usize]) -> Result<(ModelValue, Json), N
     }
     // From the last, so earlier indices stay valid.
     for &t in sorted.iter().rev() {
-        let key = if model.arch_type() == "mlp" {
+        let key = if matches!(Arch::of(&model.arch)?, Arch::Mlp(_)) {
             "hidden"
         } else {
             "layers"
@@ -104,7 +104,7 @@ fn cut(mut model: ModelValue, targets: &[usize]) -> Result<(ModelValue, Json), N
         let prefix = format!("layers.{t}.");
         model.weights.retain(|name, _| !name.starts_with(&prefix));
         model.masks.retain(|name, _| !name.starts_with(&prefix));
-        super::renumber(&mut model, t);
+        model.renumber_layers_after(t);
     }
     let params: usize = model.weights.values().map(|t| t.elem_count()).sum();
     let removed: Vec<String> = sorted.iter().map(|t| format!("layers.{t}")).collect();

@@ -10,7 +10,8 @@ use kiln_engine::{
 use rand::{Rng, SeedableRng};
 use serde_json::{json, Value as Json};
 
-use crate::nn::{Mode, ModelValue};
+use crate::model::{Arch, ModelValue};
+use crate::nn::Mode;
 
 /// Batch norm's epsilon (as in `nn::batch_norm`).
 const EPS: f64 = 1e-5;
@@ -55,12 +56,15 @@ MLP: each hidden layer's batch norm goes into that layer. CNN: a batch norm (whi
 }
 
 fn fuse(model: ModelValue) -> Result<(ModelValue, Json), NodeError> {
-    match model.arch_type() {
-        "mlp" => fuse_mlp(model),
-        "cnn" => fuse_cnn(model),
-        other => Err(NodeError::new(format!(
-            "fusing works on `mlp` and `cnn` models, not `{other}`"
-        ))),
+    match Arch::of(&model.arch)? {
+        Arch::Mlp(_) => fuse_mlp(model),
+        Arch::Cnn(_) => fuse_cnn(model),
+        other @ (Arch::Rnn(_) | Arch::Gnn(_) | Arch::Transformer(_) | Arch::Bert(_)) => {
+            Err(NodeError::new(format!(
+                "fusing works on `mlp` and `cnn` models, not `{}`",
+                other.name()
+            )))
+        }
     }
 }
 
@@ -257,7 +261,7 @@ fn remove_layer(model: &mut ModelValue, at: usize) {
     if let Some(layers) = model.arch["layers"].as_array_mut() {
         layers.remove(at);
     }
-    super::renumber(model, at);
+    model.renumber_layers_after(at);
 }
 
 /// The largest output difference between two models on 64 random inputs.

@@ -8,8 +8,39 @@ use kiln_engine::{
 };
 use serde_json::{json, Value as Json};
 
+use crate::model::ModelValue;
 use crate::nn::pruning::{magnitude_masks, prunable, GradualSchedule};
-use crate::nn::{ModelValue, UnitGroup};
+use crate::nn::UnitGroup;
+
+kiln_engine::choices! {
+    /// What is pruned (the `method` setting).
+    enum Method {
+        /// Single weights, by magnitude (held at zero by masks).
+        Magnitude = "magnitude",
+        /// Whole neurons and channels (the layers shrink).
+        Structured = "structured",
+    }
+}
+
+kiln_engine::choices! {
+    /// Where magnitude pruning draws its threshold (the `scope` setting).
+    enum Scope {
+        /// One threshold over all layers.
+        Global = "global",
+        /// The same share in each layer.
+        Layer = "layer",
+    }
+}
+
+kiln_engine::choices! {
+    /// When the sparsity is reached (the `schedule` setting).
+    enum When {
+        /// Now.
+        Once = "once",
+        /// Along a ramp during the next fine-tuning.
+        Gradual = "gradual",
+    }
+}
 
 /// Prunes a trained model.
 pub struct Prune;
@@ -30,10 +61,10 @@ impl NodeKind for Prune {
             ],
             settings: vec![
                 SettingSpec::required("sparsity", SettingType::Float { min: Some((0.0, false)), max: Some((1.0, true)) }, "the share to remove, e.g. 0.9"),
-                SettingSpec::with_default("method", SettingType::Choice(&["magnitude", "structured"]), json!("magnitude"), "single weights (masks), or whole neurons and channels"),
-                SettingSpec::with_default("scope", SettingType::Choice(&["global", "layer"]), json!("global"), "magnitude: one threshold over all layers, or the same share in each"),
+                SettingSpec::with_default("method", SettingType::Choice(Method::NAMES), json!("magnitude"), "single weights (masks), or whole neurons and channels"),
+                SettingSpec::with_default("scope", SettingType::Choice(Scope::NAMES), json!("global"), "magnitude: one threshold over all layers, or the same share in each"),
                 SettingSpec::optional("exclude", SettingType::list(SettingType::Str), "weights left whole, e.g. [head.weight]"),
-                SettingSpec::with_default("schedule", SettingType::Choice(&["once", "gradual"]), json!("once"), "prune now, or ramp the sparsity up during the next fine-tuning"),
+                SettingSpec::with_default("schedule", SettingType::Choice(When::NAMES), json!("once"), "prune now, or ramp the sparsity up during the next fine-tuning"),
                 SettingSpec::with_default("initial_sparsity", SettingType::Float { min: Some((0.0, false)), max: Some((1.0, true)) }, json!(0.0), "`gradual`: the sparsity pruned now, where the ramp starts"),
                 SettingSpec::optional("ramp_epochs", SettingType::int_min(1), "`gradual`: fine-tuning epochs the ramp lasts (default: three quarters of them)"),
             ],
@@ -69,17 +100,17 @@ impl NodeKind for Prune {
                 "the model already carries a gradual pruning ramp: fine-tune it with `train.supervised` before pruning again",
             ));
         }
-        let global = s.str("scope")? == "global";
-        let gradual = s.str("schedule")? == "gradual";
-        let (pruned, report) = match (s.str("method")?, gradual) {
-            ("structured", true) => {
+        let global = s.parse::<Scope>("scope")? == Scope::Global;
+        let gradual = s.parse::<When>("schedule")? == When::Gradual;
+        let (pruned, report) = match (s.parse::<Method>("method")?, gradual) {
+            (Method::Structured, true) => {
                 return Err(NodeError::new(
                     "`schedule: gradual` ramps magnitude pruning: use `method: magnitude`, or `schedule: once` for structured pruning",
                 ))
             }
-            ("structured", false) => structured(model, sparsity, &exclude)?,
-            (_, false) => magnitude(model, sparsity, global, &exclude)?,
-            (_, true) => {
+            (Method::Structured, false) => structured(model, sparsity, &exclude)?,
+            (Method::Magnitude, false) => magnitude(model, sparsity, global, &exclude)?,
+            (Method::Magnitude, true) => {
                 let initial = s.float("initial_sparsity")?;
                 if initial > sparsity {
                     return Err(NodeError::new(format!(

@@ -9,7 +9,8 @@ use kiln_engine::{
 };
 use serde_json::{json, Value as Json};
 
-use crate::nn::{ModelValue, QuantizedWeight};
+use crate::model::ModelValue;
+use crate::nn::QuantizedWeight;
 
 /// Quantizes a trained model's fully connected layers.
 pub struct Quantize;
@@ -147,7 +148,8 @@ mod tests {
     use kiln_engine::Value;
     use serde_json::json;
 
-    use crate::nn::{Mode, ModelValue};
+    use crate::model::ModelValue;
+    use crate::nn::Mode;
 
     fn outputs(m: &ModelValue, x: &Tensor) -> Vec<Vec<f32>> {
         let (trained, _, _) = m.load(&Device::Cpu).unwrap();

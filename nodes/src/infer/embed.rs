@@ -9,8 +9,8 @@ use kiln_engine::{
 use serde_json::{json, Value as Json};
 
 use crate::data::Dataset;
+use crate::model::ModelValue;
 use crate::nn::encoder::Encoder;
-use crate::nn::ModelValue;
 use crate::text::Texts;
 
 /// Embeds documents.

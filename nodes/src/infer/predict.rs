@@ -9,7 +9,7 @@ use serde_json::json;
 
 use crate::data::Dataset;
 use crate::graph::Graph;
-use crate::nn::{prepared, Prepared};
+use crate::model::{prepared, Prepared};
 
 /// Runs a trained model over a dataset in batches.
 pub struct Predict;

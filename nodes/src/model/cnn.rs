@@ -9,10 +9,11 @@ use kiln_engine::{
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
+use crate::model::ModelValue;
 use crate::nn::batch_norm::BatchNorm;
 use crate::nn::dense::{Dense, Quantized};
 use crate::nn::dropout::dropout;
-use crate::nn::{activate, Dims, Mode, ModelValue, Network, UnitGroup, ACTIVATIONS};
+use crate::nn::{Activation, Dims, Mode, Network, UnitGroup, ACTIVATIONS};
 
 /// One layer of the stack, as written in `layers:`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -134,12 +135,12 @@ pub struct CnnConfig {
     /// The stack, in order.
     pub layers: Vec<Layer>,
     /// Activation after each conv and dense layer.
-    pub activation: String,
+    pub activation: Activation,
 }
 
 /// What each layer of the stack reads and gives: `[channels, height,
 /// width]`, or `[units]` once flattened by a dense layer.
-pub fn layer_shapes(cfg: &CnnConfig) -> Vec<super::LayerShapes> {
+pub fn layer_shapes(cfg: &CnnConfig) -> Vec<crate::nn::LayerShapes> {
     let mut shape = cfg.input_shape.clone();
     let mut out = Vec::new();
     for layer in &cfg.layers {
@@ -331,16 +332,18 @@ impl Network for Cnn {
         let mut h = x.reshape((x.dim(0)?, s[0], s[1], s[2]))?;
         for layer in &self.layers {
             h = match layer {
-                Built::Conv(conv) => {
-                    activate(&crate::nn::conv::conv2d(conv, &h)?, &self.cfg.activation)?
-                }
+                Built::Conv(conv) => self
+                    .cfg
+                    .activation
+                    .apply(&crate::nn::conv::conv2d(conv, &h)?)?,
                 Built::Pool(size) => h.max_pool2d(*size)?,
                 Built::AvgPool(size) => h.avg_pool2d(*size)?,
                 Built::BatchNorm(bn) => bn.forward(&h, mode)?,
                 Built::Dropout(p) => dropout(&h, *p, mode)?,
-                Built::Dense(linear) => {
-                    activate(&linear.forward(&h.flatten_from(1)?)?, &self.cfg.activation)?
-                }
+                Built::Dense(linear) => self
+                    .cfg
+                    .activation
+                    .apply(&linear.forward(&h.flatten_from(1)?)?)?,
             };
         }
         self.head.forward(&h.flatten_from(1)?)
@@ -409,7 +412,7 @@ Examples are read as `input_shape` (channels × height × width); flat pixel row
             input_shape: serde_json::from_value(s.get("input_shape").cloned().unwrap_or_default())
                 .map_err(|e| NodeError::new(e.to_string()))?,
             layers,
-            activation: s.str("activation")?.to_string(),
+            activation: s.parse("activation")?,
         };
         let mut arch = serde_json::to_value(cfg).map_err(|e| NodeError::new(e.to_string()))?;
         arch["type"] = json!("cnn");

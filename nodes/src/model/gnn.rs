@@ -14,22 +14,47 @@ use serde::{Deserialize, Serialize};
 use serde_json::json;
 
 use crate::graph::{GraphBatch, Pool, Propagation};
+use crate::model::ModelValue;
 use crate::nn::dropout::dropout;
-use crate::nn::{activate, Dims, Mode, ModelValue, Network, ACTIVATIONS};
+use crate::nn::{Activation, Dims, Mode, Network, ACTIVATIONS};
+
+kiln_engine::choices! {
+    /// The graph convolution (the `conv` setting).
+    pub enum ConvKind {
+        /// Kipf & Welling's GCN.
+        Gcn = "gcn",
+        /// GraphSAGE with mean aggregation.
+        Sage = "sage",
+    }
+}
+
+kiln_engine::choices! {
+    /// What a graph's nodes become (the `readout` setting).
+    pub enum Readout {
+        /// Nothing: one output per node.
+        None = "none",
+        /// The mean of a graph's nodes.
+        Mean = "mean",
+        /// Their element-wise maximum.
+        Max = "max",
+        /// Their sum.
+        Sum = "sum",
+    }
+}
 
 /// The architecture, as written in `with:`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct GnnConfig {
-    /// `gcn` or `sage`.
-    pub conv: String,
+    /// The convolution.
+    pub conv: ConvKind,
     /// Units of each hidden graph-convolution layer.
     pub hidden: Vec<usize>,
     /// Activation after each hidden layer.
-    pub activation: String,
+    pub activation: Activation,
     /// Dropout before every layer.
     pub dropout: f64,
     /// `none` (one output per node) or `mean`/`max`/`sum` (one per graph).
-    pub readout: String,
+    pub readout: Readout,
 }
 
 /// How messages are combined.
@@ -41,13 +66,13 @@ enum Conv {
 }
 
 impl Conv {
-    fn new(kind: &str, inputs: usize, outputs: usize, vb: VarBuilder) -> Result<Conv> {
+    fn new(kind: ConvKind, inputs: usize, outputs: usize, vb: VarBuilder) -> Result<Conv> {
         Ok(match kind {
-            "sage" => Conv::Sage {
+            ConvKind::Sage => Conv::Sage {
                 own: candle_nn::linear(inputs, outputs, vb.pp("own"))?,
                 neighbours: candle_nn::linear_no_bias(inputs, outputs, vb.pp("neighbours"))?,
             },
-            _ => Conv::Gcn(candle_nn::linear(inputs, outputs, vb)?),
+            ConvKind::Gcn => Conv::Gcn(candle_nn::linear(inputs, outputs, vb)?),
         })
     }
 
@@ -86,16 +111,16 @@ impl Gnn {
         let mut layers = Vec::new();
         for (i, &units) in cfg.hidden.iter().enumerate() {
             layers.push(Conv::new(
-                &cfg.conv,
+                cfg.conv,
                 width,
                 units,
                 vb.pp(format!("layers.{i}")),
             )?);
             width = units;
         }
-        let (node_head, graph_head) = if cfg.readout == "none" {
+        let (node_head, graph_head) = if cfg.readout == Readout::None {
             (
-                Some(Conv::new(&cfg.conv, width, dims.output, vb.pp("head"))?),
+                Some(Conv::new(cfg.conv, width, dims.output, vb.pp("head"))?),
                 None,
             )
         } else {
@@ -115,8 +140,9 @@ impl Gnn {
     fn readout(&self, h: &Tensor, pool: &Pool) -> Result<Tensor> {
         let graphs = pool.ranges.len();
         let width = h.dim(1)?;
-        match self.cfg.readout.as_str() {
-            "max" => {
+        match self.cfg.readout {
+            Readout::None => candle_core::bail!("a node-level model has no readout"),
+            Readout::Max => {
                 let rows = pool
                     .ranges
                     .iter()
@@ -130,10 +156,10 @@ impl Gnn {
                     .collect::<Result<Vec<_>>>()?;
                 Tensor::cat(&rows, 0)
             }
-            how => {
+            how @ (Readout::Mean | Readout::Sum) => {
                 let sum = Tensor::zeros((graphs, width), h.dtype(), h.device())?
                     .index_add(&pool.slot, h, 0)?;
-                if how == "sum" {
+                if how == Readout::Sum {
                     return Ok(sum);
                 }
                 let counts: Vec<f32> = pool.ranges.iter().map(|&(_, n)| n.max(1) as f32).collect();
@@ -152,7 +178,7 @@ impl Network for Gnn {
     }
 
     fn forward_graph(&self, batch: &GraphBatch, mode: &mut Mode<'_>) -> Result<Tensor> {
-        let messages = if self.cfg.conv == "sage" {
+        let messages = if self.cfg.conv == ConvKind::Sage {
             batch.mean()?
         } else {
             batch.gcn()?
@@ -160,7 +186,7 @@ impl Network for Gnn {
         let mut h = batch.x.to_dtype(DType::F32)?;
         for conv in &self.layers {
             h = dropout(&h, self.cfg.dropout, mode)?;
-            h = activate(&conv.forward(&h, messages)?, &self.cfg.activation)?;
+            h = self.cfg.activation.apply(&conv.forward(&h, messages)?)?;
         }
         h = dropout(&h, self.cfg.dropout, mode)?;
         match (&self.node_head, &self.graph_head, &batch.pool) {
@@ -171,7 +197,7 @@ impl Network for Gnn {
             ),
             _ => candle_core::bail!(
                 "this model predicts graphs (`readout: {}`), but the graph's examples are its nodes: set `readout: none`",
-                self.cfg.readout
+                self.cfg.readout.name()
             ),
         }
     }
@@ -191,11 +217,11 @@ Train it with `train.supervised` on a graph: the split's train examples count in
             inputs: vec![],
             outputs: vec![OutputSpec::new("model", ValueType::Model, "the untrained architecture")],
             settings: vec![
-                SettingSpec::with_default("conv", SettingType::Choice(&["gcn", "sage"]), json!("gcn"), "how a node combines its neighbours"),
+                SettingSpec::with_default("conv", SettingType::Choice(ConvKind::NAMES), json!("gcn"), "how a node combines its neighbours"),
                 SettingSpec::with_default("hidden", SettingType::list(SettingType::int_min(1)), json!([16]), "units of each hidden graph convolution"),
                 SettingSpec::with_default("activation", SettingType::Choice(ACTIVATIONS), json!("relu"), "activation after each hidden layer"),
                 SettingSpec::with_default("dropout", SettingType::Float { min: Some((0.0, false)), max: Some((1.0, true)) }, json!(0.5), "dropout before every layer while training"),
-                SettingSpec::with_default("readout", SettingType::Choice(&["none", "mean", "max", "sum"]), json!("none"), "`none`: an output per node; otherwise per graph, pooled this way"),
+                SettingSpec::with_default("readout", SettingType::Choice(Readout::NAMES), json!("none"), "`none`: an output per node; otherwise per graph, pooled this way"),
             ],
             side_effects: false,
         }
@@ -205,11 +231,11 @@ Train it with `train.supervised` on a graph: the split's train examples count in
         let s = ctx.settings();
         let arch = json!({
             "type": "gnn",
-            "conv": s.str("conv")?,
+            "conv": s.parse::<ConvKind>("conv")?,
             "hidden": s.get("hidden"),
             "activation": s.str("activation")?,
             "dropout": s.float("dropout")?,
-            "readout": s.str("readout")?,
+            "readout": s.parse::<Readout>("readout")?,
         });
         Ok(vec![(
             PortName::new_static("model"),
@@ -305,11 +331,11 @@ mod tests {
             ("sage", "sum", Level::Graph),
         ] {
             let cfg = GnnConfig {
-                conv: conv.into(),
+                conv: serde_json::from_value(json!(conv)).unwrap(),
                 hidden: vec![8, 8],
-                activation: "tanh".into(),
+                activation: Activation::Tanh,
                 dropout: 0.0,
-                readout: readout.into(),
+                readout: serde_json::from_value(json!(readout)).unwrap(),
             };
             let dims = Dims {
                 input: vec![3],

@@ -5,7 +5,7 @@ use kiln_engine::{
     SettingType, Value, ValueType,
 };
 
-use crate::nn::ModelValue;
+use crate::model::ModelValue;
 
 /// Loads a saved model.
 pub struct Load;

@@ -9,10 +9,11 @@ use kiln_engine::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::model::ModelValue;
 use crate::nn::batch_norm::BatchNorm;
 use crate::nn::dense::{Dense, Quantized};
 use crate::nn::dropout::dropout;
-use crate::nn::{activate, Dims, Mode, ModelValue, Network, UnitGroup, ACTIVATIONS};
+use crate::nn::{Activation, Dims, Mode, Network, UnitGroup, ACTIVATIONS};
 
 /// The MLP's architecture, as written in `with:`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -20,7 +21,7 @@ pub struct MlpConfig {
     /// Units of each hidden layer.
     pub hidden: Vec<usize>,
     /// Activation after each hidden layer.
-    pub activation: String,
+    pub activation: Activation,
     /// Dropout probability after each hidden activation.
     pub dropout: f64,
     /// Batch norm between each hidden layer and its activation.
@@ -72,7 +73,7 @@ impl Network for Mlp {
             if let Some(bn) = bn {
                 h = bn.forward(&h, mode)?;
             }
-            h = activate(&h, &self.cfg.activation)?;
+            h = self.cfg.activation.apply(&h)?;
             h = dropout(&h, self.cfg.dropout, mode)?;
         }
         self.head.forward(&h)

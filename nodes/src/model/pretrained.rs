@@ -6,8 +6,8 @@ use kiln_engine::{
 };
 use serde_json::json;
 
+use crate::model::ModelValue;
 use crate::nn::encoder::{Encoder, FILES};
-use crate::nn::ModelValue;
 
 /// Names a pre-trained encoder.
 pub struct Pretrained;

@@ -10,23 +10,44 @@ use kiln_engine::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::model::ModelValue;
 use crate::nn::dense::{Dense, Quantized};
 use crate::nn::lstm::Lstm;
-use crate::nn::{Dims, Mode, ModelValue, Network};
+use crate::nn::{Dims, Mode, Network};
+
+kiln_engine::choices! {
+    /// The recurrent cell (the `cell` setting).
+    pub enum CellKind {
+        /// Long short-term memory.
+        Lstm = "lstm",
+        /// Gated recurrent unit.
+        Gru = "gru",
+    }
+}
+
+kiln_engine::choices! {
+    /// How a sequence is summarised for the head (the `pooling` setting).
+    pub enum SequencePooling {
+        /// The final state.
+        Last = "last",
+        /// The average over time.
+        Mean = "mean",
+    }
+}
 
 /// The RNN's architecture.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 pub struct RnnConfig {
-    /// `lstm` or `gru`.
-    pub cell: String,
+    /// The recurrent cell.
+    pub cell: CellKind,
     /// Units of each recurrent layer (per direction).
     pub hidden: usize,
     /// Stacked recurrent layers.
     pub layers: usize,
     /// Also read each sequence backwards.
     pub bidirectional: bool,
-    /// `last` (final state) or `mean` (average over time) summarises a sequence for the head.
-    pub pooling: String,
+    /// How a sequence is summarised for the head.
+    pub pooling: SequencePooling,
     /// Width of the embedding layer in front, for token ids.
     #[serde(default = "default_embedding")]
     pub embedding: usize,
@@ -75,7 +96,7 @@ fn cell(
     backward: bool,
     vb: &VarBuilder,
 ) -> Result<Cell> {
-    if cfg.cell == "gru" {
+    if cfg.cell == CellKind::Gru {
         let suffix = if backward { "_reverse" } else { "" };
         let vb = vb.pp(format!("gru_l{layer}{suffix}"));
         return Ok(Cell::Gru(candle_nn::rnn::gru(
@@ -178,7 +199,7 @@ impl Network for Rnn {
         }
         let summary = if let Some(real) = &real {
             summarise_tokens(&h, real, &self.cfg)?
-        } else if self.cfg.pooling == "mean" {
+        } else if self.cfg.pooling == SequencePooling::Mean {
             h.mean(0)?
         } else if self.cfg.bidirectional {
             // Forward half at the last step, backward half at the first.
@@ -203,7 +224,7 @@ impl Network for Rnn {
 /// backward direction's summary is its state after reading the whole row).
 fn summarise_tokens(h: &Tensor, real: &Tensor, cfg: &RnnConfig) -> Result<Tensor> {
     let m = real.t()?.unsqueeze(2)?; // [t, b, 1]
-    if cfg.pooling == "mean" {
+    if cfg.pooling == SequencePooling::Mean {
         return h
             .broadcast_mul(&m)?
             .sum(0)?
@@ -247,11 +268,11 @@ Examples are sequences shaped [time] or [time, features], or rows of token ids f
             inputs: vec![],
             outputs: vec![OutputSpec::new("model", ValueType::Model, "the untrained architecture")],
             settings: vec![
-                SettingSpec::with_default("cell", SettingType::Choice(&["lstm", "gru"]), json!("lstm"), "the recurrent cell"),
+                SettingSpec::with_default("cell", SettingType::Choice(CellKind::NAMES), json!("lstm"), "the recurrent cell"),
                 SettingSpec::with_default("hidden", SettingType::Int { min: Some(1), max: Some(65_536) }, json!(64), "units per layer and direction"),
                 SettingSpec::with_default("layers", SettingType::Int { min: Some(1), max: Some(16) }, json!(1), "stacked recurrent layers"),
                 SettingSpec::with_default("bidirectional", SettingType::Bool, json!(false), "also read sequences backwards"),
-                SettingSpec::with_default("pooling", SettingType::Choice(&["last", "mean"]), json!("last"), "how a sequence is summarised for the output layer"),
+                SettingSpec::with_default("pooling", SettingType::Choice(SequencePooling::NAMES), json!("last"), "how a sequence is summarised for the output layer"),
                 SettingSpec::with_default("embedding", SettingType::Int { min: Some(1), max: Some(65_536) }, json!(64), "token ids: width of the embedding layer in front"),
             ],
             side_effects: false,
@@ -262,11 +283,11 @@ Examples are sequences shaped [time] or [time, features], or rows of token ids f
         let s = ctx.settings();
         let arch = json!({
             "type": "rnn",
-            "cell": s.str("cell")?,
+            "cell": s.parse::<CellKind>("cell")?,
             "hidden": s.usize("hidden")?,
             "layers": s.usize("layers")?,
             "bidirectional": s.bool("bidirectional")?,
-            "pooling": s.str("pooling")?,
+            "pooling": s.parse::<SequencePooling>("pooling")?,
             "embedding": s.usize("embedding")?,
         });
         Ok(vec![(
@@ -289,11 +310,11 @@ mod tests {
 
     fn on_tokens(cell: &str, bidirectional: bool, pooling: &str) -> (Rnn, Arc<SeededVars>) {
         let cfg = RnnConfig {
-            cell: cell.into(),
+            cell: serde_json::from_value(json!(cell)).unwrap(),
             hidden: 5,
             layers: 1,
             bidirectional,
-            pooling: pooling.into(),
+            pooling: serde_json::from_value(json!(pooling)).unwrap(),
             embedding: 4,
         };
         let dims = Dims {

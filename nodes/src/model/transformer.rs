@@ -17,8 +17,9 @@ use kiln_engine::{
 use serde::{Deserialize, Serialize};
 use serde_json::json;
 
+use crate::model::ModelValue;
 use crate::nn::dropout::dropout;
-use crate::nn::{embedding, Dims, Mode, ModelValue, Network};
+use crate::nn::{embedding, Dims, Mode, Network};
 
 /// The architecture, as written in `with:`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -33,13 +34,23 @@ pub struct TransformerConfig {
     pub ff: usize,
     /// Dropout on embeddings, attention weights and block outputs.
     pub dropout: f64,
-    /// `mean` or `max` over the real tokens.
+    /// How the real tokens' outputs are summarised (older models: `mean`).
     #[serde(default = "default_pooling")]
-    pub pooling: String,
+    pub pooling: TokenPooling,
 }
 
-fn default_pooling() -> String {
-    "mean".into()
+kiln_engine::choices! {
+    /// How the real tokens' outputs are summarised (the `pooling` setting).
+    pub enum TokenPooling {
+        /// Their mean.
+        Mean = "mean",
+        /// Each feature's maximum.
+        Max = "max",
+    }
+}
+
+fn default_pooling() -> TokenPooling {
+    TokenPooling::Mean
 }
 
 /// Layer norm over the last dimension, `γ·(x − μ)/√(σ² + ε) + β`.
@@ -187,7 +198,7 @@ impl Network for Transformer {
         }
         let h = self.norm.forward(&h)?;
         let m = real.unsqueeze(2)?;
-        let pooled = if self.cfg.pooling == "max" {
+        let pooled = if self.cfg.pooling == TokenPooling::Max {
             // Padding pushed far below any real value first.
             h.broadcast_add(&((m - 1.0)? * 1e9)?)?.max(1)?
         } else {
@@ -218,7 +229,7 @@ impl NodeKind for TransformerKind {
                 SettingSpec::with_default("layers", SettingType::int_min(0), json!(2), "encoder blocks (0: a bag of embeddings)"),
                 SettingSpec::with_default("ff", SettingType::int_min(1), json!(128), "hidden width of each feed-forward block"),
                 SettingSpec::with_default("dropout", SettingType::Float { min: Some((0.0, false)), max: Some((1.0, false)) }, json!(0.1), "dropout while training"),
-                SettingSpec::with_default("pooling", SettingType::Choice(&["mean", "max"]), json!("mean"), "how the tokens' outputs are summarised: their mean, or each feature's maximum"),
+                SettingSpec::with_default("pooling", SettingType::Choice(TokenPooling::NAMES), json!("mean"), "how the tokens' outputs are summarised: their mean, or each feature's maximum"),
             ],
             side_effects: false,
         }
@@ -248,7 +259,7 @@ impl NodeKind for TransformerKind {
             "layers": s.usize("layers")?,
             "ff": s.usize("ff")?,
             "dropout": s.float("dropout")?,
-            "pooling": s.str("pooling")?,
+            "pooling": s.parse::<TokenPooling>("pooling")?,
         });
         Ok(vec![(
             PortName::new_static("model"),
@@ -275,7 +286,7 @@ mod tests {
             layers,
             ff: 16,
             dropout: 0.0,
-            pooling: pooling.into(),
+            pooling: serde_json::from_value(json!(pooling)).unwrap(),
         };
         let dims = Dims {
             input: vec![6],

@@ -12,7 +12,8 @@ use kiln_engine::{
 use serde_json::{json, Value as Json};
 
 use crate::data::Dataset;
-use crate::nn::{Mode, ModelValue};
+use crate::model::ModelValue;
+use crate::nn::Mode;
 
 /// Compares models on the same data.
 pub struct Compare;
@@ -133,7 +134,7 @@ fn measure(
     repeats: usize,
 ) -> Result<Json, NodeError> {
     let model = ModelValue::from_value(value)?;
-    let prepared = crate::nn::prepared(value, device)?;
+    let prepared = crate::model::prepared(value, device)?;
     let trained = &prepared.trained;
     let mut params = 0usize;
     let mut nonzero = 0usize;
@@ -187,7 +188,7 @@ fn measure(
 /// Median milliseconds of a forward pass over `batch` examples (the data's
 /// first ones, repeated if it has fewer).
 fn latency(
-    trained: &crate::nn::Trained,
+    trained: &crate::model::Trained,
     x: &Tensor,
     batch: usize,
     repeats: usize,

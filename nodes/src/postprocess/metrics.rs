@@ -9,7 +9,7 @@ use kiln_engine::{
 
 use crate::data::Dataset;
 use crate::graph::Graph;
-use crate::nn::prepared;
+use crate::model::prepared;
 
 /// Scores predictions against targets.
 pub struct Metrics;

@@ -58,35 +58,16 @@ pub fn output_types(inputs: &InputTypes) -> Result<OutputTypes, String> {
     Ok(out)
 }
 
-/// Applies a fitted transform of any of these kinds to `data`: the one code
-/// path used by the fitting node itself, by `preprocess.apply` and by a
-/// served pipeline.
-pub fn apply_transform(transform: &Value, data: &Dataset) -> Result<Dataset, NodeError> {
-    if transform.ty() != ValueType::Transform {
-        return Err(NodeError::new(format!(
-            "expected a fitted transform, got a {}",
-            transform.ty()
-        )));
-    }
-    match transform.meta().get("transform").and_then(|t| t.as_str()) {
-        Some("standardize") => super::standardize::apply(transform, data),
-        Some("normalize") => super::normalize::apply(transform, data),
-        Some("impute") => super::impute::apply(transform, data),
-        Some("onehot") => super::onehot::apply(transform, data),
-        other => Err(NodeError::new(format!(
-            "unknown transform {other:?}: expected one fitted by preprocess.standardize, normalize, impute or onehot"
-        ))),
-    }
-}
-
-/// The outputs of a fitted step: `transform` applied to `fit` and to every
-/// `apply` input, then `transform` itself.
+/// The outputs of a fitted step: `transform` applied by the kind's own
+/// `apply` (the function `preprocess.apply` dispatches to) to `fit` and to
+/// every `apply` input, then `transform` itself.
 pub fn apply_all(
     ctx: &RunContext<'_>,
     fit: &Dataset,
     transform: Value,
+    apply: fn(&Value, &Dataset) -> Result<Dataset, NodeError>,
 ) -> Result<Outputs, NodeError> {
-    let step = |d: &Dataset| apply_transform(&transform, d);
+    let step = |d: &Dataset| apply(&transform, d);
     let mut out = vec![(PortName::new_static("fit"), step(fit)?.into_value())];
     let applied: Vec<Value> = ctx
         .inputs("apply")

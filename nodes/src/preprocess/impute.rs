@@ -24,7 +24,7 @@ The fitted fill values are applied unchanged to `apply` and given as `transform`
             inputs: super::fitted::inputs(ValueType::Dataset, "the data the fill values come from", "data filled with `fit`'s values"),
             outputs: super::fitted::outputs(ValueType::Dataset, "the fill value of each column"),
             settings: vec![
-                SettingSpec::with_default("strategy", SettingType::Choice(&["mean", "median", "most_frequent", "constant"]), json!("mean"), "how a column's fill value is chosen"),
+                SettingSpec::with_default("strategy", SettingType::Choice(Strategy::NAMES), json!("mean"), "how a column's fill value is chosen"),
                 SettingSpec::with_default("value", SettingType::float(), json!(0.0), "the fill value for `strategy: constant`"),
             ],
             side_effects: false,
@@ -50,7 +50,7 @@ The fitted fill values are applied unchanged to `apply` and given as `transform`
             .to_dtype(DType::F32)?
             .flatten_all()?
             .to_vec1()?;
-        let strategy = s.str("strategy")?;
+        let strategy: Strategy = s.parse("strategy")?;
         let fills: Vec<f32> = (0..width)
             .map(|j| {
                 let mut col: Vec<f32> = (0..n)
@@ -68,7 +68,7 @@ The fitted fill values are applied unchanged to `apply` and given as `transform`
             )]),
             json!({ "transform": "impute", "strategy": strategy, "columns": fit.columns }),
         );
-        super::fitted::apply_all(ctx, &fit, transform)
+        super::fitted::apply_all(ctx, &fit, transform, apply)
     }
 }
 
@@ -104,13 +104,28 @@ pub(crate) fn apply(transform: &Value, data: &Dataset) -> Result<Dataset, NodeEr
     })
 }
 
+kiln_engine::choices! {
+    /// How a column's fill value is chosen (the `strategy` setting).
+    enum Strategy {
+        /// The mean of the column's values.
+        Mean = "mean",
+        /// Their median.
+        Median = "median",
+        /// The value that occurs most often.
+        MostFrequent = "most_frequent",
+        /// The `value` setting.
+        Constant = "constant",
+    }
+}
+
 /// A column's fill value; a column with no values at all gets the constant.
-fn fill_value(col: &mut [f32], strategy: &str, constant: f32) -> f32 {
-    if col.is_empty() || strategy == "constant" {
+fn fill_value(col: &mut [f32], strategy: Strategy, constant: f32) -> f32 {
+    if col.is_empty() || strategy == Strategy::Constant {
         return constant;
     }
     match strategy {
-        "median" => {
+        Strategy::Constant => constant,
+        Strategy::Median => {
             col.sort_by(f32::total_cmp);
             let m = col.len() / 2;
             if col.len().is_multiple_of(2) {
@@ -119,7 +134,7 @@ fn fill_value(col: &mut [f32], strategy: &str, constant: f32) -> f32 {
                 col[m]
             }
         }
-        "most_frequent" => {
+        Strategy::MostFrequent => {
             col.sort_by(f32::total_cmp);
             let mut best = (col[0], 0usize);
             let mut run = (col[0], 0usize);
@@ -131,7 +146,7 @@ fn fill_value(col: &mut [f32], strategy: &str, constant: f32) -> f32 {
             }
             best.0
         }
-        _ => (col.iter().map(|&v| v as f64).sum::<f64>() / col.len() as f64) as f32,
+        Strategy::Mean => (col.iter().map(|&v| v as f64).sum::<f64>() / col.len() as f64) as f32,
     }
 }
 
@@ -141,13 +156,16 @@ mod tests {
 
     #[test]
     fn fill_values_follow_the_strategy() {
-        assert_eq!(fill_value(&mut [1.0, 2.0, 6.0], "mean", 0.0), 3.0);
-        assert_eq!(fill_value(&mut [5.0, 1.0, 2.0, 9.0], "median", 0.0), 3.5);
+        assert_eq!(fill_value(&mut [1.0, 2.0, 6.0], Strategy::Mean, 0.0), 3.0);
         assert_eq!(
-            fill_value(&mut [2.0, 7.0, 7.0, 1.0], "most_frequent", 0.0),
+            fill_value(&mut [5.0, 1.0, 2.0, 9.0], Strategy::Median, 0.0),
+            3.5
+        );
+        assert_eq!(
+            fill_value(&mut [2.0, 7.0, 7.0, 1.0], Strategy::MostFrequent, 0.0),
             7.0
         );
-        assert_eq!(fill_value(&mut [2.0], "constant", -1.0), -1.0);
-        assert_eq!(fill_value(&mut [], "mean", 4.0), 4.0);
+        assert_eq!(fill_value(&mut [2.0], Strategy::Constant, -1.0), -1.0);
+        assert_eq!(fill_value(&mut [], Strategy::Mean, 4.0), 4.0);
     }
 }

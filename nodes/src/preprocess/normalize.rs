@@ -62,7 +62,7 @@ The fitted range is applied unchanged to `apply` and given as `transform`; a con
             ]),
             json!({ "transform": "normalize", "columns": fit.columns }),
         );
-        super::fitted::apply_all(ctx, &fit, transform)
+        super::fitted::apply_all(ctx, &fit, transform, apply)
     }
 }
 

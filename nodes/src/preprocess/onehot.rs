@@ -68,7 +68,7 @@ The categories are those of `fit`; `apply` is encoded with them unchanged, so a 
             ValueType::Transform,
             json!({ "transform": "onehot", "categories": vocab }),
         );
-        super::fitted::apply_all(ctx, &fit, transform)
+        super::fitted::apply_all(ctx, &fit, transform, apply)
     }
 }
 

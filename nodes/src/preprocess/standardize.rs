@@ -78,7 +78,7 @@ A constant feature is only centred.",
             ]),
             json!({ "transform": "standardize", "columns": fit.columns }),
         );
-        super::fitted::apply_all(ctx, &fit, transform)
+        super::fitted::apply_all(ctx, &fit, transform, apply)
     }
 }
 

@@ -11,6 +11,16 @@ use serde_json::json;
 
 use crate::data::{Dataset, Target};
 
+kiln_engine::choices! {
+    /// The sequence task (the `task` setting).
+    enum Task {
+        /// Sum the two marked numbers of a sequence.
+        Adding = "adding",
+        /// Whether a bit sequence holds an odd number of ones.
+        Parity = "parity",
+    }
+}
+
 /// Generates sequence tasks from the node's seed.
 pub struct Synthetic;
 
@@ -25,7 +35,7 @@ impl NodeKind for Synthetic {
             inputs: vec![],
             outputs: vec![OutputSpec::new("data", ValueType::Dataset, "sequences shaped [examples, length, features] with their target")],
             settings: vec![
-                SettingSpec::with_default("task", SettingType::Choice(&["adding", "parity"]), json!("adding"), "which task"),
+                SettingSpec::with_default("task", SettingType::Choice(Task::NAMES), json!("adding"), "which task"),
                 SettingSpec::with_default("examples", SettingType::Int { min: Some(2), max: Some(10_000_000) }, json!(2000), "how many sequences"),
                 SettingSpec::with_default("length", SettingType::Int { min: Some(2), max: Some(100_000) }, json!(20), "steps per sequence"),
             ],
@@ -37,9 +47,9 @@ impl NodeKind for Synthetic {
         let s = ctx.settings();
         let (n, len) = (s.usize("examples")?, s.usize("length")?);
         let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed());
-        let data = match s.str("task")? {
-            "parity" => parity(&mut rng, n, len)?,
-            _ => adding(&mut rng, n, len)?,
+        let data = match s.parse::<Task>("task")? {
+            Task::Parity => parity(&mut rng, n, len)?,
+            Task::Adding => adding(&mut rng, n, len)?,
         };
         Ok(vec![(PortName::new_static("data"), data.into_value())])
     }

@@ -3,13 +3,25 @@
 
 use std::f64::consts::PI;
 
+kiln_engine::choices! {
+    /// How the rate changes after the warmup (the `schedule` setting).
+    pub enum ScheduleKind {
+        /// The peak rate throughout.
+        Constant = "constant",
+        /// Multiplied by `gamma` every `step_size` steps.
+        Step = "step",
+        /// Half a cosine from the peak down to `min_lr`.
+        Cosine = "cosine",
+    }
+}
+
 /// A schedule over `total` steps.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Schedule {
     /// The peak rate.
     pub base: f64,
-    /// `constant`, `step` or `cosine`.
-    pub kind: String,
+    /// Its shape.
+    pub kind: ScheduleKind,
     /// Steps of linear warmup from 0.
     pub warmup: usize,
     /// Steps between decays (`step`).
@@ -29,14 +41,16 @@ impl Schedule {
             return self.base * (t + 1) as f64 / self.warmup as f64;
         }
         let after = t - self.warmup;
-        match self.kind.as_str() {
-            "step" => self.base * self.gamma.powi((after / self.step_size.max(1)) as i32),
-            "cosine" => {
+        match self.kind {
+            ScheduleKind::Constant => self.base,
+            ScheduleKind::Step => {
+                self.base * self.gamma.powi((after / self.step_size.max(1)) as i32)
+            }
+            ScheduleKind::Cosine => {
                 let span = self.total.saturating_sub(self.warmup).max(1) as f64;
                 let progress = (after as f64 / span).min(1.0);
                 self.min_lr + 0.5 * (self.base - self.min_lr) * (1.0 + (PI * progress).cos())
             }
-            _ => self.base,
         }
     }
 }
@@ -48,7 +62,7 @@ mod tests {
     fn schedule(kind: &str, warmup: usize) -> Schedule {
         Schedule {
             base: 1.0,
-            kind: kind.into(),
+            kind: serde_json::from_value(serde_json::json!(kind)).unwrap(),
             warmup,
             step_size: 10,
             gamma: 0.5,

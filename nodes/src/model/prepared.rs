@@ -15,7 +15,9 @@ use std::sync::{Arc, Mutex, OnceLock};
 use candle_core::Device;
 use kiln_engine::{NodeError, Value};
 
-use super::{Dims, ModelValue, Task, Trained};
+use super::trained::Trained;
+use super::value::ModelValue;
+use crate::nn::{Dims, Task};
 
 /// How many prepared models stay in memory (a service holds a few
 /// pipelines, and a swap briefly holds two versions of one).
