@@ -14,7 +14,7 @@ columns="${3:-64}"
 connections="${4:-32}"
 duration="${DURATION:-10}"
 command -v wrk >/dev/null || { echo "serve_wrk: needs wrk (apt-get install wrk)" >&2; exit 2; }
-kiln="$here/target/release/kiln"
+kiln="${KILN:-$here/target/release/kiln}"
 [[ -x "$kiln" ]] || cargo build --release --manifest-path "$here/Cargo.toml"
 work="$(mktemp -d)"
 trap 'kill "$server" 2>/dev/null || true; rm -rf "$work"' EXIT
@@ -29,7 +29,7 @@ local f = io.open("$work/body.json", "r"); local body = f:read("*a"); f:close()
 wrk.method = "POST"; wrk.body = body; wrk.headers["Content-Type"] = "application/json"
 LUA
 "$kiln" run "$here/$pipeline" --out "$work/run" >/dev/null   # train (or take from the cache) first
-"$kiln" serve "$here/$pipeline" --addr 127.0.0.1:8078 > "$work/server.log" 2>&1 &
+"$kiln" serve "$here/$pipeline" --addr 127.0.0.1:8078 ${KILN_SERVE_ARGS:-} > "$work/server.log" 2>&1 &
 server=$!
 for _ in $(seq 1 100); do
     curl -sf -o /dev/null -X POST -d @"$work/body.json" "http://127.0.0.1:8078/v1/pipelines/$name/infer" && break

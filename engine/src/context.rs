@@ -69,7 +69,7 @@ impl Observer for Quiet {}
 pub struct RunContext<'a> {
     pub(crate) node_id: &'a NodeId,
     /// Input port -> where its values come from, as `node.port`.
-    pub(crate) sources: Vec<(PortName, Vec<String>)>,
+    pub(crate) sources: &'a [(PortName, Vec<String>)],
     pub(crate) settings: &'a Settings,
     pub(crate) inputs: Vec<(PortName, Vec<Value>)>,
     pub(crate) device: Device,

@@ -51,6 +51,15 @@ impl NodeError {
     }
 }
 
+/// What a caught panic said (its `&str` or `String` payload).
+pub fn panic_message(payload: &(dyn std::any::Any + Send)) -> String {
+    payload
+        .downcast_ref::<&str>()
+        .map(|s| s.to_string())
+        .or_else(|| payload.downcast_ref::<String>().cloned())
+        .unwrap_or_else(|| "unknown cause".into())
+}
+
 impl PartialEq for NodeError {
     fn eq(&self, other: &Self) -> bool {
         self.message == other.message

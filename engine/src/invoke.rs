@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use candle_core::Device;
 
 use crate::context::{CancelToken, Observer, RunContext};
-use crate::error::NodeError;
+use crate::error::{panic_message, NodeError};
 use crate::ids::PortName;
 use crate::kind::Outputs;
 use crate::plan::{Plan, PlanNode};
@@ -39,18 +39,10 @@ pub(crate) fn invoke(
     inputs: Vec<(PortName, Vec<Value>)>,
     how: Invocation<'_>,
 ) -> Result<Outputs, NodeError> {
-    let sources = node
-        .inputs
-        .iter()
-        .map(|(port, outlets)| {
-            let names = outlets.iter().map(|o| plan.outlet_name(o)).collect();
-            (port.clone(), names)
-        })
-        .collect();
     let ctx = RunContext {
         node_id: &node.id,
         settings: &node.settings,
-        sources,
+        sources: &node.sources,
         inputs,
         device: how.device,
         seed: how.seed,
@@ -63,14 +55,10 @@ pub(crate) fn invoke(
     let produced = match catch_unwind(AssertUnwindSafe(|| node.kind.run(&ctx))) {
         Ok(result) => result?,
         Err(panic) => {
-            let msg = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown cause".into());
             return Err(NodeError::new(format!(
-                "internal error in `{}`: {msg}",
-                node.spec.name
+                "internal error in `{}`: {}",
+                node.spec.name,
+                panic_message(panic.as_ref())
             )));
         }
     };

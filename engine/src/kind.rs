@@ -201,6 +201,20 @@ pub trait NodeKind: Send + Sync {
         false
     }
 
+    /// Prepares, before the first request, what serving this node needs
+    /// from the inputs that stay the same between requests (`fixed`, by
+    /// port: a trained model, a fitted transform), such as a network built
+    /// and its weights decoded on `device`. A service calls it when it
+    /// starts and before a hot swap, so no request pays for it.
+    fn prepare(
+        &self,
+        fixed: &[(PortName, Vec<Value>)],
+        device: &candle_core::Device,
+    ) -> Result<(), crate::NodeError> {
+        let _ = (fixed, device);
+        Ok(())
+    }
+
     /// Whether the node has a value only when serving (a request source with
     /// no example rows): `kiln run` reports it and its descendants as
     /// serve-only instead of running them.

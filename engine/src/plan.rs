@@ -46,6 +46,9 @@ pub struct PlanNode {
     pub cache: bool,
     /// Files and folders it reads (absolute): hashed into the fingerprint, watched by `kiln watch`.
     pub files: Vec<PathBuf>,
+    /// Input port -> where its values come from, as `node.port` (what
+    /// `RunContext::input_sources` answers).
+    pub sources: Vec<(PortName, Vec<String>)>,
 }
 
 /// A validated pipeline: nodes, the graph between them and what to report.

@@ -132,6 +132,20 @@ impl Service {
                 node: node.id.to_string(),
                 reason,
             })?;
+            let fixed_inputs: Vec<(PortName, Vec<Value>)> = node
+                .inputs
+                .iter()
+                .map(|(port, outlets)| {
+                    let values = outlets.iter().filter_map(|o| fixed.get(o).cloned());
+                    (port.clone(), values.collect())
+                })
+                .collect();
+            node.kind
+                .prepare(&fixed_inputs, &device)
+                .map_err(|e| ServeError::Start {
+                    node: node.id.to_string(),
+                    reason: e.to_string(),
+                })?;
             steps.push(Step {
                 node: idx,
                 device,

@@ -101,11 +101,7 @@ fn answer_guarded(
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| answer(rows))) {
         Ok(answers) => answers,
         Err(panic) => {
-            let cause = panic
-                .downcast_ref::<&str>()
-                .map(|s| s.to_string())
-                .or_else(|| panic.downcast_ref::<String>().cloned())
-                .unwrap_or_else(|| "unknown cause".into());
+            let cause = kiln_engine::error::panic_message(panic.as_ref());
             tracing::error!(
                 "pipeline `{pipeline}`: a batch of {} requests failed: internal error: {cause}",
                 rows.len()
@@ -119,6 +115,9 @@ fn answer_guarded(
 
 /// The answers to a batch of requests, one per request, in order.
 fn answers(service: &Service, rows: &[Vec<Json>]) -> Vec<Answer> {
+    if let [one] = rows {
+        return vec![answer_one(service, one)];
+    }
     let fingerprint = service.fingerprint().to_string();
     let counts: Vec<usize> = rows.iter().map(Vec::len).collect();
     let total: usize = counts.iter().sum();
@@ -136,10 +135,10 @@ fn answers(service: &Service, rows: &[Vec<Json>]) -> Vec<Answer> {
                 Ok((Json::Array(mine), fingerprint.clone()))
             })
             .collect(),
-        // An answer that is not one row per input row can't be split: each
-        // request runs alone.
-        _ if rows.len() > 1 => rows.iter().map(|r| answer_one(service, r)).collect(),
-        other => vec![other.map(|v| (v, fingerprint))],
+        // An answer that is not one row per input row can't be split, and a
+        // client's bad input must fail only its own request: each request
+        // runs alone.
+        _ => rows.iter().map(|r| answer_one(service, r)).collect(),
     }
 }
 

@@ -169,9 +169,9 @@ async fn answer(pipeline: &Pipeline, body: &[u8]) -> Response {
             ),
         );
     }
-    if let Err(e) = service.check(&Value::Array(rows.clone())) {
-        return client_error(StatusCode::UNPROCESSABLE_ENTITY, e.within(&field));
-    }
+    // The rows are checked where they are read, in the batch: a batch that
+    // fails on a client's input is answered request by request, so one
+    // client's mistake fails only its own request.
     let (tx, rx) = oneshot::channel();
     if pipeline.queue.try_send(Job { rows, reply: tx }).is_err() {
         return error(

@@ -175,7 +175,22 @@ pub fn validate(
             device: n.device.as_ref().map_or(default_device, |d| d.value),
             cache: n.cache,
             files,
+            sources: Vec::new(),
         });
+    }
+    let names: Vec<NodeId> = nodes.iter().map(|n| n.id.clone()).collect();
+    for n in &mut nodes {
+        n.sources = n
+            .inputs
+            .iter()
+            .map(|(port, outlets)| {
+                let from = outlets
+                    .iter()
+                    .map(|o| format!("{}.{}", names[o.node.index()], o.port))
+                    .collect();
+                (port.clone(), from)
+            })
+            .collect();
     }
     // The plan's graph: edges carry the resolved ports.
     let mut graph = DiGraph::new();

@@ -3,7 +3,7 @@
 use candle_core::{DType, D};
 use kiln_engine::{
     InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
-    SettingSpec, SettingType, ValueType,
+    SettingSpec, SettingType, Value, ValueType,
 };
 use serde_json::json;
 
@@ -32,6 +32,21 @@ Gives a dataset whose features are the scores: class probabilities (one column p
             ],
             side_effects: false,
         }
+    }
+
+    fn prepare(
+        &self,
+        fixed: &[(PortName, Vec<Value>)],
+        device: &candle_core::Device,
+    ) -> Result<(), NodeError> {
+        let model = fixed
+            .iter()
+            .find(|(port, _)| port.as_str() == "model")
+            .and_then(|(_, values)| values.first());
+        if let Some(model) = model {
+            prepared(model, device)?;
+        }
+        Ok(())
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
@@ -63,24 +78,19 @@ pub fn scores(
     batch: usize,
     probabilities: bool,
 ) -> Result<Dataset, NodeError> {
-    let Prepared {
-        trained,
-        dims,
-        task,
-        device,
-    } = model;
     let given = &data.features.dims()[1..];
-    if given != dims.input.as_slice() {
+    if given != model.dims.input.as_slice() {
         return Err(NodeError::new(format!(
             "the model takes examples of shape {:?}, but the data's are {given:?}: preprocess it as the training data was",
-            dims.input
+            model.dims.input
         )));
     }
-    let out = trained.predict(
-        &data.features.to_dtype(DType::F32)?.to_device(device)?,
-        batch,
-    )?;
-    as_scores(out, dims, task, probabilities, data.target.clone())
+    let x = data
+        .features
+        .to_dtype(DType::F32)?
+        .to_device(&model.device)?;
+    let out = model.trained.predict(&x, batch)?;
+    as_scores(out, model, probabilities, data.target.clone())
 }
 
 /// Scores of `model` for every example of `graph` (nodes, or graphs), in
@@ -90,32 +100,26 @@ pub fn graph_scores(
     graph: &Graph,
     probabilities: bool,
 ) -> Result<Dataset, NodeError> {
-    let Prepared {
-        trained,
-        dims,
-        task,
-        device,
-    } = model;
     let given = &graph.x.dims()[1..];
-    if given != dims.input.as_slice() {
+    if given != model.dims.input.as_slice() {
         return Err(NodeError::new(format!(
             "the model takes nodes with {:?} features, but the graph's have {given:?}: build the graph's features as the training graph's were",
-            dims.input
+            model.dims.input
         )));
     }
     let rows: Vec<u32> = (0..graph.examples() as u32).collect();
-    let out = trained.predict_graph(graph, &rows, device)?;
-    as_scores(out, dims, task, probabilities, graph.target.clone())
+    let out = model.trained.predict_graph(graph, &rows, &model.device)?;
+    as_scores(out, model, probabilities, graph.target.clone())
 }
 
 /// Outputs as a dataset of scores, with `target` kept for scoring.
 fn as_scores(
     out: candle_core::Tensor,
-    dims: &crate::nn::Dims,
-    task: &crate::nn::Task,
+    model: &Prepared,
     probabilities: bool,
     target: Option<crate::data::Target>,
 ) -> Result<Dataset, NodeError> {
+    let (dims, task) = (&model.dims, &model.task);
     let (features, columns) = if task.is_classification() {
         if dims.output == 1 {
             (

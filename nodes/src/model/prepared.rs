@@ -74,3 +74,28 @@ pub fn prepared(value: &Value, device: &Device) -> Result<Arc<Prepared>, NodeErr
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    #[test]
+    fn a_model_value_is_built_once_per_content_and_device() {
+        let arch = json!({"type": "mlp", "hidden": [8], "activation": "relu", "dropout": 0.0, "batch_norm": false});
+        let value = ModelValue::random(arch.clone(), &[4]).into_value();
+        let first = prepared(&value, &Device::Cpu).unwrap();
+        // The same content, even in another value (a reload from the cache), is the same network.
+        let reloaded = Value::from_bytes(value.to_bytes().unwrap()).unwrap();
+        assert!(Arc::ptr_eq(
+            &first,
+            &prepared(&reloaded, &Device::Cpu).unwrap()
+        ));
+        // Other weights are another network.
+        let other = ModelValue::random(json!({"type": "mlp", "hidden": [9], "activation": "relu", "dropout": 0.0, "batch_norm": false}), &[4]).into_value();
+        assert!(!Arc::ptr_eq(
+            &first,
+            &prepared(&other, &Device::Cpu).unwrap()
+        ));
+    }
+}
