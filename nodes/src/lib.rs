@@ -6,8 +6,9 @@
 //! plus one `reg.register(...)` line in its category's `mod.rs`.
 //!
 //! Shared pieces live beside the categories: [`data`] (tables and
-//! datasets), [`graph`] (graphs), [`nn`] (networks, seeded initialisation, model values),
-//! [`metrics`] (scores) and [`show`] (JSON renderings).
+//! datasets), [`graph`] (graphs), [`nn`] (network building blocks, seeded
+//! initialisation), [`metrics`] (scores) and [`show`] (JSON renderings);
+//! model values, and networks built from them, are in [`model`].
 
 pub mod compress;
 pub mod data;
