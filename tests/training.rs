@@ -3,7 +3,7 @@
 
 use std::fs;
 
-use crate::common::{assert_exit, kiln, text, workspace};
+use crate::common::{assert_exit, kiln, text, with_status, workspace};
 
 fn metrics(dir: &std::path::Path, out: &str) -> serde_json::Value {
     serde_json::from_slice(&fs::read(dir.join(out).join("metrics.json")).unwrap()).unwrap()
@@ -272,4 +272,19 @@ fn early_stopping_ends_training_and_keeps_the_best_epoch() {
     );
     assert_eq!(run, best + 5, "stops 5 epochs after the best one");
     assert!(run < 100);
+}
+
+#[test]
+fn the_serving_peers_mlp_learns_digits() {
+    // digits-mlp.yaml: 64-128-128-10, the size of the FastAPI peer's model.
+    let ws = workspace();
+    assert_exit(
+        &kiln(ws.path(), &["run", "digits-mlp.yaml", "--out", "out"]),
+        0,
+    );
+    let m = metrics(&ws.path().join("out"), "");
+    let acc = m["eval.metrics"]["accuracy"].as_f64().unwrap();
+    assert!(acc >= 0.97, "accuracy {acc}");
+    let serve_only = with_status(&ws.path().join("out/run.json"), "serve-only");
+    assert_eq!(serve_only, ["request", "request_scaled", "scores"]);
 }
