@@ -6,6 +6,8 @@
 #
 #   benches/serve_wrk.sh [PIPELINE] [INPUT_NODE] [COLUMNS] [CONNECTIONS]
 #   default: pipelines/digits-mlp.yaml request 64 32 (the peer's model size)
+#   DURATION=10 (seconds), PEER=0 skips the peer, KILN=path/to/kiln and
+#   KILN_SERVE_ARGS="--jobs 1" change what is served.
 set -euo pipefail
 here="$(cd "$(dirname "$0")/.." && pwd)"
 pipeline="${1:-pipelines/digits-mlp.yaml}"
