@@ -11,7 +11,7 @@ repo="$(cd "$(dirname "$0")/.." && pwd)"
 cd "$repo"
 
 # Nothing a user needs may point outside the repository.
-if grep -rn --include='*' "shared/" pipelines tests src engine nodes; then
+if grep -rn "shared/" pipelines tests src engine nodes; then
     echo "newcomer: the files above refer to a folder outside the repository" >&2
     exit 1
 fi

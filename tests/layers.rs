@@ -49,12 +49,28 @@ fn modules(src: &Path) -> BTreeMap<String, String> {
     out
 }
 
-/// `a::{b, c::{d, e}}` -> `a::b`, `a::c::d`, `a::c::e` (renames dropped).
-fn expand(tree: &str) -> Vec<String> {
-    let tree: String = tree.split_whitespace().collect::<Vec<_>>().join(" ");
-    let tree = tree.replace(" ", "");
+/// `a::{b, c::{d as e, f}}` -> `a::b`, `a::c::d`, `a::c::f`, each with the
+/// name it is known by here (`b`, `e`, `f`).
+fn expand(tree: &str) -> Vec<(String, String)> {
+    // Spaces go, but a rename's ` as ` stays recognisable (`Dataset` holds "as").
+    let tree = tree
+        .split_whitespace()
+        .collect::<Vec<_>>()
+        .join(" ")
+        .replace(" as ", "@")
+        .replace(' ', "");
+    expand_tree(&tree)
+}
+
+fn expand_tree(tree: &str) -> Vec<(String, String)> {
     let Some(open) = tree.find('{') else {
-        return vec![tree.split("as").next().unwrap_or("").to_string()];
+        let (path, alias) = tree.split_once('@').unwrap_or((tree, ""));
+        let name = if alias.is_empty() {
+            path.rsplit("::").next().unwrap_or("")
+        } else {
+            alias
+        };
+        return vec![(path.to_string(), name.to_string())];
     };
     let prefix = &tree[..open];
     let close = tree.rfind('}').filter(|c| *c > open).unwrap_or(tree.len());
@@ -76,8 +92,8 @@ fn expand(tree: &str) -> Vec<String> {
     parts
         .iter()
         .filter(|p| !p.is_empty())
-        .flat_map(|p| expand(p))
-        .map(|p| format!("{prefix}{p}"))
+        .flat_map(|p| expand_tree(p))
+        .map(|(path, name)| (format!("{prefix}{path}"), name))
         .collect()
 }
 
@@ -98,8 +114,7 @@ impl Crate {
         let mut reexports = BTreeMap::new();
         for (m, text) in &krate.modules {
             for cap in pub_use.captures_iter(text) {
-                for path in expand(&cap[1]) {
-                    let name = path.rsplit("::").next().unwrap_or("").to_string();
+                for (path, name) in expand(&cap[1]) {
                     if let Some(abs) = krate.absolute(m, &path) {
                         reexports
                             .entry(m.clone())
@@ -189,6 +204,7 @@ impl Crate {
             let mut paths: Vec<String> = use_tree
                 .captures_iter(text)
                 .flat_map(|c| expand(&c[1]))
+                .map(|(path, _)| path)
                 .collect();
             paths.extend(path.captures_iter(text).map(|c| c[1].to_string()));
             for child in self.children(m) {
@@ -284,4 +300,19 @@ fn the_check_sees_a_cycle_through_a_parent_and_not_a_re_export() {
     write("b.rs", "pub fn helper() { let _ = crate::Thing; }\n");
     let found = cycles(dir.path());
     assert_eq!(found, vec!["a uses b; b uses a".to_string()]);
+    // Names holding "as" (`base`, `Dataset`) and renames are read whole.
+    write("lib.rs", "mod a;\nmod base;\n");
+    write(
+        "a.rs",
+        "use crate::base::Dataset as Rows;\npub struct Thing;\n",
+    );
+    write(
+        "base.rs",
+        "pub struct Dataset;\nfn f() { let _ = crate::a::Thing; }\n",
+    );
+    fs::remove_file(dir.path().join("b.rs")).unwrap();
+    assert_eq!(
+        cycles(dir.path()),
+        vec!["a uses base; base uses a".to_string()]
+    );
 }

@@ -18,8 +18,7 @@ use petgraph::Direction;
 use serde_json::Value as Json;
 
 use crate::context::{CancelToken, Quiet};
-use crate::error::RequestError;
-use crate::error::{EngineError, NodeError};
+use crate::error::{EngineError, NodeError, RequestError};
 use crate::fingerprint::node_seed;
 use crate::ids::PortName;
 use crate::invoke::{invoke, Invocation};
@@ -181,12 +180,6 @@ impl Service {
     /// The input node's settings as written (they describe what a request holds).
     pub fn input_settings(&self) -> &Json {
         &self.plan.node(self.spec.input).written_settings
-    }
-
-    /// Checks a request's rows without running anything (each request of a
-    /// batch is checked alone, so one client's mistake fails only its own).
-    pub fn check(&self, rows: &Json) -> Result<(), RequestError> {
-        check_request(&self.plan, rows)
     }
 
     /// Answers one request: `rows` is what the client sent for the input node.

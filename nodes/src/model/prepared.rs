@@ -9,14 +9,14 @@
 //! share one built network per model; a hot swap brings a new value, hence a
 //! new key, and the old network is dropped once it is the oldest of a few.
 
-use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use candle_core::Device;
 use kiln_engine::{NodeError, Value};
 
 use super::trained::Trained;
 use super::value::ModelValue;
+use crate::nn::kept::Kept;
 use crate::nn::{Dims, Task};
 
 /// How many prepared models stay in memory (a service holds a few
@@ -35,44 +35,18 @@ pub struct Prepared {
     pub device: Device,
 }
 
-/// A value's content hash and a device.
-type Key = (String, String);
-
-/// The prepared models kept, oldest first.
-type Kept = Mutex<VecDeque<(Key, Arc<Prepared>)>>;
-
 /// The prepared model of `value` on `device`, built on first use.
 pub fn prepared(value: &Value, device: &Device) -> Result<Arc<Prepared>, NodeError> {
-    static PREPARED: OnceLock<Kept> = OnceLock::new();
-    let key = (value.content_hash().to_string(), format!("{device:?}"));
-    let cache = PREPARED.get_or_init(Default::default);
-    let found = lock(cache)
-        .iter()
-        .find(|(k, _)| *k == key)
-        .map(|(_, p)| p.clone());
-    if let Some(p) = found {
-        return Ok(p);
-    }
-    let model = ModelValue::from_value(value)?;
-    let (trained, dims, task) = model.load(device)?;
-    let p = Arc::new(Prepared {
-        trained,
-        dims,
-        task,
-        device: device.clone(),
-    });
-    let mut kept = lock(cache);
-    if !kept.iter().any(|(k, _)| *k == key) {
-        if kept.len() == KEPT {
-            kept.pop_front();
-        }
-        kept.push_back((key, p.clone()));
-    }
-    Ok(p)
-}
-
-fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
-    m.lock().unwrap_or_else(|e| e.into_inner())
+    static PREPARED: Kept<Prepared> = Kept::new(KEPT);
+    PREPARED.get_or_load(value.content_hash(), device, || {
+        let (trained, dims, task) = ModelValue::from_value(value)?.load(device)?;
+        Ok(Prepared {
+            trained,
+            dims,
+            task,
+            device: device.clone(),
+        })
+    })
 }
 
 #[cfg(test)]

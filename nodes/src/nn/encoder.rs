@@ -4,9 +4,8 @@
 //! computes them: mean of the last hidden states over real tokens, then L2
 //! normalisation.
 
-use std::collections::HashMap;
 use std::path::Path;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use candle_nn::VarBuilder;
@@ -14,6 +13,8 @@ use candle_transformers::models::bert::{BertModel, Config};
 use kiln_engine::NodeError;
 use rayon::prelude::*;
 use tokenizers::{PaddingParams, Tokenizer, TruncationParams};
+
+use super::kept::Kept;
 
 /// The fewest documents a part of a batch gets when a batch is shared
 /// among worker threads.
@@ -27,29 +28,17 @@ pub struct Encoder {
     pub hidden: usize,
 }
 
-/// Encoders already loaded, by the content hash of their folder and device.
-type Loaded = HashMap<(String, String), Arc<Encoder>>;
-
 /// The files a model folder must hold.
 pub const FILES: [&str; 3] = ["config.json", "model.safetensors", "tokenizer.json"];
 
 impl Encoder {
     /// Loads the encoder in `dir`, whose files hash to `content`, on
     /// `device` (once per content and device; later calls share it, and a
-    /// folder whose files change is loaded anew).
+    /// folder whose files change is loaded anew). Two encoders stay loaded:
+    /// a watch session that keeps editing weights holds the last two.
     pub fn load(dir: &Path, content: &str, device: &Device) -> Result<Arc<Encoder>, NodeError> {
-        static LOADED: OnceLock<Mutex<Loaded>> = OnceLock::new();
-        let key = (content.to_string(), format!("{device:?}"));
-        let cache = LOADED.get_or_init(Default::default);
-        if let Some(e) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
-            return Ok(e.clone());
-        }
-        let encoder = Arc::new(Encoder::read(dir, device)?);
-        cache
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(key, encoder.clone());
-        Ok(encoder)
+        static LOADED: Kept<Encoder> = Kept::new(2);
+        LOADED.get_or_load(content, device, || Encoder::read(dir, device))
     }
 
     fn read(dir: &Path, device: &Device) -> Result<Encoder, NodeError> {

@@ -10,6 +10,7 @@ pub mod dense;
 pub mod dropout;
 pub mod encoder;
 pub mod init;
+pub mod kept;
 pub mod lstm;
 mod network;
 pub mod pruning;
