@@ -9,8 +9,8 @@ use std::sync::Arc;
 use candle_core::{Device, Tensor};
 use criterion::{BenchmarkId, Criterion, Throughput};
 use kiln_engine::{
-    CacheMode, InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, Quiet,
-    Registry, RunContext, RunOptions, Selection, SettingSpec, SettingType, Value, ValueType,
+    CacheMode, Config, InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName,
+    Quiet, Registry, RunContext, RunOptions, Selection, Value, ValueType,
 };
 use serde_json::json;
 
@@ -44,6 +44,13 @@ impl NodeKind for Noop {
 /// Real work: `rounds` 256×256 matrix products, on the node's thread.
 struct Burn;
 
+#[derive(Config, serde::Deserialize)]
+struct BurnSettings {
+    /// products
+    #[setting(default = 100, min = 1)]
+    rounds: usize,
+}
+
 impl NodeKind for Burn {
     fn spec(&self) -> KindSpec {
         KindSpec {
@@ -52,18 +59,13 @@ impl NodeKind for Burn {
             doc: "multiplies matrices",
             inputs: vec![],
             outputs: vec![OutputSpec::new("out", ValueType::Tensor, "the product")],
-            settings: vec![SettingSpec::with_default(
-                "rounds",
-                SettingType::int_min(1),
-                json!(100),
-                "products",
-            )],
+            settings: BurnSettings::specs(),
             side_effects: false,
         }
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
-        let rounds = ctx.settings().usize("rounds")?;
+        let rounds = ctx.settings().read::<BurnSettings>()?.rounds;
         let a = Tensor::ones((256, 256), candle_core::DType::F32, &Device::Cpu)?;
         let mut x = a.clone();
         for _ in 0..rounds {

@@ -6,9 +6,8 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use kiln_engine::{
-    CacheMode, CancelToken, InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs,
-    PortName, Quiet, Registry, RunContext, RunOptions, Selection, SettingSpec, SettingType, Status,
-    Value, ValueType,
+    CacheMode, CancelToken, Config, InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs,
+    PortName, Quiet, Registry, RunContext, RunOptions, Selection, Status, Value, ValueType,
 };
 use serde_json::json;
 
@@ -18,6 +17,17 @@ static RELEASED: AtomicBool = AtomicBool::new(false);
 /// `boom` panics; `seed` outputs its node seed.
 struct Test;
 
+kiln_engine::choices! {
+    enum Act { Wait = "wait", Release = "release", Boom = "boom", Seed = "seed", Pass = "pass" }
+}
+
+#[derive(Config, serde::Deserialize)]
+struct TestSettings {
+    /// what to do
+    #[setting(default = "pass")]
+    act: Act,
+}
+
 impl NodeKind for Test {
     fn spec(&self) -> KindSpec {
         KindSpec {
@@ -26,19 +36,14 @@ impl NodeKind for Test {
             doc: "test-only behaviours",
             inputs: vec![InputSpec::optional("in", ValueType::Metrics, "anything").many()],
             outputs: vec![OutputSpec::new("out", ValueType::Metrics, "a value")],
-            settings: vec![SettingSpec::with_default(
-                "act",
-                SettingType::Choice(&["wait", "release", "boom", "seed", "pass"]),
-                json!("pass"),
-                "what to do",
-            )],
+            settings: TestSettings::specs(),
             side_effects: false,
         }
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
-        match ctx.settings().str("act")? {
-            "wait" => {
+        match ctx.settings().read::<TestSettings>()?.act {
+            Act::Wait => {
                 let t0 = Instant::now();
                 while !RELEASED.load(Ordering::SeqCst) {
                     if t0.elapsed() > Duration::from_secs(20) {
@@ -49,8 +54,8 @@ impl NodeKind for Test {
                     std::thread::sleep(Duration::from_millis(2));
                 }
             }
-            "release" => RELEASED.store(true, Ordering::SeqCst),
-            "boom" => panic!("kaboom"),
+            Act::Release => RELEASED.store(true, Ordering::SeqCst),
+            Act::Boom => panic!("kaboom"),
             _ => {}
         }
         let out = Value::from_json(

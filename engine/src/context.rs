@@ -149,12 +149,12 @@ impl<'a> RunContext<'a> {
     }
 
     /// Where a sink writes `path`: the run's output folder unless absolute.
-    pub fn output_path(&self, path: &str) -> PathBuf {
+    pub fn output_path(&self, path: impl AsRef<Path>) -> PathBuf {
         self.out_dir.join(path)
     }
 
     /// [`output_path`](Self::output_path), with its folder created.
-    pub fn output_file(&self, path: &str) -> Result<PathBuf, NodeError> {
+    pub fn output_file(&self, path: impl AsRef<Path>) -> Result<PathBuf, NodeError> {
         let file = self.output_path(path);
         if let Some(parent) = file.parent() {
             std::fs::create_dir_all(parent).map_err(|e| {

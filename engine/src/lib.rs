@@ -25,7 +25,11 @@
 //! # Ok(()) }
 //! ```
 
+// The derive macros name `::kiln_engine`; inside this crate too.
+extern crate self as kiln_engine;
+
 pub mod cache;
+pub mod config;
 pub mod context;
 pub mod data;
 pub mod device;
@@ -53,6 +57,7 @@ pub mod value;
 pub mod watch;
 pub mod yaml;
 
+pub use config::{Config, InputPath, OutputPath, Setting};
 pub use context::{CancelToken, Observer, Progress, Quiet, RunContext};
 pub use device::DeviceSpec;
 pub use diagnostic::{Diagnostic, Diagnostics};
@@ -68,3 +73,9 @@ pub use serve::{ServeError, Service};
 pub use settings::{SettingDefault, SettingSpec, SettingType, Settings};
 pub use types::ValueType;
 pub use value::Value;
+
+/// What the derive macros' expansions name; not part of the API.
+#[doc(hidden)]
+pub mod __private {
+    pub use serde_json::json;
+}

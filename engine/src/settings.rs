@@ -3,11 +3,9 @@
 
 use std::collections::BTreeMap;
 use std::fmt;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use serde_json::{json, Value as Json};
-
-use crate::error::NodeError;
 
 /// The type of a setting.
 #[derive(Clone, Debug, PartialEq)]
@@ -43,6 +41,8 @@ pub enum SettingType {
     OneOf(Vec<SettingType>),
     /// A mapping whose keys the kind checks itself (layer specs and the like).
     Object,
+    /// A mapping from names the user chooses to values of one type.
+    Map(Box<SettingType>),
     /// Any value; the kind checks it itself (rows of mixed numbers and text).
     Any,
 }
@@ -83,6 +83,59 @@ impl SettingType {
     /// A list of this type.
     pub fn list(of: SettingType) -> Self {
         SettingType::List(Box::new(of))
+    }
+
+    /// This type with an inclusive lower bound (of each item, for a list).
+    pub fn at_least(self, bound: f64) -> Self {
+        self.bounded(Some((bound, false)), None)
+    }
+
+    /// This type with an inclusive upper bound (of each item, for a list).
+    pub fn at_most(self, bound: f64) -> Self {
+        self.bounded(None, Some((bound, false)))
+    }
+
+    /// This type with an exclusive lower bound (of each item, for a list).
+    pub fn above(self, bound: f64) -> Self {
+        self.bounded(Some((bound, true)), None)
+    }
+
+    /// This type with an exclusive upper bound (of each item, for a list).
+    pub fn below(self, bound: f64) -> Self {
+        self.bounded(None, Some((bound, true)))
+    }
+
+    fn bounded(self, lo: Option<(f64, bool)>, hi: Option<(f64, bool)>) -> Self {
+        // Integer bounds are inclusive: an exclusive one moves by one.
+        let int_lo = |(b, open): (f64, bool)| {
+            if open {
+                b.floor() as i64 + 1
+            } else {
+                b.ceil() as i64
+            }
+        };
+        let int_hi = |(b, open): (f64, bool)| {
+            if open {
+                b.ceil() as i64 - 1
+            } else {
+                b.floor() as i64
+            }
+        };
+        match self {
+            SettingType::Int { min, max } => SettingType::Int {
+                min: lo.map(int_lo).or(min),
+                max: hi.map(int_hi).or(max),
+            },
+            SettingType::Float { min, max } => SettingType::Float {
+                min: lo.or(min),
+                max: hi.or(max),
+            },
+            SettingType::List(of) => SettingType::List(Box::new(of.bounded(lo, hi))),
+            SettingType::OneOf(types) => {
+                SettingType::OneOf(types.into_iter().map(|t| t.bounded(lo, hi)).collect())
+            }
+            other => other,
+        }
     }
 
     /// Checks a value; `Err` says what is wrong in a sentence fragment.
@@ -134,6 +187,12 @@ impl SettingType {
                 Ok(())
             }
             (SettingType::Object, Json::Object(_)) => Ok(()),
+            (SettingType::Map(of), Json::Object(entries)) => {
+                for (key, item) in entries {
+                    of.check(item).map_err(|e| format!("`{key}`: {e}"))?;
+                }
+                Ok(())
+            }
             (SettingType::Any, _) => Ok(()),
             (SettingType::OneOf(types), v) => {
                 if types.iter().any(|t| t.check(v).is_ok()) {
@@ -179,6 +238,9 @@ impl SettingType {
                 json!({"anyOf": types.iter().map(SettingType::json_schema).collect::<Vec<_>>()})
             }
             SettingType::Object => json!({"type": "object"}),
+            SettingType::Map(of) => {
+                json!({"type": "object", "additionalProperties": of.json_schema()})
+            }
             SettingType::Any => json!({}),
         }
     }
@@ -250,6 +312,7 @@ impl fmt::Display for SettingType {
             SettingType::Choice(options) => write!(f, "one of {}", options.join(", ")),
             SettingType::List(of) => write!(f, "a list of ({of})"),
             SettingType::Object => f.write_str("a mapping"),
+            SettingType::Map(of) => write!(f, "a mapping to ({of})"),
             SettingType::Any => f.write_str("any value"),
             SettingType::OneOf(types) => {
                 let names: Vec<String> = types.iter().map(ToString::to_string).collect();
@@ -316,9 +379,9 @@ impl SettingSpec {
     }
 }
 
-/// A node's settings after substitution, checking and defaults: what a kind
-/// reads at run time. Paths to read are already resolved against the
-/// pipeline's folder.
+/// A node's settings after substitution, checking and defaults. A kind
+/// reads them as its own struct ([`Settings::read`]); paths to read are
+/// already resolved against the pipeline's folder.
 #[derive(Clone, Debug, Default, PartialEq)]
 pub struct Settings {
     values: BTreeMap<String, Json>,
@@ -340,73 +403,6 @@ impl Settings {
         self.values.get(name).filter(|v| !v.is_null())
     }
 
-    fn missing(name: &str, what: &str) -> NodeError {
-        NodeError::new(format!("setting `{name}` should be {what}"))
-    }
-
-    /// A boolean setting.
-    pub fn bool(&self, name: &str) -> Result<bool, NodeError> {
-        self.get(name)
-            .and_then(Json::as_bool)
-            .ok_or_else(|| Self::missing(name, "a boolean"))
-    }
-
-    /// An integer setting.
-    pub fn int(&self, name: &str) -> Result<i64, NodeError> {
-        self.get(name)
-            .and_then(Json::as_i64)
-            .ok_or_else(|| Self::missing(name, "an integer"))
-    }
-
-    /// A non-negative integer setting as a count.
-    pub fn usize(&self, name: &str) -> Result<usize, NodeError> {
-        let v = self.int(name)?;
-        usize::try_from(v).map_err(|_| Self::missing(name, "a non-negative integer"))
-    }
-
-    /// A number setting.
-    pub fn float(&self, name: &str) -> Result<f64, NodeError> {
-        self.get(name)
-            .and_then(Json::as_f64)
-            .ok_or_else(|| Self::missing(name, "a number"))
-    }
-
-    /// A string setting.
-    pub fn str(&self, name: &str) -> Result<&str, NodeError> {
-        self.get(name)
-            .and_then(Json::as_str)
-            .ok_or_else(|| Self::missing(name, "a string"))
-    }
-
-    /// An optional string setting.
-    pub fn opt_str(&self, name: &str) -> Option<&str> {
-        self.get(name).and_then(Json::as_str)
-    }
-
-    /// An optional list-of-strings setting (`exclude: [head.weight]`).
-    pub fn strings(&self, name: &str) -> Option<Vec<String>> {
-        self.get(name).and_then(Json::as_array).map(|a| {
-            a.iter()
-                .filter_map(|v| v.as_str().map(String::from))
-                .collect()
-        })
-    }
-
-    /// A setting read into a type of the kind's own: a choice as its enum,
-    /// a mapping as its struct.
-    pub fn parse<T: serde::de::DeserializeOwned>(&self, name: &str) -> Result<T, NodeError> {
-        let value = self
-            .get(name)
-            .ok_or_else(|| NodeError::new(format!("setting `{name}` is missing")))?;
-        serde_json::from_value(value.clone())
-            .map_err(|e| NodeError::caused_by(format!("setting `{name}`: {e}"), e))
-    }
-
-    /// A path setting (already absolute for paths to read).
-    pub fn path(&self, name: &str) -> Result<PathBuf, NodeError> {
-        self.str(name).map(PathBuf::from)
-    }
-
     /// Resolves every `InputPath` setting against `base`, in place.
     pub(crate) fn resolve_paths(&mut self, specs: &[SettingSpec], base: &Path) {
         for spec in specs.iter().filter(|s| s.ty == SettingType::InputPath) {
@@ -415,42 +411,4 @@ impl Settings {
             }
         }
     }
-}
-
-/// Declares a choice-valued setting's type once: the enum a kind reads
-/// (`settings.parse::<T>(name)`), its names as written in a pipeline file
-/// (`T::NAMES`, for [`SettingType::Choice`], so `kiln nodes`, the schema
-/// and validation list exactly the variants) and serde's reading of them.
-///
-/// ```
-/// kiln_engine::choices! {
-///     /// How a column's fill value is chosen.
-///     pub enum Strategy { Mean = "mean", Median = "median" }
-/// }
-/// assert_eq!(Strategy::NAMES, ["mean", "median"]);
-/// assert_eq!(Strategy::Median.name(), "median");
-/// ```
-#[macro_export]
-macro_rules! choices {
-    ($(#[$meta:meta])* $vis:vis enum $name:ident {
-        $($(#[$vmeta:meta])* $variant:ident = $text:literal),+ $(,)?
-    }) => {
-        $(#[$meta])*
-        #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, serde::Serialize, serde::Deserialize)]
-        $vis enum $name {
-            $($(#[$vmeta])* #[serde(rename = $text)] $variant),+
-        }
-
-        impl $name {
-            /// Every choice, as written in a pipeline file.
-            pub const NAMES: &'static [&'static str] = &[$($text),+];
-
-            /// This choice as written in a pipeline file.
-            pub fn name(self) -> &'static str {
-                match self {
-                    $($name::$variant => $text),+
-                }
-            }
-        }
-    };
 }

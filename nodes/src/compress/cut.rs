@@ -2,15 +2,46 @@
 //! the layers around them still fit together.
 
 use kiln_engine::{
-    InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
-    SettingSpec, SettingType, Value, ValueType,
+    Config, InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
+    Setting, SettingType, Settings, Value, ValueType,
 };
+use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
 use crate::model::{Arch, ModelValue};
 
 /// Cuts layers out of a trained model.
 pub struct Cut;
+
+/// A layer to remove: its index, or its name (`layers.1`).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(untagged)]
+enum LayerRef {
+    Index(usize),
+    Name(String),
+}
+
+impl LayerRef {
+    fn index(&self) -> Option<usize> {
+        match self {
+            LayerRef::Index(i) => Some(*i),
+            LayerRef::Name(name) => name.strip_prefix("layers.").and_then(|i| i.parse().ok()),
+        }
+    }
+}
+
+impl Setting for LayerRef {
+    fn setting_type() -> SettingType {
+        SettingType::OneOf(vec![SettingType::int_min(0), SettingType::Str])
+    }
+}
+
+/// What `compress.cut` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct CutSettings {
+    /// layers to remove: indices, or names such as `layers.1`
+    layers: Vec<LayerRef>,
+}
 
 impl NodeKind for Cut {
     fn spec(&self) -> KindSpec {
@@ -23,36 +54,42 @@ impl NodeKind for Cut {
                 OutputSpec::new("model", ValueType::Model, "the model without those layers"),
                 OutputSpec::new("report", ValueType::Metrics, "the layers removed and the parameters left"),
             ],
-            settings: vec![SettingSpec::required(
-                "layers",
-                SettingType::list(SettingType::OneOf(vec![SettingType::int_min(0), SettingType::Str])),
-                "layers to remove: indices, or names such as `layers.1`",
-            )],
+            settings: CutSettings::specs(),
             side_effects: false,
         }
     }
 
+    fn check(&self, settings: &Settings) -> Vec<(String, String)> {
+        let s = match settings.read_checked::<CutSettings>() {
+            Ok(s) => s,
+            Err(problems) => return problems,
+        };
+        s.layers
+            .iter()
+            .filter_map(|l| match l {
+                LayerRef::Name(name) if l.index().is_none() => Some((
+                    "layers".to_string(),
+                    format!("`{name}` is not a layer index or a name such as `layers.1`"),
+                )),
+                _ => None,
+            })
+            .collect()
+    }
+
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
         let model = ModelValue::from_value(ctx.input("model")?)?;
-        let mut targets = Vec::new();
-        for item in ctx
-            .settings()
-            .get("layers")
-            .and_then(Json::as_array)
-            .into_iter()
-            .flatten()
-        {
-            let index = match item {
-                Json::Number(n) => n.as_u64().map(|n| n as usize),
-                Json::String(s) => s.strip_prefix("layers.").and_then(|i| i.parse().ok()),
-                _ => None,
-            };
-            targets.push(index.ok_or_else(|| {
-                NodeError::new(format!(
-                    "setting `layers`: `{item}` is not a layer index or a name such as `layers.1`"
-                ))
-            })?);
-        }
+        let s: CutSettings = ctx.settings().read()?;
+        let targets = s
+            .layers
+            .iter()
+            .map(|l| {
+                l.index().ok_or_else(|| {
+                    NodeError::new(format!(
+                        "setting `layers`: {l:?} is not a layer index or a name such as `layers.1`"
+                    ))
+                })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
         let (cut, report) = cut(model, &targets)?;
         Ok(vec![
             (PortName::new_static("model"), cut.into_value()),

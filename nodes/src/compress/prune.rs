@@ -3,9 +3,10 @@
 
 use candle_core::{DType, Device, Tensor};
 use kiln_engine::{
-    InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
-    SettingSpec, SettingType, Value, ValueType,
+    Config, InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
+    Value, ValueType,
 };
+use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
 use crate::model::ModelValue;
@@ -45,6 +46,31 @@ kiln_engine::choices! {
 /// Prunes a trained model.
 pub struct Prune;
 
+/// What `compress.prune` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct PruneSettings {
+    /// the share to remove, e.g. 0.9
+    #[setting(min = 0.0, lt = 1.0)]
+    sparsity: f64,
+    /// single weights (masks), or whole neurons and channels
+    #[setting(default = "magnitude")]
+    method: Method,
+    /// magnitude: one threshold over all layers, or the same share in each
+    #[setting(default = "global")]
+    scope: Scope,
+    /// weights left whole, e.g. [head.weight]
+    exclude: Option<Vec<String>>,
+    /// prune now, or ramp the sparsity up during the next fine-tuning
+    #[setting(default = "once")]
+    schedule: When,
+    /// `gradual`: the sparsity pruned now, where the ramp starts
+    #[setting(default = 0.0, min = 0.0, lt = 1.0)]
+    initial_sparsity: f64,
+    /// `gradual`: fine-tuning epochs the ramp lasts (default: three quarters of them)
+    #[setting(min = 1)]
+    ramp_epochs: Option<usize>,
+}
+
 impl NodeKind for Prune {
     fn spec(&self) -> KindSpec {
         KindSpec {
@@ -59,21 +85,13 @@ impl NodeKind for Prune {
                 OutputSpec::new("model", ValueType::Model, "the pruned model"),
                 OutputSpec::new("report", ValueType::Metrics, "per layer: shape and zeros before and after"),
             ],
-            settings: vec![
-                SettingSpec::required("sparsity", SettingType::Float { min: Some((0.0, false)), max: Some((1.0, true)) }, "the share to remove, e.g. 0.9"),
-                SettingSpec::with_default("method", SettingType::Choice(Method::NAMES), json!("magnitude"), "single weights (masks), or whole neurons and channels"),
-                SettingSpec::with_default("scope", SettingType::Choice(Scope::NAMES), json!("global"), "magnitude: one threshold over all layers, or the same share in each"),
-                SettingSpec::optional("exclude", SettingType::list(SettingType::Str), "weights left whole, e.g. [head.weight]"),
-                SettingSpec::with_default("schedule", SettingType::Choice(When::NAMES), json!("once"), "prune now, or ramp the sparsity up during the next fine-tuning"),
-                SettingSpec::with_default("initial_sparsity", SettingType::Float { min: Some((0.0, false)), max: Some((1.0, true)) }, json!(0.0), "`gradual`: the sparsity pruned now, where the ramp starts"),
-                SettingSpec::optional("ramp_epochs", SettingType::int_min(1), "`gradual`: fine-tuning epochs the ramp lasts (default: three quarters of them)"),
-            ],
+            settings: PruneSettings::specs(),
             side_effects: false,
         }
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
-        let s = ctx.settings();
+        let s: PruneSettings = ctx.settings().read()?;
         let model = ModelValue::from_value(ctx.input("model")?)?;
         if !model.quantized.is_empty() {
             return Err(NodeError::new(
@@ -85,8 +103,8 @@ impl NodeKind for Prune {
                 "the model is not trained: prune the output of `train.supervised`",
             ));
         }
-        let sparsity = s.float("sparsity")?;
-        let exclude = s.strings("exclude").unwrap_or_default();
+        let sparsity = s.sparsity;
+        let exclude = s.exclude.unwrap_or_default();
         for name in &exclude {
             if !model.weights.contains_key(name) {
                 return Err(NodeError::new(format!(
@@ -100,9 +118,9 @@ impl NodeKind for Prune {
                 "the model already carries a gradual pruning ramp: fine-tune it with `train.supervised` before pruning again",
             ));
         }
-        let global = s.parse::<Scope>("scope")? == Scope::Global;
-        let gradual = s.parse::<When>("schedule")? == When::Gradual;
-        let (pruned, report) = match (s.parse::<Method>("method")?, gradual) {
+        let global = s.scope == Scope::Global;
+        let gradual = s.schedule == When::Gradual;
+        let (pruned, report) = match (s.method, gradual) {
             (Method::Structured, true) => {
                 return Err(NodeError::new(
                     "`schedule: gradual` ramps magnitude pruning: use `method: magnitude`, or `schedule: once` for structured pruning",
@@ -111,7 +129,7 @@ impl NodeKind for Prune {
             (Method::Structured, false) => structured(model, sparsity, &exclude)?,
             (Method::Magnitude, false) => magnitude(model, sparsity, global, &exclude)?,
             (Method::Magnitude, true) => {
-                let initial = s.float("initial_sparsity")?;
+                let initial = s.initial_sparsity;
                 if initial > sparsity {
                     return Err(NodeError::new(format!(
                         "setting `initial_sparsity` ({initial}) is above `sparsity` ({sparsity}): the ramp only adds zeros"
@@ -123,7 +141,7 @@ impl NodeKind for Prune {
                     target: sparsity,
                     global,
                     exclude,
-                    ramp_epochs: s.get("ramp_epochs").and_then(Json::as_u64).map(|e| e as usize),
+                    ramp_epochs: s.ramp_epochs,
                 };
                 report["schedule"] = json!(schedule);
                 model.prune_schedule = Some(schedule);

@@ -4,16 +4,40 @@
 use candle_core::quantized::GgmlDType;
 use candle_core::{DType, Device, Tensor};
 use kiln_engine::{
-    InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
-    SettingSpec, SettingType, Value, ValueType,
+    Config, InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
+    Value, ValueType,
 };
+use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
 use crate::model::ModelValue;
-use crate::nn::QuantizedWeight;
+use crate::nn::{BlockFormat, QuantizedWeight};
 
 /// Quantizes a trained model's fully connected layers.
 pub struct Quantize;
+
+kiln_engine::choices! {
+    /// Whether a pruned weight is stored sparsely.
+    pub enum SparseStorage {
+        /// When over half its weights are zero.
+        Auto = "auto",
+        /// Never.
+        Never = "never",
+    }
+}
+
+/// What `compress.quantize` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct QuantizeSettings {
+    /// the block format
+    #[setting(default = "q8_0")]
+    format: BlockFormat,
+    /// weights kept in f32, e.g. [layers.0.weight, head.weight]
+    exclude: Option<Vec<String>>,
+    /// `auto`: a pruned weight (over half zeros) stores only its non-zero values and their positions
+    #[setting(default = "auto")]
+    sparse: SparseStorage,
+}
 
 impl NodeKind for Quantize {
     fn spec(&self) -> KindSpec {
@@ -28,21 +52,17 @@ A pruned weight (`compress.prune` before) is stored sparsely: the positions of i
                 OutputSpec::new("model", ValueType::Model, "the quantized model"),
                 OutputSpec::new("report", ValueType::Metrics, "per layer: format, bytes before and after, largest weight error"),
             ],
-            settings: vec![
-                SettingSpec::with_default("format", SettingType::Choice(&["q8_0", "q4_0", "q4k"]), json!("q8_0"), "the block format"),
-                SettingSpec::optional("exclude", SettingType::list(SettingType::Str), "weights kept in f32, e.g. [layers.0.weight, head.weight]"),
-                SettingSpec::with_default("sparse", SettingType::Choice(&["auto", "never"]), json!("auto"), "`auto`: a pruned weight (over half zeros) stores only its non-zero values and their positions"),
-            ],
+            settings: QuantizeSettings::specs(),
             side_effects: false,
         }
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
-        let s = ctx.settings();
+        let s: QuantizeSettings = ctx.settings().read()?;
         let model = ModelValue::from_value(ctx.input("model")?)?;
-        let exclude = s.strings("exclude").unwrap_or_default();
-        let sparse = s.str("sparse")? == "auto";
-        let (model, report) = quantize(model, s.str("format")?, &exclude, sparse)?;
+        let exclude = s.exclude.unwrap_or_default();
+        let sparse = s.sparse == SparseStorage::Auto;
+        let (model, report) = quantize(model, s.format, &exclude, sparse)?;
         Ok(vec![
             (PortName::new_static("model"), model.into_value()),
             (
@@ -57,7 +77,7 @@ A pruned weight (`compress.prune` before) is stored sparsely: the positions of i
 /// pruned weight is stored sparsely when `sparse` allows.
 fn quantize(
     mut model: ModelValue,
-    format: &str,
+    format: BlockFormat,
     exclude: &[String],
     sparse: bool,
 ) -> Result<(ModelValue, Json), NodeError> {
@@ -90,8 +110,8 @@ fn quantize(
             .to_dtype(DType::F32)?;
         let (rows, cols) = w.dims2()?;
         let (chosen, note) = match format {
-            "q4k" if cols % GgmlDType::Q4K.block_size() != 0 => (
-                "q4_0",
+            BlockFormat::Q4k if cols % GgmlDType::Q4K.block_size() != 0 => (
+                BlockFormat::Q4_0,
                 Some(format!(
                     "q4k needs inputs in multiples of 256, this layer has {cols}"
                 )),
@@ -144,6 +164,7 @@ fn quantize(
 
 #[cfg(test)]
 mod tests {
+    use crate::nn::BlockFormat;
     use candle_core::{Device, Tensor};
     use kiln_engine::Value;
     use serde_json::json;
@@ -171,10 +192,10 @@ mod tests {
         let reference = outputs(&model, &x);
         let (pruned, _) = crate::compress::prune::magnitude(model.clone(), 0.8, true, &[]).unwrap();
         for (source, format) in [
-            (&model, "q8_0"),
-            (&model, "q4_0"),
-            (&pruned, "q8_0"),
-            (&pruned, "q4_0"),
+            (&model, BlockFormat::Q8_0),
+            (&model, BlockFormat::Q4_0),
+            (&pruned, BlockFormat::Q8_0),
+            (&pruned, BlockFormat::Q4_0),
         ] {
             let (q, report) = super::quantize(source.clone(), format, &[], true).unwrap();
             assert!(q.masks.is_empty());
@@ -183,7 +204,7 @@ mod tests {
             let bytes = q.clone().into_value().to_bytes().unwrap().to_vec();
             let back = ModelValue::from_value(&Value::from_bytes(&bytes).unwrap()).unwrap();
             let (a, b) = (outputs(&q, &x), outputs(&back, &x));
-            assert_eq!(a, b, "{format}: saved and reloaded outputs differ");
+            assert_eq!(a, b, "{format:?}: saved and reloaded outputs differ");
             if source.masks.is_empty() {
                 let worst = a
                     .iter()
@@ -193,10 +214,14 @@ mod tests {
                     .fold(0f32, f32::max);
                 // QMatMul quantizes the activations too (to 8 bits).
                 let scale = reference.iter().flatten().fold(0f32, |m, v| m.max(v.abs()));
-                let tol = if format == "q8_0" { 0.05 } else { 0.3 } * scale;
+                let tol = if format == BlockFormat::Q8_0 {
+                    0.05
+                } else {
+                    0.3
+                } * scale;
                 assert!(
                     worst < tol,
-                    "{format}: off by {worst} (outputs up to {scale})"
+                    "{format:?}: off by {worst} (outputs up to {scale})"
                 );
             }
         }

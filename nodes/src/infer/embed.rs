@@ -3,10 +3,11 @@
 use std::path::PathBuf;
 
 use kiln_engine::{
-    InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
-    SettingSpec, SettingType, ValueType,
+    Config, InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
+    ValueType,
 };
-use serde_json::{json, Value as Json};
+use serde::Deserialize;
+use serde_json::Value as Json;
 
 use crate::data::Dataset;
 use crate::model::ModelValue;
@@ -15,6 +16,20 @@ use crate::text::Texts;
 
 /// Embeds documents.
 pub struct Embed;
+
+/// What `infer.embed` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct EmbedSettings {
+    /// documents per forward pass
+    #[setting(default = 32, min = 1, max = 4096)]
+    batch_size: usize,
+    /// longer documents are truncated
+    #[setting(default = 256, min = 2, max = 512)]
+    max_tokens: usize,
+    /// scale each embedding to length 1
+    #[setting(default = true)]
+    normalize: bool,
+}
 
 impl NodeKind for Embed {
     fn spec(&self) -> KindSpec {
@@ -28,17 +43,13 @@ Gives a dataset with one row per document (features: the embedding) and the docu
                 InputSpec::required("data", ValueType::Text, "the documents"),
             ],
             outputs: vec![OutputSpec::new("embeddings", ValueType::Dataset, "one embedding per document, with the target")],
-            settings: vec![
-                SettingSpec::with_default("batch_size", SettingType::Int { min: Some(1), max: Some(4096) }, json!(32), "documents per forward pass"),
-                SettingSpec::with_default("max_tokens", SettingType::Int { min: Some(2), max: Some(512) }, json!(256), "longer documents are truncated"),
-                SettingSpec::with_default("normalize", SettingType::Bool, json!(true), "scale each embedding to length 1"),
-            ],
+            settings: EmbedSettings::specs(),
             side_effects: false,
         }
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
-        let s = ctx.settings();
+        let s: EmbedSettings = ctx.settings().read()?;
         let model = ModelValue::from_value(ctx.input("model")?)?;
         let (dir, content) = match (
             model.arch_type(),
@@ -57,9 +68,9 @@ Gives a dataset with one row per document (features: the embedding) and the docu
         let n = texts.texts.len();
         let features = encoder.embed(
             &texts.texts,
-            s.usize("batch_size")?,
-            s.usize("max_tokens")?,
-            s.bool("normalize")?,
+            s.batch_size,
+            s.max_tokens,
+            s.normalize,
             |done| {
                 ctx.check_cancelled()?;
                 ctx.progress(done as u64, n as u64, "embedding");

@@ -2,10 +2,10 @@
 
 use candle_core::{DType, D};
 use kiln_engine::{
-    InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
-    SettingSpec, SettingType, Value, ValueType,
+    Config, InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
+    Value, ValueType,
 };
-use serde_json::json;
+use serde::Deserialize;
 
 use crate::data::Dataset;
 use crate::graph::Graph;
@@ -13,6 +13,27 @@ use crate::model::{prepared, Prepared};
 
 /// Runs a trained model over a dataset in batches.
 pub struct Predict;
+
+kiln_engine::choices! {
+    /// What a classifier's scores are.
+    pub enum Scores {
+        /// Softmax probabilities, one column per label.
+        Probabilities = "probabilities",
+        /// The raw outputs.
+        Logits = "logits",
+    }
+}
+
+/// What `infer.predict` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct PredictSettings {
+    /// examples per forward pass
+    #[setting(default = 256, min = 1, max = 1 << 20)]
+    batch_size: usize,
+    /// class scores as probabilities, or the raw outputs (for `postprocess.softmax`)
+    #[setting(default = "probabilities")]
+    scores: Scores,
+}
 
 impl NodeKind for Predict {
     fn spec(&self) -> KindSpec {
@@ -26,10 +47,7 @@ Gives a dataset whose features are the scores: class probabilities (one column p
                 InputSpec::required("data", ValueType::Dataset, "examples shaped as the model was trained on (of a graph: every node, or every graph)").or(&[ValueType::Graph]),
             ],
             outputs: vec![OutputSpec::new("predictions", ValueType::Dataset, "the scores, one row per example")],
-            settings: vec![
-                SettingSpec::with_default("batch_size", SettingType::Int { min: Some(1), max: Some(1 << 20) }, json!(256), "examples per forward pass"),
-                SettingSpec::with_default("scores", SettingType::Choice(&["probabilities", "logits"]), json!("probabilities"), "class scores as probabilities, or the raw outputs (for `postprocess.softmax`)"),
-            ],
+            settings: PredictSettings::specs(),
             side_effects: false,
         }
     }
@@ -52,14 +70,15 @@ Gives a dataset whose features are the scores: class probabilities (one column p
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
         let model = prepared(ctx.input("model")?, ctx.device())?;
         let data = ctx.input("data")?;
-        let probabilities = ctx.settings().str("scores")? == "probabilities";
+        let s: PredictSettings = ctx.settings().read()?;
+        let probabilities = s.scores == Scores::Probabilities;
         let predictions = if data.ty() == ValueType::Graph {
             graph_scores(&model, &Graph::from_value(data)?, probabilities)?
         } else {
             scores(
                 &model,
                 &Dataset::from_value(data)?,
-                ctx.settings().usize("batch_size")?,
+                s.batch_size,
                 probabilities,
             )?
         };

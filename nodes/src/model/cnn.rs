@@ -3,17 +3,17 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{Conv2d, Conv2dConfig, Module, VarBuilder};
 use kiln_engine::{
-    KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, SettingSpec,
-    SettingType, Settings, ValueType,
+    Config, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, SettingType,
+    Settings, ValueType,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{json, Value as Json};
+use serde_json::Value as Json;
 
 use crate::model::ModelValue;
 use crate::nn::batch_norm::BatchNorm;
 use crate::nn::dense::{Dense, Quantized};
 use crate::nn::dropout::dropout;
-use crate::nn::{Activation, Dims, Mode, Network, UnitGroup, ACTIVATIONS};
+use crate::nn::{Activation, Dims, Mode, Network, UnitGroup};
 
 /// One layer of the stack, as written in `layers:`.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -127,15 +127,42 @@ fn parse_layer(item: &Json) -> std::result::Result<Layer, String> {
     })
 }
 
-/// The CNN's architecture.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The CNN's architecture: the settings of `model.cnn` and what a model
+/// value records.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Config)]
 pub struct CnnConfig {
-    /// `[channels, height, width]` of one example.
+    /// channels, height and width of one example, e.g. [1, 8, 8]
+    #[setting(min = 1)]
     pub input_shape: Vec<usize>,
-    /// The stack, in order.
+    /// the layer stack, in order
+    #[setting(ty = SettingType::list(SettingType::Object))]
+    #[serde(deserialize_with = "stack")]
     pub layers: Vec<Layer>,
-    /// Activation after each conv and dense layer.
+    /// activation after each conv and dense layer
+    #[setting(default = "relu")]
     pub activation: Activation,
+}
+
+/// Reads the layer stack as a pipeline writes it (`{conv: 16, kernel: 3}`)
+/// or as a model value records it (`{"conv": {"channels": 16, …}}`).
+fn stack<'de, D: serde::Deserializer<'de>>(d: D) -> std::result::Result<Vec<Layer>, D::Error> {
+    use serde::de::Error;
+    let items = Vec::<Json>::deserialize(d)?;
+    items
+        .iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let recorded = item.is_string()
+                || item
+                    .as_object()
+                    .is_some_and(|m| m.len() == 1 && m.values().all(Json::is_object));
+            if recorded {
+                Layer::deserialize(item).map_err(D::Error::custom)
+            } else {
+                parse_layer(item).map_err(|e| D::Error::custom(format!("layer {i}: {e}")))
+            }
+        })
+        .collect()
 }
 
 /// What each layer of the stack reads and gives: `[channels, height,
@@ -362,70 +389,38 @@ impl NodeKind for CnnKind {
 Examples are read as `input_shape` (channels × height × width); flat pixel rows of the same size are reshaped. Layers: `{ conv: 16, kernel: 3, stride: 1, padding: 1 }`, `{ pool: 2 }`, `{ avg_pool: 2 }`, `{ batch_norm: true }`, `{ dropout: 0.25 }`, `{ dense: 64 }`.",
             inputs: vec![],
             outputs: vec![OutputSpec::new("model", ValueType::Model, "the untrained architecture")],
-            settings: vec![
-                SettingSpec::required("input_shape", SettingType::list(SettingType::int_min(1)), "channels, height and width of one example, e.g. [1, 8, 8]"),
-                SettingSpec::required("layers", SettingType::list(SettingType::Object), "the layer stack, in order"),
-                SettingSpec::with_default("activation", SettingType::Choice(ACTIVATIONS), json!("relu"), "activation after each conv and dense layer"),
-            ],
+            settings: CnnConfig::specs(),
             side_effects: false,
         }
     }
 
     fn check(&self, settings: &Settings) -> Vec<(String, String)> {
-        let mut problems = Vec::new();
-        if let Some(shape) = settings.get("input_shape").and_then(Json::as_array) {
-            if shape.len() != 3 {
-                problems.push((
-                    "input_shape".into(),
-                    format!(
-                        "needs 3 numbers (channels, height, width), not {}",
-                        shape.len()
-                    ),
-                ));
-            }
+        let cfg = match settings.read_checked::<CnnConfig>() {
+            Ok(cfg) => cfg,
+            Err(problems) => return problems,
+        };
+        if cfg.input_shape.len() != 3 {
+            return vec![(
+                "input_shape".into(),
+                format!(
+                    "needs 3 numbers (channels, height, width), not {}",
+                    cfg.input_shape.len()
+                ),
+            )];
         }
-        for (i, item) in settings
-            .get("layers")
-            .and_then(Json::as_array)
-            .into_iter()
-            .flatten()
-            .enumerate()
-        {
-            if let Err(e) = parse_layer(item) {
-                problems.push(("layers".into(), format!("layer {i}: {e}")));
-            }
-        }
-        problems
+        Vec::new()
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> std::result::Result<Outputs, NodeError> {
-        let s = ctx.settings();
-        let layers: Vec<Layer> = s
-            .get("layers")
-            .and_then(Json::as_array)
-            .into_iter()
-            .flatten()
-            .map(parse_layer)
-            .collect::<std::result::Result<_, _>>()
-            .map_err(NodeError::new)?;
-        let cfg = CnnConfig {
-            input_shape: serde_json::from_value(s.get("input_shape").cloned().unwrap_or_default())
-                .map_err(|e| NodeError::new(e.to_string()))?,
-            layers,
-            activation: s.parse("activation")?,
-        };
-        let mut arch = serde_json::to_value(cfg).map_err(|e| NodeError::new(e.to_string()))?;
-        arch["type"] = json!("cnn");
-        Ok(vec![(
-            PortName::new_static("model"),
-            ModelValue::untrained(arch).into_value(),
-        )])
+        let model = ModelValue::configured("cnn", &ctx.settings().read::<CnnConfig>()?)?;
+        Ok(vec![(PortName::new_static("model"), model.into_value())])
     }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::json;
 
     #[test]
     fn layers_parse_with_defaults_and_clear_errors() {

@@ -7,16 +7,14 @@
 use candle_core::{DType, Result, Tensor};
 use candle_nn::{Linear, Module, VarBuilder};
 use kiln_engine::{
-    KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, SettingSpec,
-    SettingType, ValueType,
+    Config, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, ValueType,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::graph::{GraphBatch, Pool, Propagation};
 use crate::model::ModelValue;
 use crate::nn::dropout::dropout;
-use crate::nn::{Activation, Dims, Mode, Network, ACTIVATIONS};
+use crate::nn::{Activation, Dims, Mode, Network};
 
 kiln_engine::choices! {
     /// The graph convolution (the `conv` setting).
@@ -42,18 +40,24 @@ kiln_engine::choices! {
     }
 }
 
-/// The architecture, as written in `with:`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The GNN's architecture: the settings of `model.gnn` and what a model
+/// value records.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Config)]
 pub struct GnnConfig {
-    /// The convolution.
+    /// how a node combines its neighbours
+    #[setting(default = "gcn")]
     pub conv: ConvKind,
-    /// Units of each hidden graph-convolution layer.
+    /// units of each hidden graph convolution
+    #[setting(default = [16], min = 1)]
     pub hidden: Vec<usize>,
-    /// Activation after each hidden layer.
+    /// activation after each hidden layer
+    #[setting(default = "relu")]
     pub activation: Activation,
-    /// Dropout before every layer.
+    /// dropout before every layer while training
+    #[setting(default = 0.5, min = 0.0, lt = 1.0)]
     pub dropout: f64,
-    /// `none` (one output per node) or `mean`/`max`/`sum` (one per graph).
+    /// `none`: an output per node; otherwise per graph, pooled this way
+    #[setting(default = "none")]
     pub readout: Readout,
 }
 
@@ -216,36 +220,20 @@ impl NodeKind for GnnKind {
 Train it with `train.supervised` on a graph: the split's train examples count in the loss, every node passes messages.",
             inputs: vec![],
             outputs: vec![OutputSpec::new("model", ValueType::Model, "the untrained architecture")],
-            settings: vec![
-                SettingSpec::with_default("conv", SettingType::Choice(ConvKind::NAMES), json!("gcn"), "how a node combines its neighbours"),
-                SettingSpec::with_default("hidden", SettingType::list(SettingType::int_min(1)), json!([16]), "units of each hidden graph convolution"),
-                SettingSpec::with_default("activation", SettingType::Choice(ACTIVATIONS), json!("relu"), "activation after each hidden layer"),
-                SettingSpec::with_default("dropout", SettingType::Float { min: Some((0.0, false)), max: Some((1.0, true)) }, json!(0.5), "dropout before every layer while training"),
-                SettingSpec::with_default("readout", SettingType::Choice(Readout::NAMES), json!("none"), "`none`: an output per node; otherwise per graph, pooled this way"),
-            ],
+            settings: GnnConfig::specs(),
             side_effects: false,
         }
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> std::result::Result<Outputs, NodeError> {
-        let s = ctx.settings();
-        let arch = json!({
-            "type": "gnn",
-            "conv": s.parse::<ConvKind>("conv")?,
-            "hidden": s.get("hidden"),
-            "activation": s.str("activation")?,
-            "dropout": s.float("dropout")?,
-            "readout": s.parse::<Readout>("readout")?,
-        });
-        Ok(vec![(
-            PortName::new_static("model"),
-            ModelValue::untrained(arch).into_value(),
-        )])
+        let model = ModelValue::configured("gnn", &ctx.settings().read::<GnnConfig>()?)?;
+        Ok(vec![(PortName::new_static("model"), model.into_value())])
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
     use std::collections::HashMap;
     use std::sync::Arc;
 

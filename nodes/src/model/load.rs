@@ -1,14 +1,22 @@
 //! `model.load`: a model saved by `sink.safetensors`.
 
 use kiln_engine::{
-    KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, SettingSpec,
-    SettingType, Value, ValueType,
+    Config, InputPath, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
+    Value, ValueType,
 };
+use serde::Deserialize;
 
 use crate::model::ModelValue;
 
 /// Loads a saved model.
 pub struct Load;
+
+/// What `model.load` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct LoadSettings {
+    /// the .safetensors file, relative to the pipeline file
+    path: InputPath,
+}
 
 impl NodeKind for Load {
     fn spec(&self) -> KindSpec {
@@ -19,13 +27,13 @@ impl NodeKind for Load {
 The file's content is part of the node's fingerprint, so replacing it re-runs what depends on it.",
             inputs: vec![],
             outputs: vec![OutputSpec::new("model", ValueType::Model, "the saved model")],
-            settings: vec![SettingSpec::required("path", SettingType::InputPath, "the .safetensors file, relative to the pipeline file")],
+            settings: LoadSettings::specs(),
             side_effects: false,
         }
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
-        let path = ctx.settings().path("path")?;
+        let LoadSettings { path } = ctx.settings().read()?;
         let bytes = std::fs::read(&path)
             .map_err(|e| NodeError::new(format!("cannot read `{}`: {e}", path.display())))?;
         let value = Value::from_bytes(&bytes).map_err(|e| {

@@ -3,28 +3,32 @@
 use candle_core::{Result, Tensor};
 use candle_nn::{Module, VarBuilder};
 use kiln_engine::{
-    KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, SettingSpec,
-    SettingType, Settings, ValueType,
+    Config, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, Settings,
+    ValueType,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::model::ModelValue;
 use crate::nn::batch_norm::BatchNorm;
 use crate::nn::dense::{Dense, Quantized};
 use crate::nn::dropout::dropout;
-use crate::nn::{Activation, Dims, Mode, Network, UnitGroup, ACTIVATIONS};
+use crate::nn::{Activation, Dims, Mode, Network, UnitGroup};
 
-/// The MLP's architecture, as written in `with:`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The MLP's architecture: the settings of `model.mlp` and what a model
+/// value records.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Config)]
 pub struct MlpConfig {
-    /// Units of each hidden layer.
+    /// units of each hidden layer, e.g. [300, 100]
+    #[setting(default = [64], min = 1)]
     pub hidden: Vec<usize>,
-    /// Activation after each hidden layer.
+    /// activation after each hidden layer
+    #[setting(default = "relu")]
     pub activation: Activation,
-    /// Dropout probability after each hidden activation.
+    /// probability of dropping a hidden unit while training
+    #[setting(default = 0.0, min = 0.0, lt = 1.0)]
     pub dropout: f64,
-    /// Batch norm between each hidden layer and its activation.
+    /// batch-normalise each hidden layer
+    #[setting(default = false)]
     pub batch_norm: bool,
 }
 
@@ -118,43 +122,24 @@ impl NodeKind for MlpKind {
 Input and output sizes come from the data when `train.supervised` trains it; examples of any shape are flattened.",
             inputs: vec![],
             outputs: vec![OutputSpec::new("model", ValueType::Model, "the untrained architecture")],
-            settings: vec![
-                SettingSpec::with_default("hidden", SettingType::list(SettingType::int_min(1)), json!([64]), "units of each hidden layer, e.g. [300, 100]"),
-                SettingSpec::with_default("activation", SettingType::Choice(ACTIVATIONS), json!("relu"), "activation after each hidden layer"),
-                SettingSpec::with_default(
-                    "dropout",
-                    SettingType::Float { min: Some((0.0, false)), max: Some((1.0, true)) },
-                    json!(0.0),
-                    "probability of dropping a hidden unit while training",
-                ),
-                SettingSpec::with_default("batch_norm", SettingType::Bool, json!(false), "batch-normalise each hidden layer"),
-            ],
+            settings: MlpConfig::specs(),
             side_effects: false,
         }
     }
 
     fn check(&self, settings: &Settings) -> Vec<(String, String)> {
-        match settings.get("hidden").and_then(|h| h.as_array()) {
-            Some(h) if h.is_empty() => vec![(
+        match settings.read_checked::<MlpConfig>() {
+            Ok(cfg) if cfg.hidden.is_empty() => vec![(
                 "hidden".into(),
                 "needs at least one layer size, e.g. `[64]`".into(),
             )],
-            _ => vec![],
+            Err(problems) => problems,
+            Ok(_) => vec![],
         }
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> std::result::Result<Outputs, NodeError> {
-        let s = ctx.settings();
-        let arch = json!({
-            "type": "mlp",
-            "hidden": s.get("hidden"),
-            "activation": s.str("activation")?,
-            "dropout": s.float("dropout")?,
-            "batch_norm": s.bool("batch_norm")?,
-        });
-        Ok(vec![(
-            PortName::new_static("model"),
-            ModelValue::untrained(arch).into_value(),
-        )])
+        let model = ModelValue::configured("mlp", &ctx.settings().read::<MlpConfig>()?)?;
+        Ok(vec![(PortName::new_static("model"), model.into_value())])
     }
 }

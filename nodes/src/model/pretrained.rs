@@ -1,9 +1,10 @@
 //! `model.pretrained`: a BERT-family encoder from a local folder.
 
 use kiln_engine::{
-    KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, SettingSpec,
-    SettingType, ValueType,
+    Config, InputPath, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
+    ValueType,
 };
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::model::ModelValue;
@@ -11,6 +12,13 @@ use crate::nn::encoder::{Encoder, FILES};
 
 /// Names a pre-trained encoder.
 pub struct Pretrained;
+
+/// What `model.pretrained` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct PretrainedSettings {
+    /// the model folder, relative to the pipeline file
+    path: InputPath,
+}
 
 impl NodeKind for Pretrained {
     fn spec(&self) -> KindSpec {
@@ -21,13 +29,13 @@ impl NodeKind for Pretrained {
 Its files are part of the node's fingerprint. Use it with `infer.embed`.",
             inputs: vec![],
             outputs: vec![OutputSpec::new("model", ValueType::Model, "the encoder (its folder and size)")],
-            settings: vec![SettingSpec::required("path", SettingType::InputPath, "the model folder, relative to the pipeline file")],
+            settings: PretrainedSettings::specs(),
             side_effects: false,
         }
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
-        let dir = ctx.settings().path("path")?;
+        let PretrainedSettings { path: dir } = ctx.settings().read()?;
         // The value stands for the folder's files, so it carries their
         // content: new weights in the same folder make a new value, and every
         // node that used the old one runs again.

@@ -4,11 +4,9 @@ use candle_core::{DType, Result, Tensor};
 use candle_nn::rnn::{GRUConfig, GRU, RNN};
 use candle_nn::{Embedding, Module, VarBuilder};
 use kiln_engine::{
-    KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, SettingSpec,
-    SettingType, ValueType,
+    Config, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, ValueType,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::model::ModelValue;
 use crate::nn::dense::{Dense, Quantized};
@@ -35,20 +33,27 @@ kiln_engine::choices! {
     }
 }
 
-/// The RNN's architecture.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The RNN's architecture: the settings of `model.rnn` and what a model
+/// value records.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Config)]
 pub struct RnnConfig {
-    /// The recurrent cell.
+    /// the recurrent cell
+    #[setting(default = "lstm")]
     pub cell: CellKind,
-    /// Units of each recurrent layer (per direction).
+    /// units per layer and direction
+    #[setting(default = 64, min = 1, max = 65_536)]
     pub hidden: usize,
-    /// Stacked recurrent layers.
+    /// stacked recurrent layers
+    #[setting(default = 1, min = 1, max = 16)]
     pub layers: usize,
-    /// Also read each sequence backwards.
+    /// also read sequences backwards
+    #[setting(default = false)]
     pub bidirectional: bool,
-    /// How a sequence is summarised for the head.
+    /// how a sequence is summarised for the output layer
+    #[setting(default = "last")]
     pub pooling: SequencePooling,
-    /// Width of the embedding layer in front, for token ids.
+    /// token ids: width of the embedding layer in front
+    #[setting(default = 64, min = 1, max = 65_536)]
     #[serde(default = "default_embedding")]
     pub embedding: usize,
 }
@@ -267,38 +272,20 @@ impl NodeKind for RnnKind {
 Examples are sequences shaped [time] or [time, features], or rows of token ids from `preprocess.tokenize`: an embedding layer (`embedding` wide) then reads them, and the summary skips the padding.",
             inputs: vec![],
             outputs: vec![OutputSpec::new("model", ValueType::Model, "the untrained architecture")],
-            settings: vec![
-                SettingSpec::with_default("cell", SettingType::Choice(CellKind::NAMES), json!("lstm"), "the recurrent cell"),
-                SettingSpec::with_default("hidden", SettingType::Int { min: Some(1), max: Some(65_536) }, json!(64), "units per layer and direction"),
-                SettingSpec::with_default("layers", SettingType::Int { min: Some(1), max: Some(16) }, json!(1), "stacked recurrent layers"),
-                SettingSpec::with_default("bidirectional", SettingType::Bool, json!(false), "also read sequences backwards"),
-                SettingSpec::with_default("pooling", SettingType::Choice(SequencePooling::NAMES), json!("last"), "how a sequence is summarised for the output layer"),
-                SettingSpec::with_default("embedding", SettingType::Int { min: Some(1), max: Some(65_536) }, json!(64), "token ids: width of the embedding layer in front"),
-            ],
+            settings: RnnConfig::specs(),
             side_effects: false,
         }
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> std::result::Result<Outputs, NodeError> {
-        let s = ctx.settings();
-        let arch = json!({
-            "type": "rnn",
-            "cell": s.parse::<CellKind>("cell")?,
-            "hidden": s.usize("hidden")?,
-            "layers": s.usize("layers")?,
-            "bidirectional": s.bool("bidirectional")?,
-            "pooling": s.parse::<SequencePooling>("pooling")?,
-            "embedding": s.usize("embedding")?,
-        });
-        Ok(vec![(
-            PortName::new_static("model"),
-            ModelValue::untrained(arch).into_value(),
-        )])
+        let model = ModelValue::configured("rnn", &ctx.settings().read::<RnnConfig>()?)?;
+        Ok(vec![(PortName::new_static("model"), model.into_value())])
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
     use std::collections::HashMap;
     use std::sync::Arc;
 

@@ -11,30 +11,36 @@
 use candle_core::{DType, Result, Tensor, D};
 use candle_nn::{Embedding, Linear, Module, VarBuilder};
 use kiln_engine::{
-    KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, SettingSpec,
-    SettingType, Settings, ValueType,
+    Config, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, Settings,
+    ValueType,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::json;
 
 use crate::model::ModelValue;
 use crate::nn::dropout::dropout;
 use crate::nn::{embedding, Dims, Mode, Network};
 
-/// The architecture, as written in `with:`.
-#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+/// The Transformer's architecture: the settings of `model.transformer` and
+/// what a model value records.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, Config)]
 pub struct TransformerConfig {
-    /// Width of embeddings and of every block.
+    /// width of embeddings and blocks
+    #[setting(default = 64, min = 1)]
     pub dim: usize,
-    /// Attention heads per block (`dim` must divide by it).
+    /// attention heads (must divide `dim`)
+    #[setting(default = 4, min = 1)]
     pub heads: usize,
-    /// Encoder blocks.
+    /// encoder blocks (0: a bag of embeddings)
+    #[setting(default = 2)]
     pub layers: usize,
-    /// Width of each feed-forward block's hidden layer.
+    /// hidden width of each feed-forward block
+    #[setting(default = 128, min = 1)]
     pub ff: usize,
-    /// Dropout on embeddings, attention weights and block outputs.
+    /// dropout while training
+    #[setting(default = 0.1, min = 0.0, max = 1.0)]
     pub dropout: f64,
-    /// How the real tokens' outputs are summarised (older models: `mean`).
+    /// how the tokens' outputs are summarised: their mean, or each feature's maximum
+    #[setting(default = "mean")]
     #[serde(default = "default_pooling")]
     pub pooling: TokenPooling,
 }
@@ -223,53 +229,32 @@ impl NodeKind for TransformerKind {
 `layers: 0` is a bag of embeddings: the mean token embedding and a head, a strong baseline for short texts. Vocabulary size and length come from the data.",
             inputs: vec![],
             outputs: vec![OutputSpec::new("model", ValueType::Model, "the untrained architecture")],
-            settings: vec![
-                SettingSpec::with_default("dim", SettingType::int_min(1), json!(64), "width of embeddings and blocks"),
-                SettingSpec::with_default("heads", SettingType::int_min(1), json!(4), "attention heads (must divide `dim`)"),
-                SettingSpec::with_default("layers", SettingType::int_min(0), json!(2), "encoder blocks (0: a bag of embeddings)"),
-                SettingSpec::with_default("ff", SettingType::int_min(1), json!(128), "hidden width of each feed-forward block"),
-                SettingSpec::with_default("dropout", SettingType::Float { min: Some((0.0, false)), max: Some((1.0, false)) }, json!(0.1), "dropout while training"),
-                SettingSpec::with_default("pooling", SettingType::Choice(TokenPooling::NAMES), json!("mean"), "how the tokens' outputs are summarised: their mean, or each feature's maximum"),
-            ],
+            settings: TransformerConfig::specs(),
             side_effects: false,
         }
     }
 
     fn check(&self, settings: &Settings) -> Vec<(String, String)> {
-        let get = |k: &str| settings.get(k).and_then(|v| v.as_u64()).unwrap_or(1);
-        if get("heads") > 0 && !get("dim").is_multiple_of(get("heads")) {
-            return vec![(
+        match settings.read_checked::<TransformerConfig>() {
+            Ok(cfg) if cfg.heads > 0 && !cfg.dim.is_multiple_of(cfg.heads) => vec![(
                 "heads".into(),
-                format!(
-                    "`dim` ({}) must divide by `heads` ({})",
-                    get("dim"),
-                    get("heads")
-                ),
-            )];
+                format!("`dim` ({}) must divide by `heads` ({})", cfg.dim, cfg.heads),
+            )],
+            Err(problems) => problems,
+            Ok(_) => Vec::new(),
         }
-        Vec::new()
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> std::result::Result<Outputs, NodeError> {
-        let s = ctx.settings();
-        let arch = json!({
-            "type": "transformer",
-            "dim": s.usize("dim")?,
-            "heads": s.usize("heads")?,
-            "layers": s.usize("layers")?,
-            "ff": s.usize("ff")?,
-            "dropout": s.float("dropout")?,
-            "pooling": s.parse::<TokenPooling>("pooling")?,
-        });
-        Ok(vec![(
-            PortName::new_static("model"),
-            ModelValue::untrained(arch).into_value(),
-        )])
+        let model =
+            ModelValue::configured("transformer", &ctx.settings().read::<TransformerConfig>()?)?;
+        Ok(vec![(PortName::new_static("model"), model.into_value())])
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use serde_json::json;
     use std::collections::HashMap;
     use std::sync::Arc;
 

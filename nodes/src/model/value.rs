@@ -44,6 +44,23 @@ pub struct ModelValue {
 const MASK: &str = "mask/";
 
 impl ModelValue {
+    /// An untrained model of the architecture `name` configured so: its
+    /// JSON is `{"type": name}` and then the configuration's fields (what
+    /// [`Arch`](super::Arch) reads back).
+    pub fn configured<T: serde::Serialize>(name: &str, config: &T) -> Result<Self, NodeError> {
+        let mut arch = serde_json::Map::new();
+        arch.insert("type".into(), json!(name));
+        match serde_json::to_value(config) {
+            Ok(Json::Object(fields)) => arch.extend(fields),
+            _ => {
+                return Err(NodeError::new(format!(
+                    "a `{name}` configuration is not a mapping"
+                )))
+            }
+        }
+        Ok(ModelValue::untrained(Json::Object(arch)))
+    }
+
     /// An untrained model of this architecture.
     pub fn untrained(arch: Json) -> Self {
         ModelValue {

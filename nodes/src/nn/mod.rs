@@ -21,7 +21,7 @@ mod testing;
 
 pub(crate) use network::cpu_f32;
 pub use network::{embedding, zeros_in, Activation, Mode, Network, UnitGroup, ACTIVATIONS};
-pub use quantized::QuantizedWeight;
+pub use quantized::{BlockFormat, QuantizedWeight};
 pub use shape::{Dims, LayerShapes, Task};
 #[cfg(test)]
 pub(crate) use testing::{assert_all_have_gradients, max_diff, token_rows};

@@ -21,8 +21,8 @@ use serde::{Deserialize, Serialize};
 /// How a quantized weight is stored.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
 pub struct QuantizedWeight {
-    /// `q8_0`, `q4_0` or `q4k`.
-    pub format: String,
+    /// The block format.
+    pub format: BlockFormat,
     /// `[outputs, inputs padded to the block size]`.
     pub shape: [usize; 2],
     /// The layer's inputs (the columns past them are zero padding).
@@ -41,14 +41,26 @@ pub struct Sparse {
     pub position_bytes: usize,
 }
 
-fn dtype_of(format: &str) -> Result<GgmlDType, NodeError> {
-    match format {
-        "q8_0" => Ok(GgmlDType::Q8_0),
-        "q4_0" => Ok(GgmlDType::Q4_0),
-        "q4k" => Ok(GgmlDType::Q4K),
-        other => Err(NodeError::new(format!(
-            "unknown quantized format `{other}`"
-        ))),
+kiln_engine::choices! {
+    /// A ggml block format.
+    pub enum BlockFormat {
+        /// 8-bit values, one scale per 32.
+        Q8_0 = "q8_0",
+        /// 4-bit values, one scale per 32.
+        Q4_0 = "q4_0",
+        /// 4-bit values with 6-bit scales and minimums, in super-blocks of 256.
+        Q4k = "q4k",
+    }
+}
+
+impl BlockFormat {
+    /// candle's block type.
+    pub fn dtype(self) -> GgmlDType {
+        match self {
+            BlockFormat::Q8_0 => GgmlDType::Q8_0,
+            BlockFormat::Q4_0 => GgmlDType::Q4_0,
+            BlockFormat::Q4k => GgmlDType::Q4K,
+        }
     }
 }
 
@@ -81,18 +93,22 @@ fn unblock(bytes: &[u8], n: usize, dtype: GgmlDType) -> Result<Vec<f32>, NodeErr
 
 impl QuantizedWeight {
     /// candle's block type for the format.
-    pub fn dtype(&self) -> Result<GgmlDType, NodeError> {
-        dtype_of(&self.format)
+    pub fn dtype(&self) -> GgmlDType {
+        self.format.dtype()
     }
 
     /// Stores `w` (`[outputs, inputs]`) in `format`, sparsely when asked.
-    pub fn encode(w: &Tensor, format: &str, sparse: bool) -> Result<(Self, Vec<u8>), NodeError> {
-        let dtype = dtype_of(format)?;
+    pub fn encode(
+        w: &Tensor,
+        format: BlockFormat,
+        sparse: bool,
+    ) -> Result<(Self, Vec<u8>), NodeError> {
+        let dtype = format.dtype();
         let w = w.to_device(&Device::Cpu)?.to_dtype(DType::F32)?;
         let (rows, inputs) = w.dims2()?;
         let padded = inputs.next_multiple_of(dtype.block_size());
         let mut layout = QuantizedWeight {
-            format: format.to_string(),
+            format,
             shape: [rows, padded],
             inputs,
             sparse: None,
@@ -144,13 +160,13 @@ impl QuantizedWeight {
     /// The weight as candle's quantized tensor `[outputs, padded inputs]`,
     /// from its stored bytes.
     pub fn decode(&self, bytes: &Tensor, device: &Device) -> Result<QTensor, NodeError> {
-        let dtype = self.dtype()?;
+        let dtype = self.dtype();
         let [rows, cols] = self.shape;
         let data: Vec<u8> = bytes.to_device(&Device::Cpu)?.flatten_all()?.to_vec1()?;
         let bad = |what: &str| {
             NodeError::new(format!(
                 "a stored {} weight is damaged: {what}",
-                self.format
+                self.format.name()
             ))
         };
         if !cols.is_multiple_of(dtype.block_size()) || self.inputs > cols {
@@ -222,12 +238,12 @@ mod tests {
     #[test]
     fn sparse_storage_decodes_to_the_same_values_and_is_small() {
         let w = sparse_matrix();
-        for format in ["q8_0", "q4_0"] {
+        for format in [BlockFormat::Q8_0, BlockFormat::Q4_0] {
             let (dense_layout, dense_bytes) = QuantizedWeight::encode(&w, format, false).unwrap();
             let (sparse_layout, sparse_bytes) = QuantizedWeight::encode(&w, format, true).unwrap();
             assert!(
                 sparse_bytes.len() * 3 < dense_bytes.len(),
-                "{format}: {} vs {}",
+                "{format:?}: {} vs {}",
                 sparse_bytes.len(),
                 dense_bytes.len()
             );
@@ -255,16 +271,20 @@ mod tests {
                 for c in 0..300 {
                     // Zeros stay exactly zero; values are within quantization error.
                     if original[r][c] == 0.0 {
-                        assert_eq!(back[r][c], 0.0, "{format} ({r}, {c})");
+                        assert_eq!(back[r][c], 0.0, "{format:?} ({r}, {c})");
                     }
-                    let tol = if format == "q8_0" { 0.01 } else { 0.1 };
+                    let tol = if format == BlockFormat::Q8_0 {
+                        0.01
+                    } else {
+                        0.1
+                    };
                     assert!(
                         (back[r][c] - original[r][c]).abs() < tol,
-                        "{format} ({r}, {c})"
+                        "{format:?} ({r}, {c})"
                     );
                     assert!(
                         (dense[r][c] - original[r][c]).abs() < tol,
-                        "{format} ({r}, {c})"
+                        "{format:?} ({r}, {c})"
                     );
                 }
                 assert!(back[r][300..].iter().all(|v| *v == 0.0));
@@ -274,7 +294,8 @@ mod tests {
 
     #[test]
     fn damaged_bytes_are_an_error_not_a_panic() {
-        let (layout, bytes) = QuantizedWeight::encode(&sparse_matrix(), "q8_0", true).unwrap();
+        let (layout, bytes) =
+            QuantizedWeight::encode(&sparse_matrix(), BlockFormat::Q8_0, true).unwrap();
         for cut in [0, 5, bytes.len() / 2, bytes.len() - 1] {
             let t = Tensor::from_vec(bytes[..cut].to_vec(), cut, &Device::Cpu).unwrap();
             assert!(layout.decode(&t, &Device::Cpu).is_err(), "cut at {cut}");

@@ -6,9 +6,10 @@ use std::time::Instant;
 use candle_core::{DType, Device, Tensor};
 use kiln_engine::kind::types_at;
 use kiln_engine::{
-    InputSpec, InputTypes, KindSpec, NodeError, NodeKind, OutputSpec, OutputTypes, Outputs,
-    PortName, RunContext, SettingSpec, SettingType, Settings, Value, ValueType,
+    Config, InputSpec, InputTypes, KindSpec, NodeError, NodeKind, OutputPath, OutputSpec,
+    OutputTypes, Outputs, PortName, RunContext, Settings, Value, ValueType,
 };
+use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
 use crate::data::Dataset;
@@ -17,6 +18,18 @@ use crate::nn::Mode;
 
 /// Compares models on the same data.
 pub struct Compare;
+
+/// What `postprocess.compare` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct CompareSettings {
+    /// where to write the table as Markdown
+    markdown: Option<OutputPath>,
+    /// where to write it as JSON
+    json: Option<OutputPath>,
+    /// timed forward passes per batch size
+    #[setting(default = 20, min = 1, max = 1000)]
+    repeats: usize,
+}
 
 impl NodeKind for Compare {
     fn spec(&self) -> KindSpec {
@@ -31,11 +44,7 @@ Written as Markdown and JSON when paths are given; the table is also the `report
                 InputSpec::required("data", ValueType::Dataset, "labelled examples every model is scored on, or a list: one per model").many(),
             ],
             outputs: vec![OutputSpec::new("report", ValueType::Report, "one row per model")],
-            settings: vec![
-                SettingSpec::optional("markdown", SettingType::OutputPath, "where to write the table as Markdown"),
-                SettingSpec::optional("json", SettingType::OutputPath, "where to write it as JSON"),
-                SettingSpec::with_default("repeats", SettingType::Int { min: Some(1), max: Some(1000) }, json!(20), "timed forward passes per batch size"),
-            ],
+            settings: CompareSettings::specs(),
             side_effects: false,
         }
     }
@@ -63,14 +72,14 @@ Written as Markdown and JSON when paths are given; the table is also the `report
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
-        let s = ctx.settings();
+        let s: CompareSettings = ctx.settings().read()?;
         let data = ctx
             .inputs("data")
             .iter()
             .map(Dataset::from_value)
             .collect::<Result<Vec<_>, _>>()?;
         let names = ctx.input_sources("models");
-        let repeats = s.usize("repeats")?;
+        let repeats = s.repeats;
         let mut rows = Vec::new();
         for (i, value) in ctx.inputs("models").iter().enumerate() {
             let name = names
@@ -95,10 +104,10 @@ Written as Markdown and JSON when paths are given; the table is also the `report
         let metric = data.first().map_or("accuracy", metric_name);
         let report = json!({ "models": rows, "metric": metric });
         let markdown = markdown(&report);
-        if let Some(path) = s.get("markdown").and_then(Json::as_str) {
+        if let Some(path) = &s.markdown {
             write(&ctx.output_file(path)?, markdown.as_bytes())?;
         }
-        if let Some(path) = s.get("json").and_then(Json::as_str) {
+        if let Some(path) = &s.json {
             let text = serde_json::to_string_pretty(&report).unwrap_or_default() + "\n";
             write(&ctx.output_file(path)?, text.as_bytes())?;
         }

@@ -10,9 +10,10 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor, D};
 use kiln_engine::{
-    InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
-    SettingSpec, SettingType, Value, ValueType,
+    Config, InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
+    Value, ValueType,
 };
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::data::Dataset;
@@ -57,6 +58,14 @@ fn classes(data: &Dataset, idx: Vec<u32>, labels: Vec<String>) -> Result<Value, 
 /// `postprocess.softmax`.
 pub struct Softmax;
 
+/// What `postprocess.softmax` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct SoftmaxSettings {
+    /// scores are divided by it first
+    #[setting(default = 1.0, gt = 0.0)]
+    temperature: f64,
+}
+
 impl NodeKind for Softmax {
     fn spec(&self) -> KindSpec {
         KindSpec {
@@ -65,14 +74,14 @@ impl NodeKind for Softmax {
             doc: "Turns raw scores (logits) into probabilities that sum to 1 per example, optionally sharpened or softened by `temperature`.",
             inputs: vec![scores_input()],
             outputs: vec![OutputSpec::new("probabilities", ValueType::Dataset, "one probability per class")],
-            settings: vec![SettingSpec::with_default("temperature", SettingType::Float { min: Some((0.0, true)), max: None }, json!(1.0), "scores are divided by it first")],
+            settings: SoftmaxSettings::specs(),
             side_effects: false,
         }
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
         let (data, _) = scores(ctx)?;
-        let t = ctx.settings().float("temperature")?;
+        let t = ctx.settings().read::<SoftmaxSettings>()?.temperature;
         let features =
             candle_nn::ops::softmax(&(data.features.to_dtype(DType::F32)? / t)?, D::Minus1)?;
         Ok(vec![(
@@ -119,6 +128,16 @@ impl NodeKind for Argmax {
 /// `postprocess.threshold`.
 pub struct Threshold;
 
+/// What `postprocess.threshold` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct ThresholdSettings {
+    /// the score at which the answer is yes
+    #[setting(default = 0.5, min = 0.0, max = 1.0)]
+    threshold: f64,
+    /// the class whose score is tested (default: the last column)
+    class: Option<String>,
+}
+
 impl NodeKind for Threshold {
     fn spec(&self) -> KindSpec {
         KindSpec {
@@ -128,17 +147,15 @@ impl NodeKind for Threshold {
 With one score column (a binary model's probability) that column is used; otherwise the class named by `class`.",
             inputs: vec![scores_input()],
             outputs: vec![OutputSpec::new("classes", ValueType::Dataset, "column `class`: `no` (0) or `yes` (1)")],
-            settings: vec![
-                SettingSpec::with_default("threshold", SettingType::Float { min: Some((0.0, false)), max: Some((1.0, false)) }, json!(0.5), "the score at which the answer is yes"),
-                SettingSpec::optional("class", SettingType::Str, "the class whose score is tested (default: the last column)"),
-            ],
+            settings: ThresholdSettings::specs(),
             side_effects: false,
         }
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
         let (data, labels) = scores(ctx)?;
-        let column = match ctx.settings().opt_str("class") {
+        let s: ThresholdSettings = ctx.settings().read()?;
+        let column = match &s.class {
             Some(name) => labels.iter().position(|l| l == name).ok_or_else(|| {
                 NodeError::new(format!(
                     "setting `class`: no class `{name}` (classes: {})",
@@ -147,7 +164,7 @@ With one score column (a binary model's probability) that column is used; otherw
             })?,
             None => labels.len().saturating_sub(1),
         };
-        let t = ctx.settings().float("threshold")? as f32;
+        let t = s.threshold as f32;
         let col = data
             .features
             .to_device(&Device::Cpu)?
@@ -170,6 +187,14 @@ With one score column (a binary model's probability) that column is used; otherw
 /// `postprocess.topk`.
 pub struct TopK;
 
+/// What `postprocess.topk` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct TopKSettings {
+    /// how many classes to keep
+    #[setting(default = 3, min = 1)]
+    k: usize,
+}
+
 impl NodeKind for TopK {
     fn spec(&self) -> KindSpec {
         KindSpec {
@@ -182,19 +207,14 @@ impl NodeKind for TopK {
                 ValueType::Report,
                 "per example, a list of { label, score }",
             )],
-            settings: vec![SettingSpec::with_default(
-                "k",
-                SettingType::int_min(1),
-                json!(3),
-                "how many classes to keep",
-            )],
+            settings: TopKSettings::specs(),
             side_effects: false,
         }
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
         let (data, labels) = scores(ctx)?;
-        let k = ctx.settings().usize("k")?.min(labels.len());
+        let k = ctx.settings().read::<TopKSettings>()?.k.min(labels.len());
         let rows: Vec<Vec<f32>> = data
             .features
             .to_device(&Device::Cpu)?

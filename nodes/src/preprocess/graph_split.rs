@@ -4,13 +4,14 @@
 use std::collections::BTreeMap;
 
 use kiln_engine::{
-    InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
-    SettingSpec, SettingType, Settings, Value, ValueType,
+    Config, InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
+    Settings, Value, ValueType,
 };
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde_json::{json, Value as Json};
+use serde::Deserialize;
+use serde_json::json;
 
 use crate::graph::{Graph, Part};
 
@@ -20,12 +21,24 @@ pub struct GraphSplit;
 const DOC: &str = "Marks a graph's labelled examples (nodes, or graphs for graph classification) as train, valid or test; the graph itself is unchanged, so every node still passes messages.
 Parts are drawn per class (stratified) from the node's seed: `train` and `valid` are shares of each class, the rest is test. `per_class` takes that many training examples of each class instead (the semi-supervised setting), and `train_ids` names them.";
 
+/// What `preprocess.graph_split` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct GraphSplitSettings {
+    /// share of each class for training
+    #[setting(default = 0.6, min = 0.0, max = 1.0)]
+    train: f64,
+    /// share of each class for validation (the rest is test)
+    #[setting(default = 0.2, min = 0.0, max = 1.0)]
+    valid: f64,
+    /// training examples per class, instead of `train`
+    #[setting(min = 1)]
+    per_class: Option<usize>,
+    /// the training examples by id, instead of `train`
+    train_ids: Option<Vec<String>>,
+}
+
 impl NodeKind for GraphSplit {
     fn spec(&self) -> KindSpec {
-        let share = || SettingType::Float {
-            min: Some((0.0, false)),
-            max: Some((1.0, false)),
-        };
         KindSpec {
             name: "preprocess.graph_split",
             version: 1,
@@ -43,53 +56,29 @@ impl NodeKind for GraphSplit {
                 ),
                 OutputSpec::new("report", ValueType::Metrics, "examples per part and class"),
             ],
-            settings: vec![
-                SettingSpec::with_default(
-                    "train",
-                    share(),
-                    json!(0.6),
-                    "share of each class for training",
-                ),
-                SettingSpec::with_default(
-                    "valid",
-                    share(),
-                    json!(0.2),
-                    "share of each class for validation (the rest is test)",
-                ),
-                SettingSpec::optional(
-                    "per_class",
-                    SettingType::Int {
-                        min: Some(1),
-                        max: None,
-                    },
-                    "training examples per class, instead of `train`",
-                ),
-                SettingSpec::optional(
-                    "train_ids",
-                    SettingType::list(SettingType::Str),
-                    "the training examples by id, instead of `train`",
-                ),
-            ],
+            settings: GraphSplitSettings::specs(),
             side_effects: false,
         }
     }
 
     fn check(&self, settings: &Settings) -> Vec<(String, String)> {
-        let has = |k: &str| settings.get(k).is_some_and(|v| !v.is_null());
+        let s = match settings.read_checked::<GraphSplitSettings>() {
+            Ok(s) => s,
+            Err(problems) => return problems,
+        };
         let mut problems = Vec::new();
-        if has("per_class") && has("train_ids") {
+        if s.per_class.is_some() && s.train_ids.is_some() {
             problems.push((
                 "train_ids".into(),
                 "choose the training examples one way: `per_class` or `train_ids`".into(),
             ));
         }
-        let share = |k: &str| settings.get(k).and_then(Json::as_f64).unwrap_or(0.0);
-        if !has("per_class") && !has("train_ids") && share("train") + share("valid") > 1.0 {
+        if s.per_class.is_none() && s.train_ids.is_none() && s.train + s.valid > 1.0 {
             problems.push((
                 "valid".into(),
                 format!(
                     "`train` + `valid` is {}: the shares can't exceed 1",
-                    share("train") + share("valid")
+                    s.train + s.valid
                 ),
             ));
         }
@@ -97,7 +86,7 @@ impl NodeKind for GraphSplit {
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
-        let s = ctx.settings();
+        let s: GraphSplitSettings = ctx.settings().read()?;
         let mut graph = Graph::from_value(ctx.input("graph")?)?;
         let target = graph.target.as_ref().ok_or_else(|| {
             NodeError::new(
@@ -117,8 +106,8 @@ impl NodeKind for GraphSplit {
         }
         let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed());
         let mut split = vec![Part::None as u8; classes.len()];
-        let valid_share = s.float("valid")?;
-        let ids = s.strings("train_ids");
+        let valid_share = s.valid;
+        let ids = s.train_ids.as_ref();
         let chosen: Option<Vec<u32>> = ids
             .map(|ids| {
                 let names = match graph.level {
@@ -145,14 +134,14 @@ impl NodeKind for GraphSplit {
         for (class, members) in &mut by_class {
             members.shuffle(&mut rng);
             let n = members.len();
-            let train: Vec<u32> = match (&chosen, s.get("per_class").and_then(Json::as_u64)) {
+            let train: Vec<u32> = match (&chosen, s.per_class) {
                 (Some(ids), _) => members
                     .iter()
                     .copied()
                     .filter(|m| ids.contains(m))
                     .collect(),
                 (None, Some(k)) => {
-                    if (k as usize) > n {
+                    if k > n {
                         let name = labels
                             .get(*class as usize)
                             .cloned()
@@ -161,9 +150,9 @@ impl NodeKind for GraphSplit {
                             "setting `per_class`: class `{name}` has only {n} labelled examples, {k} asked"
                         )));
                     }
-                    members[..k as usize].to_vec()
+                    members[..k].to_vec()
                 }
-                (None, None) => members[..(s.float("train")? * n as f64).round() as usize].to_vec(),
+                (None, None) => members[..(s.train * n as f64).round() as usize].to_vec(),
             };
             let rest: Vec<u32> = members
                 .iter()

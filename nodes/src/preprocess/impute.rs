@@ -4,15 +4,27 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor};
 use kiln_engine::{
-    InputTypes, KindSpec, NodeError, NodeKind, OutputTypes, Outputs, RunContext, SettingSpec,
-    SettingType, Settings, Value, ValueType,
+    Config, InputTypes, KindSpec, NodeError, NodeKind, OutputTypes, Outputs, RunContext, Settings,
+    Value, ValueType,
 };
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::data::Dataset;
 
 /// Replaces missing values (NaN) column by column.
 pub struct Impute;
+
+/// What `preprocess.impute` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct ImputeSettings {
+    /// how a column's fill value is chosen
+    #[setting(default = "mean")]
+    strategy: Strategy,
+    /// the fill value for `strategy: constant`
+    #[setting(default = 0.0)]
+    value: f64,
+}
 
 impl NodeKind for Impute {
     fn spec(&self) -> KindSpec {
@@ -23,10 +35,7 @@ impl NodeKind for Impute {
 The fitted fill values are applied unchanged to `apply` and given as `transform`.",
             inputs: super::fitted::inputs(ValueType::Dataset, "the data the fill values come from", "data filled with `fit`'s values"),
             outputs: super::fitted::outputs(ValueType::Dataset, "the fill value of each column"),
-            settings: vec![
-                SettingSpec::with_default("strategy", SettingType::Choice(Strategy::NAMES), json!("mean"), "how a column's fill value is chosen"),
-                SettingSpec::with_default("value", SettingType::float(), json!(0.0), "the fill value for `strategy: constant`"),
-            ],
+            settings: ImputeSettings::specs(),
             side_effects: false,
         }
     }
@@ -41,7 +50,7 @@ The fitted fill values are applied unchanged to `apply` and given as `transform`
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
-        let s = ctx.settings();
+        let s: ImputeSettings = ctx.settings().read()?;
         let fit = Dataset::from_value(ctx.input("fit")?)?;
         let (n, width) = (fit.len(), fit.features.elem_count() / fit.len().max(1));
         let x: Vec<f32> = fit
@@ -50,14 +59,14 @@ The fitted fill values are applied unchanged to `apply` and given as `transform`
             .to_dtype(DType::F32)?
             .flatten_all()?
             .to_vec1()?;
-        let strategy: Strategy = s.parse("strategy")?;
+        let strategy = s.strategy;
         let fills: Vec<f32> = (0..width)
             .map(|j| {
                 let mut col: Vec<f32> = (0..n)
                     .map(|i| x[i * width + j])
                     .filter(|v| !v.is_nan())
                     .collect();
-                fill_value(&mut col, strategy, s.float("value").unwrap_or(0.0) as f32)
+                fill_value(&mut col, strategy, s.value as f32)
             })
             .collect();
         let transform = Value::new(

@@ -5,15 +5,24 @@ use std::collections::BTreeMap;
 
 use candle_core::DType;
 use kiln_engine::{
-    InputTypes, KindSpec, NodeError, NodeKind, OutputTypes, Outputs, RunContext, SettingSpec,
-    SettingType, Settings, Value, ValueType,
+    Config, InputTypes, KindSpec, NodeError, NodeKind, OutputTypes, Outputs, RunContext, Settings,
+    Value, ValueType,
 };
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::data::Dataset;
 
 /// Min-max scaling with ranges fitted on `fit`.
 pub struct Normalize;
+
+/// What `preprocess.normalize` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct NormalizeSettings {
+    /// fit a range per feature (true) or one for all (false)
+    #[setting(default = true)]
+    per_feature: bool,
+}
 
 impl NodeKind for Normalize {
     fn spec(&self) -> KindSpec {
@@ -24,7 +33,7 @@ impl NodeKind for Normalize {
 The fitted range is applied unchanged to `apply` and given as `transform`; a constant feature becomes 0.",
             inputs: super::fitted::inputs(ValueType::Dataset, "the data the range is fitted on", "data scaled with the fitted range"),
             outputs: super::fitted::outputs(ValueType::Dataset, "the fitted minimum and range"),
-            settings: vec![SettingSpec::with_default("per_feature", SettingType::Bool, json!(true), "fit a range per feature (true) or one for all (false)")],
+            settings: NormalizeSettings::specs(),
             side_effects: false,
         }
     }
@@ -44,7 +53,7 @@ The fitted range is applied unchanged to `apply` and given as `transform`; a con
             return Err(NodeError::new("input `fit` has no examples to fit on"));
         }
         let x = fit.features.to_dtype(DType::F32)?;
-        let (min, max) = if ctx.settings().bool("per_feature")? {
+        let (min, max) = if ctx.settings().read::<NormalizeSettings>()?.per_feature {
             (x.min_keepdim(0)?, x.max_keepdim(0)?)
         } else {
             let lo = x.flatten_all()?.min(0)?.to_scalar::<f32>()?;

@@ -4,15 +4,23 @@ use std::collections::BTreeMap;
 
 use candle_core::{DType, Device, Tensor};
 use kiln_engine::{
-    InputTypes, KindSpec, NodeError, NodeKind, OutputTypes, Outputs, RunContext, SettingSpec,
-    SettingType, Settings, Value, ValueType,
+    Config, InputTypes, KindSpec, NodeError, NodeKind, OutputTypes, Outputs, RunContext, Settings,
+    Value, ValueType,
 };
-use serde_json::{json, Value as Json};
+use serde::Deserialize;
+use serde_json::json;
 
 use crate::data::Dataset;
 
 /// Expands categorical columns into indicator columns.
 pub struct OneHot;
+
+/// What `preprocess.onehot` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct OnehotSettings {
+    /// the columns to encode (default: every categorical column)
+    columns: Option<Vec<String>>,
+}
 
 impl NodeKind for OneHot {
     fn spec(&self) -> KindSpec {
@@ -23,11 +31,7 @@ impl NodeKind for OneHot {
 The categories are those of `fit`; `apply` is encoded with them unchanged, so a category `fit` never saw becomes all zeros, and a missing cell too.",
             inputs: super::fitted::inputs(ValueType::Table, "the table whose categories define the columns", "a table encoded with `fit`'s categories"),
             outputs: super::fitted::outputs(ValueType::Table, "the categories of each encoded column"),
-            settings: vec![SettingSpec::optional(
-                "columns",
-                SettingType::list(SettingType::Str),
-                "the columns to encode (default: every categorical column)",
-            )],
+            settings: OnehotSettings::specs(),
             side_effects: false,
         }
     }
@@ -43,11 +47,8 @@ The categories are those of `fit`; `apply` is encoded with them unchanged, so a 
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
         let fit = Dataset::from_value(ctx.input("fit")?)?;
-        let chosen: Vec<String> = match ctx.settings().get("columns").and_then(Json::as_array) {
-            Some(cols) => cols
-                .iter()
-                .filter_map(|c| c.as_str().map(String::from))
-                .collect(),
+        let chosen: Vec<String> = match ctx.settings().read::<OnehotSettings>()?.columns {
+            Some(cols) => cols,
             None => fit.categories.keys().cloned().collect(),
         };
         let mut vocab = BTreeMap::new();

@@ -1,15 +1,23 @@
 //! `preprocess.reshape`: gives each example a shape (flat pixels -> C×H×W).
 
 use kiln_engine::{
-    InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
-    SettingSpec, SettingType, ValueType,
+    Config, InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
+    ValueType,
 };
-use serde_json::Value as Json;
+use serde::Deserialize;
 
 use crate::data::Dataset;
 
 /// Reshapes every example's features.
 pub struct Reshape;
+
+/// What `preprocess.reshape` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct ReshapeSettings {
+    /// the shape of one example, e.g. [1, 8, 8]
+    #[setting(min = 1)]
+    shape: Vec<usize>,
+}
 
 impl NodeKind for Reshape {
     fn spec(&self) -> KindSpec {
@@ -19,24 +27,14 @@ impl NodeKind for Reshape {
             doc: "Gives each example's features a shape, e.g. 784 pixels -> [1, 28, 28] for a CNN; the number of values must stay the same.",
             inputs: vec![InputSpec::required("data", ValueType::Dataset, "the examples")],
             outputs: vec![OutputSpec::new("data", ValueType::Dataset, "the same examples, reshaped (targets kept)")],
-            settings: vec![SettingSpec::required("shape", SettingType::list(SettingType::int_min(1)), "the shape of one example, e.g. [1, 8, 8]")],
+            settings: ReshapeSettings::specs(),
             side_effects: false,
         }
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
         let data = Dataset::from_value(ctx.input("data")?)?;
-        let shape: Vec<usize> = ctx
-            .settings()
-            .get("shape")
-            .and_then(Json::as_array)
-            .map(|a| {
-                a.iter()
-                    .filter_map(Json::as_u64)
-                    .map(|d| d as usize)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let ReshapeSettings { shape } = ctx.settings().read()?;
         let per_example: usize = data.features.dims()[1..].iter().product();
         if shape.iter().product::<usize>() != per_example {
             return Err(NodeError::new(format!(

@@ -2,19 +2,33 @@
 
 use kiln_engine::kind::types_at;
 use kiln_engine::{
-    InputSpec, InputTypes, KindSpec, NodeError, NodeKind, OutputSpec, OutputTypes, Outputs,
-    PortName, RunContext, SettingSpec, SettingType, Settings, Value, ValueType,
+    Config, InputSpec, InputTypes, KindSpec, NodeError, NodeKind, OutputSpec, OutputTypes, Outputs,
+    PortName, RunContext, Settings, Value, ValueType,
 };
 use rand::seq::SliceRandom;
 use rand::SeedableRng;
 use rand_chacha::ChaCha8Rng;
-use serde_json::json;
+use serde::Deserialize;
 
 use crate::data::Dataset;
 use crate::text::Texts;
 
 /// Splits a dataset into train and test parts.
 pub struct Split;
+
+/// What `preprocess.split` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct SplitSettings {
+    /// fraction of examples held out
+    #[setting(default = 0.2, gt = 0.0, lt = 1.0)]
+    test: f64,
+    /// shuffle before splitting (from the node's seed)
+    #[setting(default = true)]
+    shuffle: bool,
+    /// keep class proportions in both parts (classification targets)
+    #[setting(default = false)]
+    stratify: bool,
+}
 
 impl NodeKind for Split {
     fn spec(&self) -> KindSpec {
@@ -28,11 +42,7 @@ With `stratify`, each class keeps its share in both parts. Shuffling follows the
                 OutputSpec::new("train", ValueType::Dataset, "the training part (same type as the input)"),
                 OutputSpec::new("test", ValueType::Dataset, "the held-out part (same type as the input)"),
             ],
-            settings: vec![
-                SettingSpec::with_default("test", SettingType::float_open(0.0, 1.0), json!(0.2), "fraction of examples held out"),
-                SettingSpec::with_default("shuffle", SettingType::Bool, json!(true), "shuffle before splitting (from the node's seed)"),
-                SettingSpec::with_default("stratify", SettingType::Bool, json!(false), "keep class proportions in both parts (classification targets)"),
-            ],
+            settings: SplitSettings::specs(),
             side_effects: false,
         }
     }
@@ -51,7 +61,7 @@ With `stratify`, each class keeps its share in both parts. Shuffling follows the
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
-        let s = ctx.settings();
+        let s: SplitSettings = ctx.settings().read()?;
         let value = ctx.input("data")?;
         // Documents split as a dataset of their targets would, row for row.
         let texts = (value.ty() == ValueType::Text)
@@ -64,9 +74,9 @@ With `stratify`, each class keeps its share in both parts. Shuffling follows the
         let n = data.len();
         let (train, test) = split_indices(
             n,
-            s.float("test")?,
-            s.bool("shuffle")?,
-            if s.bool("stratify")? {
+            s.test,
+            s.shuffle,
+            if s.stratify {
                 Some(data.class_indices()?.ok_or_else(|| {
                     NodeError::new("`stratify: true` needs a classification target (set `target` on the source)")
                 })?)

@@ -5,15 +5,27 @@ use std::collections::BTreeMap;
 
 use candle_core::DType;
 use kiln_engine::{
-    InputTypes, KindSpec, NodeError, NodeKind, OutputTypes, Outputs, RunContext, SettingSpec,
-    SettingType, Settings, Value, ValueType,
+    Config, InputTypes, KindSpec, NodeError, NodeKind, OutputTypes, Outputs, RunContext, Settings,
+    Value, ValueType,
 };
+use serde::Deserialize;
 use serde_json::json;
 
 use crate::data::Dataset;
 
 /// Standardizes features with statistics fitted on `fit`.
 pub struct Standardize;
+
+/// What `preprocess.standardize` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct StandardizeSettings {
+    /// subtract the mean
+    #[setting(default = true)]
+    center: bool,
+    /// divide by the standard deviation
+    #[setting(default = true)]
+    scale: bool,
+}
 
 impl NodeKind for Standardize {
     fn spec(&self) -> KindSpec {
@@ -29,10 +41,7 @@ A constant feature is only centred.",
                 "data transformed with the fitted statistics; one reference or a list",
             ),
             outputs: super::fitted::outputs(ValueType::Dataset, "the fitted means and standard deviations"),
-            settings: vec![
-                SettingSpec::with_default("center", SettingType::Bool, json!(true), "subtract the mean"),
-                SettingSpec::with_default("scale", SettingType::Bool, json!(true), "divide by the standard deviation"),
-            ],
+            settings: StandardizeSettings::specs(),
             side_effects: false,
         }
     }
@@ -47,18 +56,18 @@ A constant feature is only centred.",
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
-        let s = ctx.settings();
+        let s: StandardizeSettings = ctx.settings().read()?;
         let fit = Dataset::from_value(ctx.input("fit")?)?;
         if fit.is_empty() {
             return Err(NodeError::new("input `fit` has no examples to fit on"));
         }
         let x = fit.features.to_dtype(DType::F32)?;
-        let mean = if s.bool("center")? {
+        let mean = if s.center {
             x.mean_keepdim(0)?
         } else {
             x.zeros_like()?.narrow(0, 0, 1)?
         };
-        let std = if s.bool("scale")? {
+        let std = if s.scale {
             let var = x
                 .broadcast_sub(&x.mean_keepdim(0)?)?
                 .sqr()?

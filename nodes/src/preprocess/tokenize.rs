@@ -6,9 +6,10 @@ use std::collections::{BTreeMap, HashMap};
 use candle_core::{Device, Tensor};
 use kiln_engine::kind::types_at;
 use kiln_engine::{
-    InputSpec, InputTypes, KindSpec, NodeError, NodeKind, OutputSpec, OutputTypes, Outputs,
-    PortName, RunContext, SettingSpec, SettingType, Settings, Value, ValueType,
+    Config, InputPath, InputSpec, InputTypes, KindSpec, NodeError, NodeKind, OutputSpec,
+    OutputTypes, Outputs, PortName, RunContext, Settings, Value, ValueType,
 };
+use serde::Deserialize;
 use serde_json::{json, Value as Json};
 use tokenizers::{Tokenizer, TruncationParams};
 
@@ -25,6 +26,25 @@ The vocabulary travels in `transform` and in every output (as the token names), 
 const PAD: &str = "[PAD]";
 const UNK: &str = "[UNK]";
 
+/// What `preprocess.tokenize` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct TokenizeSettings {
+    /// tokens per document, after padding and truncation
+    #[setting(default = 64, min = 1, max = 8192)]
+    length: usize,
+    /// word vocabulary: a word needs this many occurrences in `fit`
+    #[setting(default = 2, min = 1)]
+    min_count: usize,
+    /// word vocabulary: at most this many entries, `[PAD]` and `[UNK]` included
+    #[setting(default = 20000, min = 3)]
+    max_size: usize,
+    /// word vocabulary: lower-case before splitting
+    #[setting(default = true)]
+    lowercase: bool,
+    /// a `tokenizer.json` to split with, instead of fitting words
+    tokenizer: Option<InputPath>,
+}
+
 impl NodeKind for Tokenize {
     fn spec(&self) -> KindSpec {
         KindSpec {
@@ -40,13 +60,7 @@ impl NodeKind for Tokenize {
                 OutputSpec::new("apply", ValueType::Dataset, "`apply` as token ids (the first, when a list is given; then also `apply_0`, `apply_1`, …)"),
                 OutputSpec::new("transform", ValueType::Transform, "the vocabulary (or tokenizer) and length"),
             ],
-            settings: vec![
-                SettingSpec::with_default("length", SettingType::Int { min: Some(1), max: Some(8192) }, json!(64), "tokens per document, after padding and truncation"),
-                SettingSpec::with_default("min_count", SettingType::int_min(1), json!(2), "word vocabulary: a word needs this many occurrences in `fit`"),
-                SettingSpec::with_default("max_size", SettingType::int_min(3), json!(20000), "word vocabulary: at most this many entries, `[PAD]` and `[UNK]` included"),
-                SettingSpec::with_default("lowercase", SettingType::Bool, json!(true), "word vocabulary: lower-case before splitting"),
-                SettingSpec::optional("tokenizer", SettingType::InputPath, "a `tokenizer.json` to split with, instead of fitting words"),
-            ],
+            settings: TokenizeSettings::specs(),
             side_effects: false,
         }
     }
@@ -72,21 +86,20 @@ impl NodeKind for Tokenize {
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
-        let s = ctx.settings();
+        let s: TokenizeSettings = ctx.settings().read()?;
         let fit = Texts::from_value(ctx.input("fit")?)?;
-        let transform = match s.get("tokenizer").filter(|v| !v.is_null()) {
-            Some(_) => {
-                let path = s.path("tokenizer")?;
-                let text = std::fs::read_to_string(&path).map_err(|e| {
+        let transform = match &s.tokenizer {
+            Some(path) => {
+                let text = std::fs::read_to_string(path).map_err(|e| {
                     NodeError::new(format!("cannot read `{}`: {e}", path.display()))
                 })?;
-                json!({ "transform": "tokenize", "length": s.usize("length")?, "tokenizer": text })
+                json!({ "transform": "tokenize", "length": s.length, "tokenizer": text })
             }
             None => json!({
                 "transform": "tokenize",
-                "length": s.usize("length")?,
-                "lowercase": s.bool("lowercase")?,
-                "vocab": fit_words(&fit.texts, s.bool("lowercase")?, s.usize("min_count")?, s.usize("max_size")?),
+                "length": s.length,
+                "lowercase": s.lowercase,
+                "vocab": fit_words(&fit.texts, s.lowercase, s.min_count, s.max_size),
             }),
         };
         let transform = Value::from_json(ValueType::Transform, transform);

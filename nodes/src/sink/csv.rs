@@ -4,14 +4,21 @@ use std::path::Path;
 
 use candle_core::{DType, Device};
 use kiln_engine::{
-    InputSpec, KindSpec, NodeError, NodeKind, Outputs, RunContext, SettingSpec, SettingType,
-    ValueType,
+    Config, InputSpec, KindSpec, NodeError, NodeKind, OutputPath, Outputs, RunContext, ValueType,
 };
+use serde::Deserialize;
 
 use crate::data::Dataset;
 
 /// Writes a table to a CSV file in the run's output folder.
 pub struct CsvSink;
+
+/// What `sink.csv` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct CsvSinkSettings {
+    /// the file to write, e.g. `predictions.csv`
+    path: OutputPath,
+}
 
 impl NodeKind for CsvSink {
     fn spec(&self) -> KindSpec {
@@ -22,14 +29,14 @@ impl NodeKind for CsvSink {
 The path is relative to the run's output folder (`--out`) unless absolute.",
             inputs: vec![InputSpec::required("data", ValueType::Dataset, "the rows to write (2-D features)")],
             outputs: vec![],
-            settings: vec![SettingSpec::required("path", SettingType::OutputPath, "the file to write, e.g. `predictions.csv`")],
+            settings: CsvSinkSettings::specs(),
             side_effects: false,
         }
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
         let data = Dataset::from_value(ctx.input("data")?)?;
-        let path = ctx.output_file(ctx.settings().str("path")?)?;
+        let path = ctx.output_file(ctx.settings().read::<CsvSinkSettings>()?.path)?;
         write_csv(&data, &path)?;
         Ok(vec![])
     }

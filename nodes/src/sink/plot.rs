@@ -7,10 +7,11 @@
 use std::sync::Arc;
 
 use kiln_engine::{
-    InputSpec, KindSpec, NodeError, NodeKind, Outputs, RunContext, SettingSpec, SettingType,
-    Settings, ValueType,
+    Config, InputSpec, KindSpec, NodeError, NodeKind, OutputPath, Outputs, RunContext, Settings,
+    ValueType,
 };
 use plotters::prelude::*;
+use serde::Deserialize;
 use serde_json::Value as Json;
 
 /// Draws a training history or a confusion matrix.
@@ -18,6 +19,30 @@ pub struct Plot;
 
 const FONT: &[u8] = include_bytes!("../../assets/DejaVuSans.ttf");
 const WIDTH: u32 = 900;
+
+/// What `sink.plot` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct PlotSettings {
+    /// the file to write: `*.svg` or `*.png`
+    path: OutputPath,
+    /// the chart's title (default: what is drawn)
+    title: Option<String>,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum Format {
+    Svg,
+    Png,
+}
+
+/// The picture format a path's extension names.
+fn file_format(path: &std::path::Path) -> Option<Format> {
+    match path.extension().and_then(|e| e.to_str()) {
+        Some("svg") => Some(Format::Svg),
+        Some("png") => Some(Format::Png),
+        _ => None,
+    }
+}
 
 impl NodeKind for Plot {
     fn spec(&self) -> KindSpec {
@@ -28,30 +53,29 @@ impl NodeKind for Plot {
 A training `history` (from `train.supervised`) gives loss per epoch, train against validation, and validation accuracy beside it; `metrics` with a confusion matrix (from `postprocess.metrics`) give a heatmap of true against predicted classes.",
             inputs: vec![InputSpec::required("data", ValueType::Any, "a training history (report) or classification metrics")],
             outputs: vec![],
-            settings: vec![
-                SettingSpec::required("path", SettingType::OutputPath, "the file to write: `*.svg` or `*.png`"),
-                SettingSpec::optional("title", SettingType::Str, "the chart's title (default: what is drawn)"),
-            ],
+            settings: PlotSettings::specs(),
             side_effects: false,
         }
     }
 
     fn check(&self, settings: &Settings) -> Vec<(String, String)> {
-        match settings.opt_str("path") {
-            Some(p) if !(p.ends_with(".svg") || p.ends_with(".png")) => {
+        match settings.read_checked::<PlotSettings>() {
+            Ok(s) if file_format(&s.path).is_none() => {
                 vec![(
                     "path".into(),
-                    format!("`{p}` should end in `.svg` or `.png`"),
+                    format!("`{}` should end in `.svg` or `.png`", s.path.display()),
                 )]
             }
-            _ => vec![],
+            Err(problems) => problems,
+            Ok(_) => vec![],
         }
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
         let value = ctx.input("data")?;
         let meta = value.meta();
-        let title = ctx.settings().opt_str("title");
+        let s: PlotSettings = ctx.settings().read()?;
+        let title = s.title.as_deref();
         let svg = if meta.get("train_loss").is_some_and(Json::is_array) {
             history_svg(meta, title.unwrap_or("training"))?
         } else if meta.get("confusion").is_some_and(Json::is_array) {
@@ -62,9 +86,8 @@ A training `history` (from `train.supervised`) gives loss per epoch, train again
                 value.ty()
             )));
         };
-        let rel = ctx.settings().str("path")?;
-        let path = ctx.output_file(rel)?;
-        let bytes = if rel.ends_with(".png") {
+        let path = ctx.output_file(&s.path)?;
+        let bytes = if file_format(&s.path) == Some(Format::Png) {
             to_png(&svg)?
         } else {
             svg.into_bytes()

@@ -6,10 +6,10 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use kiln_engine::{
-    KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, SettingSpec,
-    SettingType, Settings, ValueType,
+    Config, InputPath, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
+    Setting, SettingType, Settings, ValueType,
 };
-use serde_json::{json, Value as Json};
+use serde::Deserialize;
 
 use crate::data::{Dataset, Target};
 
@@ -24,8 +24,54 @@ const DOC: &str = "Reads a CSV file (or .csv.gz) into a table of numeric feature
 A target that is not numeric becomes class indices, with the label names kept for decoding.
 Empty cells, `NA` and `nan` read as missing (NaN). Text feature columns are listed under `categorical`; other text in a feature column is an error naming its line and column.";
 
-fn column_ref() -> SettingType {
-    SettingType::OneOf(vec![SettingType::Str, SettingType::int()])
+kiln_engine::choices! {
+    /// What a target column holds.
+    pub enum Task {
+        /// Text, or whole numbers with few distinct values, are classes; other numbers a quantity.
+        Auto = "auto",
+        /// Classes, whatever the cells look like.
+        Classification = "classification",
+        /// Numbers.
+        Regression = "regression",
+    }
+}
+
+/// A column, by name or by index (negative counts from the end).
+#[derive(Clone, Debug, PartialEq, Deserialize)]
+#[serde(untagged)]
+pub enum ColumnRef {
+    /// Its header.
+    Name(String),
+    /// Its position; -1 is the last.
+    Index(i64),
+}
+
+impl Setting for ColumnRef {
+    fn setting_type() -> SettingType {
+        SettingType::OneOf(vec![SettingType::Str, SettingType::int()])
+    }
+}
+
+/// What `source.csv` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct CsvSettings {
+    /// the CSV file, relative to the pipeline file; gzip is detected
+    path: InputPath,
+    /// the target column: a name, or an index (negative counts from the end, -1 is the last)
+    target: Option<ColumnRef>,
+    /// whether the first row holds column names
+    #[setting(default = true)]
+    header: bool,
+    /// feature columns to keep (names or indices); default: all but the target
+    columns: Option<Vec<ColumnRef>>,
+    /// text feature columns: each becomes category indices, names kept (expand with `preprocess.onehot`)
+    categorical: Option<Vec<ColumnRef>>,
+    /// what the target is; `auto`: text, or whole numbers with at most 30 distinct values, are classes; other numbers regression
+    #[setting(default = "auto")]
+    task: Task,
+    /// the field separator, one character
+    #[setting(default = ",")]
+    delimiter: String,
 }
 
 impl NodeKind for CsvSource {
@@ -36,59 +82,31 @@ impl NodeKind for CsvSource {
             doc: DOC,
             inputs: vec![],
             outputs: vec![OutputSpec::new("data", ValueType::Table, "the rows read")],
-            settings: vec![
-                SettingSpec::required("path", SettingType::InputPath, "the CSV file, relative to the pipeline file; gzip is detected"),
-                SettingSpec::optional(
-                    "target",
-                    column_ref(),
-                    "the target column: a name, or an index (negative counts from the end, -1 is the last)",
-                ),
-                SettingSpec::with_default("header", SettingType::Bool, json!(true), "whether the first row holds column names"),
-                SettingSpec::optional(
-                    "columns",
-                    SettingType::list(column_ref()),
-                    "feature columns to keep (names or indices); default: all but the target",
-                ),
-                SettingSpec::optional(
-                    "categorical",
-                    SettingType::list(column_ref()),
-                    "text feature columns: each becomes category indices, names kept (expand with `preprocess.onehot`)",
-                ),
-                SettingSpec::with_default(
-                    "task",
-                    SettingType::Choice(&["auto", "classification", "regression"]),
-                    json!("auto"),
-                    "what the target is; `auto`: text, or whole numbers with at most 30 distinct values, are classes; other numbers regression",
-                ),
-                SettingSpec::with_default("delimiter", SettingType::Str, json!(","), "the field separator, one character"),
-            ],
+            settings: CsvSettings::specs(),
             side_effects: false,
         }
     }
 
     fn check(&self, settings: &Settings) -> Vec<(String, String)> {
+        let s = match settings.read_checked::<CsvSettings>() {
+            Ok(s) => s,
+            Err(problems) => return problems,
+        };
         let mut problems = Vec::new();
-        if settings.opt_str("delimiter").is_some_and(|d| d.len() != 1) {
+        if s.delimiter.len() != 1 {
             problems.push((
                 "delimiter".into(),
                 "must be exactly one character, such as `,` or `;`".into(),
             ));
         }
-        if settings
-            .get("task")
-            .and_then(Json::as_str)
-            .is_some_and(|t| t != "auto")
-            && settings.get("target").is_none()
-        {
+        if s.task != Task::Auto && s.target.is_none() {
             problems.push(("task".into(), "needs a `target` column".into()));
         }
         problems
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
-        let s = ctx.settings();
-        let path = s.path("path")?;
-        let table = read_table(&path, s)?;
+        let table = read_table(&ctx.settings().read()?)?;
         Ok(vec![(PortName::new_static("data"), table.into_value())])
     }
 }
@@ -159,17 +177,16 @@ fn read_raw(path: &Path, delimiter: u8, has_header: bool) -> Result<Raw, NodeErr
     Ok(Raw { header, rows })
 }
 
-fn column_index(header: &[String], spec: &Json, path: &Path) -> Result<usize, NodeError> {
+fn column_index(header: &[String], column: &ColumnRef, path: &Path) -> Result<usize, NodeError> {
     let n = header.len() as i64;
-    match spec {
-        Json::String(name) => header.iter().position(|h| h == name).ok_or_else(|| {
+    match column {
+        ColumnRef::Name(name) => header.iter().position(|h| h == name).ok_or_else(|| {
             let hint = kiln_engine::ids::did_you_mean(name, header.iter().map(String::as_str))
                 .map(|m| format!(" (did you mean `{m}`?)"))
                 .unwrap_or_else(|| format!(" (columns: {})", header.join(", ")));
             NodeError::new(format!("`{}` has no column `{name}`{hint}", path.display()))
         }),
-        Json::Number(i) => {
-            let i = i.as_i64().unwrap_or(i64::MAX);
+        &ColumnRef::Index(i) => {
             let idx = if i < 0 { n + i } else { i };
             if (0..n).contains(&idx) {
                 Ok(idx as usize)
@@ -180,9 +197,6 @@ fn column_index(header: &[String], spec: &Json, path: &Path) -> Result<usize, No
                 )))
             }
         }
-        other => Err(NodeError::new(format!(
-            "`{other}` is not a column name or index"
-        ))),
     }
 }
 
@@ -203,14 +217,16 @@ fn parse_cell(cell: &str) -> Option<f32> {
 }
 
 /// Reads the file as the settings say.
-fn read_table(path: &Path, s: &Settings) -> Result<Dataset, NodeError> {
-    let delimiter = s.str("delimiter")?.bytes().next().unwrap_or(b',');
-    let raw = read_raw(path, delimiter, s.bool("header")?)?;
+fn read_table(s: &CsvSettings) -> Result<Dataset, NodeError> {
+    let path: &Path = &s.path;
+    let delimiter = s.delimiter.bytes().next().unwrap_or(b',');
+    let raw = read_raw(path, delimiter, s.header)?;
     let target_idx = s
-        .get("target")
+        .target
+        .as_ref()
         .map(|t| column_index(&raw.header, t, path))
         .transpose()?;
-    let feature_idx: Vec<usize> = match s.get("columns").and_then(Json::as_array) {
+    let feature_idx: Vec<usize> = match &s.columns {
         Some(cols) => cols
             .iter()
             .map(|c| column_index(&raw.header, c, path))
@@ -226,9 +242,8 @@ fn read_table(path: &Path, s: &Settings) -> Result<Dataset, NodeError> {
         )));
     }
     let categorical: Vec<usize> = s
-        .get("categorical")
-        .and_then(Json::as_array)
-        .into_iter()
+        .categorical
+        .iter()
         .flatten()
         .map(|c| column_index(&raw.header, c, path))
         .collect::<Result<_, _>>()?;
@@ -275,7 +290,7 @@ fn read_table(path: &Path, s: &Settings) -> Result<Dataset, NodeError> {
     let features = Tensor::from_vec(features, (n, feature_idx.len()), &Device::Cpu)?;
     let columns = feature_idx.iter().map(|&j| raw.header[j].clone()).collect();
     let target = match target_idx {
-        Some(j) => Some(read_target(&raw, j, s.str("task")?, path)?),
+        Some(j) => Some(read_target(&raw, j, s.task, path)?),
         None => None,
     };
     Ok(Dataset {
@@ -286,7 +301,7 @@ fn read_table(path: &Path, s: &Settings) -> Result<Dataset, NodeError> {
     })
 }
 
-fn read_target(raw: &Raw, j: usize, task: &str, path: &Path) -> Result<Target, NodeError> {
+fn read_target(raw: &Raw, j: usize, task: Task, path: &Path) -> Result<Target, NodeError> {
     let cells: Vec<&str> = raw.rows.iter().map(|(_, r)| r[j].as_str()).collect();
     let numbers: Option<Vec<f64>> = cells.iter().map(|c| c.parse::<f64>().ok()).collect();
     let whole = numbers
@@ -300,9 +315,9 @@ fn read_target(raw: &Raw, j: usize, task: &str, path: &Path) -> Result<Target, N
         distinct.len() <= MAX_AUTO_CLASSES && (n < 10 || distinct.len() * 2 <= n)
     };
     let classify = match task {
-        "classification" => true,
-        "regression" => false,
-        _ => numbers.is_none() || (whole && few_values()),
+        Task::Classification => true,
+        Task::Regression => false,
+        Task::Auto => numbers.is_none() || (whole && few_values()),
     };
     let name = raw.header[j].clone();
     let n = cells.len();
@@ -356,10 +371,12 @@ fn read_target(raw: &Raw, j: usize, task: &str, path: &Path) -> Result<Target, N
 #[cfg(test)]
 mod tests {
     use super::*;
+    use serde_json::{json, Value as Json};
     use std::collections::BTreeMap;
 
-    fn settings(pairs: &[(&str, Json)]) -> Settings {
+    fn settings(file: &tempfile::NamedTempFile, pairs: &[(&str, Json)]) -> CsvSettings {
         let mut map: BTreeMap<String, Json> = BTreeMap::from([
+            ("path".to_string(), json!(file.path())),
             ("header".to_string(), json!(true)),
             ("task".to_string(), json!("auto")),
             ("delimiter".to_string(), json!(",")),
@@ -367,7 +384,7 @@ mod tests {
         for (k, v) in pairs {
             map.insert(k.to_string(), v.clone());
         }
-        Settings::from_map(map)
+        Settings::from_map(map).read().unwrap()
     }
 
     fn write(text: &str) -> tempfile::NamedTempFile {
@@ -379,7 +396,7 @@ mod tests {
     #[test]
     fn text_targets_become_sorted_classes() {
         let f = write("a,b,label\n1,2,dog\n3,4,cat\n5,6,dog\n");
-        let t = read_table(f.path(), &settings(&[("target", json!("label"))])).unwrap();
+        let t = read_table(&settings(&f, &[("target", json!("label"))])).unwrap();
         let target = t.target.unwrap();
         assert_eq!(target.labels.unwrap(), vec!["cat", "dog"]);
         assert_eq!(target.values.to_vec1::<u32>().unwrap(), vec![1, 0, 1]);
@@ -392,10 +409,10 @@ mod tests {
     #[test]
     fn ragged_rows_and_bad_cells_name_their_line() {
         let f = write("a,b\n1,2\n3\n");
-        let e = read_table(f.path(), &settings(&[])).unwrap_err();
+        let e = read_table(&settings(&f, &[])).unwrap_err();
         assert!(e.message().contains("line 3"), "{e}");
         let f = write("a,b\n1,2\n3,x\n");
-        let e = read_table(f.path(), &settings(&[])).unwrap_err();
+        let e = read_table(&settings(&f, &[])).unwrap_err();
         assert!(e.message().contains("line 3, column 2 (`b`)"), "{e}");
     }
 
@@ -405,15 +422,15 @@ mod tests {
             .map(|i| format!("{i},{}\n", i * 1000 + 7))
             .collect();
         let f = write(&format!("x,price\n{rows}"));
-        let t = read_table(f.path(), &settings(&[("target", json!("price"))])).unwrap();
+        let t = read_table(&settings(&f, &[("target", json!("price"))])).unwrap();
         assert!(!t.target.unwrap().is_classification());
-        let t = read_table(
-            f.path(),
-            &settings(&[
+        let t = read_table(&settings(
+            &f,
+            &[
                 ("target", json!("price")),
                 ("task", json!("classification")),
-            ]),
-        )
+            ],
+        ))
         .unwrap();
         assert_eq!(t.target.unwrap().labels.unwrap().len(), 200);
     }
@@ -421,13 +438,13 @@ mod tests {
     #[test]
     fn categorical_columns_keep_their_names_and_missing_cells() {
         let f = write("colour,size,label\nred,1,a\nblue,NA,b\nNA,3,a\nred,4,b\n");
-        let t = read_table(
-            f.path(),
-            &settings(&[
+        let t = read_table(&settings(
+            &f,
+            &[
                 ("target", json!("label")),
                 ("categorical", json!(["colour"])),
-            ]),
-        )
+            ],
+        ))
         .unwrap();
         assert_eq!(t.categories["colour"], vec!["blue", "red"]);
         let x: Vec<Vec<f32>> = t.features.to_vec2().unwrap();
@@ -438,10 +455,10 @@ mod tests {
     #[test]
     fn headerless_files_take_negative_target_indices() {
         let f = write("1,2,7\n3,4,9\n");
-        let t = read_table(
-            f.path(),
-            &settings(&[("header", json!(false)), ("target", json!(-1))]),
-        )
+        let t = read_table(&settings(
+            &f,
+            &[("header", json!(false)), ("target", json!(-1))],
+        ))
         .unwrap();
         assert_eq!(t.columns.unwrap(), vec!["col0", "col1"]);
         assert_eq!(t.target.unwrap().labels.unwrap(), vec!["7", "9"]);

@@ -5,10 +5,10 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use kiln_engine::{
-    KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, SettingSpec,
-    SettingType, Settings, ValueType,
+    Config, InputPath, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
+    Settings, ValueType,
 };
-use serde_json::{json, Value as Json};
+use serde::Deserialize;
 
 use crate::data::Target;
 use crate::graph::{Graph, Level, Part};
@@ -23,6 +23,52 @@ Nodes with an empty target cell are unlabelled: they are read and propagate mess
 
 const MAX_IDENTITY_NODES: usize = 20_000;
 
+kiln_engine::choices! {
+    /// Where node features come from.
+    pub enum Features {
+        /// `columns`, or every numeric column of the nodes file (identity if there is none).
+        Auto = "auto",
+        /// A one-hot row per node.
+        Identity = "identity",
+        /// Each node's in-degree.
+        Degree = "degree",
+    }
+}
+
+/// What `source.graph` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct GraphSettings {
+    /// CSV with a header, one row per edge
+    edges: InputPath,
+    /// CSV with a header, one row per node (without it, nodes are the ids the edges name)
+    nodes: Option<InputPath>,
+    /// `nodes`: the column of node ids
+    #[setting(default = "node")]
+    id: String,
+    /// `edges`: the column of source node ids
+    #[setting(default = "source")]
+    from: String,
+    /// `edges`: the column of target node ids
+    #[setting(default = "target")]
+    to: String,
+    /// `edges`: a column of edge weights (default: every edge weighs 1)
+    weight: Option<String>,
+    /// messages flow only from `from` to `to`
+    #[setting(default = false)]
+    directed: bool,
+    /// the label column (in `nodes`, or in `graphs` for graph classification)
+    target: Option<String>,
+    /// `auto`: `columns`, or every numeric nodes column (identity if there is none)
+    #[setting(default = "auto")]
+    features: Features,
+    /// `nodes`: the feature columns
+    columns: Option<Vec<String>>,
+    /// `nodes`: the column naming each node's graph (graph classification)
+    graph: Option<String>,
+    /// CSV with a row per graph: its id (column named as `graph`) and `target`
+    graphs: Option<InputPath>,
+}
+
 impl NodeKind for GraphSource {
     fn spec(&self) -> KindSpec {
         KindSpec {
@@ -30,35 +76,29 @@ impl NodeKind for GraphSource {
             version: 1,
             doc: DOC,
             inputs: vec![],
-            outputs: vec![OutputSpec::new("graph", ValueType::Graph, "nodes, edges, features and target")],
-            settings: vec![
-                SettingSpec::required("edges", SettingType::InputPath, "CSV with a header, one row per edge"),
-                SettingSpec::optional("nodes", SettingType::InputPath, "CSV with a header, one row per node (without it, nodes are the ids the edges name)"),
-                SettingSpec::with_default("id", SettingType::Str, json!("node"), "`nodes`: the column of node ids"),
-                SettingSpec::with_default("from", SettingType::Str, json!("source"), "`edges`: the column of source node ids"),
-                SettingSpec::with_default("to", SettingType::Str, json!("target"), "`edges`: the column of target node ids"),
-                SettingSpec::optional("weight", SettingType::Str, "`edges`: a column of edge weights (default: every edge weighs 1)"),
-                SettingSpec::with_default("directed", SettingType::Bool, json!(false), "messages flow only from `from` to `to`"),
-                SettingSpec::optional("target", SettingType::Str, "the label column (in `nodes`, or in `graphs` for graph classification)"),
-                SettingSpec::with_default("features", SettingType::Choice(&["auto", "identity", "degree"]), json!("auto"), "`auto`: `columns`, or every numeric nodes column (identity if there is none)"),
-                SettingSpec::optional("columns", SettingType::list(SettingType::Str), "`nodes`: the feature columns"),
-                SettingSpec::optional("graph", SettingType::Str, "`nodes`: the column naming each node's graph (graph classification)"),
-                SettingSpec::optional("graphs", SettingType::InputPath, "CSV with a row per graph: its id (column named as `graph`) and `target`"),
-            ],
+            outputs: vec![OutputSpec::new(
+                "graph",
+                ValueType::Graph,
+                "nodes, edges, features and target",
+            )],
+            settings: GraphSettings::specs(),
             side_effects: false,
         }
     }
 
     fn check(&self, settings: &Settings) -> Vec<(String, String)> {
+        let s = match settings.read_checked::<GraphSettings>() {
+            Ok(s) => s,
+            Err(problems) => return problems,
+        };
         let mut problems = Vec::new();
-        let has = |k: &str| settings.get(k).is_some_and(|v| !v.is_null());
-        if has("graph") != has("graphs") {
+        if s.graph.is_some() != s.graphs.is_some() {
             problems.push((
-                if has("graph") { "graphs" } else { "graph" }.to_string(),
+                if s.graph.is_some() { "graphs" } else { "graph" }.to_string(),
                 "graph classification needs both `graph` (the nodes column) and `graphs` (the file of graphs)".into(),
             ));
         }
-        if (has("columns") || has("graph")) && !has("nodes") {
+        if (s.columns.is_some() || s.graph.is_some()) && s.nodes.is_none() {
             problems.push((
                 "nodes".into(),
                 "`columns` and `graph` are columns of the nodes file: set `nodes`".into(),
@@ -68,7 +108,7 @@ impl NodeKind for GraphSource {
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
-        let graph = read(ctx.settings())?;
+        let graph = read(&ctx.settings().read()?)?;
         Ok(vec![(PortName::new_static("graph"), graph.into_value()?)])
     }
 }
@@ -129,22 +169,17 @@ impl Csv {
     }
 }
 
-fn read(s: &Settings) -> Result<Graph, NodeError> {
-    let edges = Csv::read(&s.path("edges")?)?;
-    let nodes = s
-        .get("nodes")
-        .filter(|v| !v.is_null())
-        .map(|_| s.path("nodes"))
-        .transpose()?;
-    let nodes = nodes.as_deref().map(Csv::read).transpose()?;
-    let target = s.get("target").and_then(Json::as_str);
-    let graph_col = s.get("graph").and_then(Json::as_str);
+fn read(s: &GraphSettings) -> Result<Graph, NodeError> {
+    let edges = Csv::read(&s.edges)?;
+    let nodes = s.nodes.as_deref().map(Csv::read).transpose()?;
+    let target = s.target.as_deref();
+    let graph_col = s.graph.as_deref();
 
     // Node ids, in the nodes file's order or in order of first mention.
     let mut index: HashMap<String, u32> = HashMap::new();
     let mut ids = Vec::new();
     if let Some(n) = &nodes {
-        let id = n.column(s.str("id")?, "id")?;
+        let id = n.column(&s.id, "id")?;
         for i in 0..n.rows.len() {
             let name = n.cell(i, id).to_string();
             if index.insert(name.clone(), ids.len() as u32).is_some() {
@@ -156,16 +191,13 @@ fn read(s: &Settings) -> Result<Graph, NodeError> {
             ids.push(name);
         }
     }
-    let (from, to) = (
-        edges.column(s.str("from")?, "from")?,
-        edges.column(s.str("to")?, "to")?,
-    );
+    let (from, to) = (edges.column(&s.from, "from")?, edges.column(&s.to, "to")?);
     let weight_col = s
-        .get("weight")
-        .and_then(Json::as_str)
+        .weight
+        .as_deref()
         .map(|w| edges.column(w, "weight"))
         .transpose()?;
-    let directed = s.bool("directed")?;
+    let directed = s.directed;
     let (mut src, mut dst, mut weight) = (Vec::new(), Vec::new(), Vec::new());
     for i in 0..edges.rows.len() {
         let mut end = |col: usize| -> Result<u32, NodeError> {
@@ -211,10 +243,10 @@ fn read(s: &Settings) -> Result<Graph, NodeError> {
     }
 
     // Graph membership, at graph level.
-    let (level, node_graph, graph_ids, graph_file) = match (graph_col, &nodes) {
-        (Some(col), Some(nf)) => {
+    let (level, node_graph, graph_ids, graph_file) = match (graph_col, &nodes, &s.graphs) {
+        (Some(col), Some(nf), Some(graphs)) => {
             let c = nf.column(col, "graph")?;
-            let gf = Csv::read(&s.path("graphs")?)?;
+            let gf = Csv::read(graphs)?;
             let gc = gf.column(col, "graph")?;
             let mut gindex = HashMap::new();
             let mut gids = Vec::new();
@@ -295,7 +327,7 @@ fn read(s: &Settings) -> Result<Graph, NodeError> {
         nodes.as_ref(),
         n,
         &dst,
-        &[s.str("id")?, target.unwrap_or(""), graph_col.unwrap_or("")],
+        &[&s.id, target.unwrap_or(""), graph_col.unwrap_or("")],
     )?;
     Ok(Graph {
         level,
@@ -320,26 +352,26 @@ fn read(s: &Settings) -> Result<Graph, NodeError> {
 
 /// Node features as the settings ask, with their names.
 fn features(
-    s: &Settings,
+    s: &GraphSettings,
     nodes: Option<&Csv>,
     n: usize,
     dst: &[u32],
     not_features: &[&str],
 ) -> Result<(Tensor, Vec<String>), NodeError> {
-    let listed = s.strings("columns");
+    let listed = &s.columns;
     let numeric_columns = |nf: &Csv| -> Vec<usize> {
         (0..nf.header.len())
             .filter(|&c| !not_features.contains(&nf.header[c].as_str()))
             .filter(|&c| (0..nf.rows.len()).all(|i| nf.cell(i, c).parse::<f32>().is_ok()))
             .collect()
     };
-    let columns = match (s.str("features")?, nodes, &listed) {
-        ("auto", Some(nf), Some(list)) => Some(
+    let columns = match (s.features, nodes, listed) {
+        (Features::Auto, Some(nf), Some(list)) => Some(
             list.iter()
                 .map(|c| nf.column(c, "columns"))
                 .collect::<Result<Vec<_>, _>>()?,
         ),
-        ("auto", Some(nf), None) => Some(numeric_columns(nf)).filter(|c| !c.is_empty()),
+        (Features::Auto, Some(nf), None) => Some(numeric_columns(nf)).filter(|c| !c.is_empty()),
         _ => None,
     };
     match (columns, nodes) {
@@ -363,7 +395,7 @@ fn features(
                 names,
             ))
         }
-        _ if s.str("features")? == "degree" => {
+        _ if s.features == Features::Degree => {
             let mut degree = vec![0f32; n];
             for &d in dst {
                 degree[d as usize] += 1.0;

@@ -5,14 +5,27 @@ use std::path::Path;
 
 use candle_core::{Device, Tensor};
 use kiln_engine::{
-    KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, SettingSpec,
-    SettingType, ValueType,
+    Config, InputPath, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
+    ValueType,
 };
+use serde::Deserialize;
 
 use crate::data::{Dataset, Target};
 
 /// Reads IDX files (gzip or not) into a dataset.
 pub struct IdxSource;
+
+/// What `source.idx` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct IdxSettings {
+    /// the IDX file of examples, e.g. train-images.idx3-ubyte.gz
+    images: InputPath,
+    /// the IDX file of labels, one per example
+    labels: Option<InputPath>,
+    /// read only the first N examples
+    #[setting(min = 1)]
+    limit: Option<usize>,
+}
 
 impl NodeKind for IdxSource {
     fn spec(&self) -> KindSpec {
@@ -23,33 +36,30 @@ impl NodeKind for IdxSource {
 Features keep the file's shape per example (28×28 for MNIST) as raw values (0–255 for bytes); labels become classes named by their value.",
             inputs: vec![],
             outputs: vec![OutputSpec::new("data", ValueType::Dataset, "the examples, with labels as the target")],
-            settings: vec![
-                SettingSpec::required("images", SettingType::InputPath, "the IDX file of examples, e.g. train-images.idx3-ubyte.gz"),
-                SettingSpec::optional("labels", SettingType::InputPath, "the IDX file of labels, one per example"),
-                SettingSpec::optional("limit", SettingType::int_min(1), "read only the first N examples"),
-            ],
+            settings: IdxSettings::specs(),
             side_effects: false,
         }
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
-        let s = ctx.settings();
-        let limit = s.get("limit").and_then(|v| v.as_u64()).map(|n| n as usize);
-        let images = read_idx(&s.path("images")?, limit)?;
+        let s: IdxSettings = ctx.settings().read()?;
+        let limit = s.limit;
+        let images = read_idx(&s.images, limit)?;
         if images.dims.len() < 2 {
             return Err(NodeError::new(format!(
                 "`{}` holds a 1-D array: that is a labels file; give it as `labels`",
-                s.str("images")?
+                s.images.display()
             )));
         }
         let n = images.dims[0];
         let features = Tensor::from_vec(images.values, images.dims.clone(), &Device::Cpu)?;
-        let target = match s.opt_str("labels") {
+        let target = match &s.labels {
             Some(path) => {
-                let labels = read_idx(Path::new(path), limit)?;
+                let labels = read_idx(path, limit)?;
                 if labels.dims != [n] {
                     return Err(NodeError::new(format!(
-                        "`{path}` holds labels of shape {:?}, but there are {n} examples",
+                        "`{}` holds labels of shape {:?}, but there are {n} examples",
+                        path.display(),
                         labels.dims
                     )));
                 }

@@ -4,15 +4,73 @@ use std::collections::BTreeMap;
 
 use candle_core::{Device, Tensor};
 use kiln_engine::{
-    KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RequestError, RunContext,
-    SettingSpec, SettingType, Settings, ValueType,
+    Config, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RequestError, RunContext,
+    Setting, SettingType, Settings, ValueType,
 };
+use serde::Deserialize;
 use serde_json::Value as Json;
 
 use crate::data::Dataset;
 
 /// Rows of named numeric columns from a request (or from `example` in a run).
 pub struct Request;
+
+/// The columns of a row: their names, or how many (`col0`, `col1`, …).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum Columns {
+    Names(Vec<String>),
+    Count(usize),
+}
+
+impl Setting for Columns {
+    fn setting_type() -> SettingType {
+        SettingType::OneOf(vec![
+            SettingType::list(SettingType::Str),
+            SettingType::int_min(1),
+        ])
+    }
+}
+
+/// A name a text column may take, as written (`Biscoe`, `3`, `true`).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(untagged)]
+enum CategoryName {
+    Text(String),
+    Number(serde_json::Number),
+    Bool(bool),
+}
+
+impl CategoryName {
+    fn into_name(self) -> String {
+        match self {
+            CategoryName::Text(s) => s,
+            CategoryName::Number(n) => n.to_string(),
+            CategoryName::Bool(b) => b.to_string(),
+        }
+    }
+}
+
+impl Setting for CategoryName {
+    fn setting_type() -> SettingType {
+        SettingType::OneOf(vec![
+            SettingType::Str,
+            SettingType::float(),
+            SettingType::Bool,
+        ])
+    }
+}
+
+/// What `source.request` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct RequestSettings {
+    /// the columns a row holds, in order: names, or how many
+    columns: Columns,
+    /// text columns and the names each may take, e.g. `{ island: [Biscoe, Dream, Torgersen] }`
+    categorical: Option<BTreeMap<String, Vec<CategoryName>>>,
+    /// rows to use when the pipeline is run rather than served
+    example: Option<Vec<Json>>,
+}
 
 impl NodeKind for Request {
     fn spec(&self) -> KindSpec {
@@ -23,29 +81,17 @@ impl NodeKind for Request {
 A row is an object (`{\"sepal_length\": 5.1, …}`, every column named once) or a list of values in column order; `null` is a missing value. `columns` is a list of names, or a count (names `col0`, `col1`, … as `source.csv` gives a file without header). A column listed in `categorical` takes one of its names (text), as `source.csv` reads text columns. In `kiln run` the node gives the `example` rows.",
             inputs: vec![],
             outputs: vec![OutputSpec::new("data", ValueType::Table, "the rows, as a table with the declared columns")],
-            settings: vec![
-                SettingSpec::required(
-                    "columns",
-                    SettingType::OneOf(vec![SettingType::list(SettingType::Str), SettingType::int_min(1)]),
-                    "the columns a row holds, in order: names, or how many",
-                ),
-                SettingSpec::optional(
-                    "categorical",
-                    SettingType::Object,
-                    "text columns and the names each may take, e.g. `{ island: [Biscoe, Dream, Torgersen] }`",
-                ),
-                SettingSpec::optional(
-                    "example",
-                    SettingType::list(SettingType::Any),
-                    "rows to use when the pipeline is run rather than served",
-                ),
-            ],
+            settings: RequestSettings::specs(),
             side_effects: false,
         }
     }
 
     fn check(&self, settings: &Settings) -> Vec<(String, String)> {
-        let layout = match Layout::of(settings) {
+        let s = match settings.read_checked::<RequestSettings>() {
+            Ok(s) => s,
+            Err(problems) => return problems,
+        };
+        let layout = match Layout::of(&s) {
             Ok(l) => l,
             Err(problem) => return vec![problem],
         };
@@ -58,8 +104,8 @@ A row is an object (`{\"sepal_length\": 5.1, …}`, every column named once) or 
                 problems.push(("columns".into(), format!("`{c}` is listed twice")));
             }
         }
-        if let Some(example) = settings.get("example") {
-            if let Err(e) = layout.table(example) {
+        if let Some(example) = s.example {
+            if let Err(e) = layout.table(&Json::Array(example)) {
                 problems.push(("example".into(), e.within("example").to_string()));
             }
         }
@@ -67,17 +113,17 @@ A row is an object (`{\"sepal_length\": 5.1, …}`, every column named once) or 
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
-        let s = ctx.settings();
-        let example = s.get("example").ok_or_else(|| {
+        let s: RequestSettings = ctx.settings().read()?;
+        let layout =
+            Layout::of(&s).map_err(|(k, m)| NodeError::new(format!("setting `{k}`: {m}")))?;
+        let example = s.example.ok_or_else(|| {
             NodeError::new(
                 "this node takes its rows from requests (`kiln serve`); to run the pipeline, \
                  give it rows in setting `example`",
             )
         })?;
-        let layout =
-            Layout::of(s).map_err(|(k, m)| NodeError::new(format!("setting `{k}`: {m}")))?;
         let data = layout
-            .table(example)
+            .table(&Json::Array(example))
             .map_err(|e| NodeError::new(e.within("example").to_string()))?;
         Ok(vec![(PortName::new_static("data"), data.into_value())])
     }
@@ -87,11 +133,16 @@ A row is an object (`{\"sepal_length\": 5.1, …}`, every column named once) or 
     }
 
     fn serve_only(&self, settings: &Settings) -> bool {
-        settings.get("example").is_none()
+        settings
+            .read::<RequestSettings>()
+            .map_or(true, |s| s.example.is_none())
     }
 
     fn request(&self, settings: &Settings, rows: &Json) -> Result<Outputs, RequestError> {
-        let layout = Layout::of(settings)
+        let s: RequestSettings = settings
+            .read()
+            .map_err(|e| RequestError::new("", e.to_string()))?;
+        let layout = Layout::of(&s)
             .map_err(|(k, m)| RequestError::new("", format!("setting `{k}`: {m}")))?;
         let data = layout.table(rows)?;
         Ok(vec![(PortName::new_static("data"), data.into_value())])
@@ -105,46 +156,21 @@ struct Layout {
 }
 
 impl Layout {
-    fn of(settings: &Settings) -> Result<Layout, (String, String)> {
-        let columns = match settings.get("columns") {
-            Some(Json::Number(n)) => (0..n.as_u64().unwrap_or(0))
-                .map(|i| format!("col{i}"))
-                .collect(),
-            Some(Json::Array(a)) => a
-                .iter()
-                .filter_map(|c| c.as_str().map(String::from))
-                .collect(),
-            _ => Vec::new(),
+    fn of(s: &RequestSettings) -> Result<Layout, (String, String)> {
+        let columns: Vec<String> = match &s.columns {
+            Columns::Count(n) => (0..*n).map(|i| format!("col{i}")).collect(),
+            Columns::Names(names) => names.clone(),
         };
         let mut categorical = BTreeMap::new();
-        if let Some(map) = settings.get("categorical") {
-            let bad = || {
-                (
-                    "categorical".to_string(),
-                    "write `{ column: [name, name, …] }`".to_string(),
-                )
-            };
-            for (col, names) in map.as_object().ok_or_else(bad)? {
-                if !columns.contains(col) {
-                    return Err((
-                        "categorical".into(),
-                        format!("`{col}` is not one of the columns ({})", columns.join(", ")),
-                    ));
-                }
-                let names: Vec<String> = names
-                    .as_array()
-                    .ok_or_else(bad)?
-                    .iter()
-                    .map(|n| match n {
-                        Json::String(s) => Some(s.clone()),
-                        Json::Number(n) => Some(n.to_string()),
-                        Json::Bool(b) => Some(b.to_string()),
-                        _ => None,
-                    })
-                    .collect::<Option<_>>()
-                    .ok_or_else(bad)?;
-                categorical.insert(col.clone(), names);
+        for (col, names) in s.categorical.iter().flatten() {
+            if !columns.contains(col) {
+                return Err((
+                    "categorical".into(),
+                    format!("`{col}` is not one of the columns ({})", columns.join(", ")),
+                ));
             }
+            let names = names.iter().cloned().map(CategoryName::into_name).collect();
+            categorical.insert(col.clone(), names);
         }
         Ok(Layout {
             columns,

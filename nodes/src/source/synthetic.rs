@@ -2,12 +2,11 @@
 
 use candle_core::{Device, Tensor};
 use kiln_engine::{
-    KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, SettingSpec,
-    SettingType, ValueType,
+    Config, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, ValueType,
 };
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
-use serde_json::json;
+use serde::Deserialize;
 
 use crate::data::{Dataset, Target};
 
@@ -24,6 +23,20 @@ kiln_engine::choices! {
 /// Generates sequence tasks from the node's seed.
 pub struct Synthetic;
 
+/// What `source.synthetic` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct SyntheticSettings {
+    /// which task
+    #[setting(default = "adding")]
+    task: Task,
+    /// how many sequences
+    #[setting(default = 2000, min = 2, max = 10_000_000)]
+    examples: usize,
+    /// steps per sequence
+    #[setting(default = 20, min = 2, max = 100_000)]
+    length: usize,
+}
+
 impl NodeKind for Synthetic {
     fn spec(&self) -> KindSpec {
         KindSpec {
@@ -34,20 +47,16 @@ impl NodeKind for Synthetic {
 `parity`: each step holds a bit; the class is `even` or `odd` by the number of ones.",
             inputs: vec![],
             outputs: vec![OutputSpec::new("data", ValueType::Dataset, "sequences shaped [examples, length, features] with their target")],
-            settings: vec![
-                SettingSpec::with_default("task", SettingType::Choice(Task::NAMES), json!("adding"), "which task"),
-                SettingSpec::with_default("examples", SettingType::Int { min: Some(2), max: Some(10_000_000) }, json!(2000), "how many sequences"),
-                SettingSpec::with_default("length", SettingType::Int { min: Some(2), max: Some(100_000) }, json!(20), "steps per sequence"),
-            ],
+            settings: SyntheticSettings::specs(),
             side_effects: false,
         }
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
-        let s = ctx.settings();
-        let (n, len) = (s.usize("examples")?, s.usize("length")?);
+        let s: SyntheticSettings = ctx.settings().read()?;
+        let (n, len) = (s.examples, s.length);
         let mut rng = ChaCha8Rng::seed_from_u64(ctx.seed());
-        let data = match s.parse::<Task>("task")? {
+        let data = match s.task {
             Task::Parity => parity(&mut rng, n, len)?,
             Task::Adding => adding(&mut rng, n, len)?,
         };

@@ -1,17 +1,33 @@
 //! `source.text`: documents from a CSV column or a file with one per line.
 
+use std::path::Path;
+
 use candle_core::{Device, Tensor};
 use kiln_engine::{
-    KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext, SettingSpec,
-    SettingType, Settings, ValueType,
+    Config, InputPath, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
+    Settings, ValueType,
 };
-use serde_json::{json, Value as Json};
+use serde::Deserialize;
 
 use crate::data::Target;
 use crate::text::Texts;
 
 /// Reads documents.
 pub struct TextSource;
+
+/// What `source.text` reads from `with:`.
+#[derive(Config, Deserialize)]
+struct TextSettings {
+    /// a .csv file, a text file with one document per line, or a folder of text files
+    path: InputPath,
+    /// CSV: the column holding the text
+    #[setting(default = "text")]
+    column: String,
+    /// CSV: the column holding each document's label
+    target: Option<String>,
+    /// CSV: only rows with these labels, e.g. [fresh, rotten]
+    keep: Option<Vec<String>>,
+}
 
 impl NodeKind for TextSource {
     fn spec(&self) -> KindSpec {
@@ -22,22 +38,17 @@ impl NodeKind for TextSource {
 With `target`, a CSV column of labels becomes the class target (names sorted); in a folder, files inside subfolders take the subfolder's name as their label (`reviews/pos/1.txt` is `pos`). `keep` keeps only documents whose label is listed.",
             inputs: vec![],
             outputs: vec![OutputSpec::new("text", ValueType::Text, "the documents, with their target if labelled")],
-            settings: vec![
-                SettingSpec::required("path", SettingType::InputPath, "a .csv file, a text file with one document per line, or a folder of text files"),
-                SettingSpec::with_default("column", SettingType::Str, json!("text"), "CSV: the column holding the text"),
-                SettingSpec::optional("target", SettingType::Str, "CSV: the column holding each document's label"),
-                SettingSpec::optional("keep", SettingType::list(SettingType::Str), "CSV: only rows with these labels, e.g. [fresh, rotten]"),
-            ],
+            settings: TextSettings::specs(),
             side_effects: false,
         }
     }
 
     fn check(&self, settings: &Settings) -> Vec<(String, String)> {
-        let is_csv = settings
-            .get("path")
-            .and_then(Json::as_str)
-            .is_some_and(|p| p.to_ascii_lowercase().ends_with(".csv"));
-        if is_csv && settings.get("keep").is_some() && settings.get("target").is_none() {
+        let s = match settings.read_checked::<TextSettings>() {
+            Ok(s) => s,
+            Err(problems) => return problems,
+        };
+        if is_csv(&s.path) && s.keep.is_some() && s.target.is_none() {
             return vec![(
                 "keep".into(),
                 "filters by label: name the label column in `target` too".into(),
@@ -47,18 +58,15 @@ With `target`, a CSV column of labels becomes the class target (names sorted); i
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
-        let s = ctx.settings();
-        let path = s.path("path")?;
+        let s: TextSettings = ctx.settings().read()?;
+        let path = &s.path;
         let shown = path.display().to_string();
         let texts = if path.is_dir() {
-            read_folder(&path, s)?
-        } else if path
-            .extension()
-            .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
-        {
-            read_csv(&path, s)?
+            read_folder(path, &s)?
+        } else if is_csv(path) {
+            read_csv(path, &s)?
         } else {
-            let text = std::fs::read_to_string(&path)
+            let text = std::fs::read_to_string(path)
                 .map_err(|e| NodeError::new(format!("cannot read `{shown}`: {e}")))?;
             Texts {
                 texts: text
@@ -76,10 +84,15 @@ With `target`, a CSV column of labels becomes the class target (names sorted); i
     }
 }
 
+fn is_csv(path: &Path) -> bool {
+    path.extension()
+        .is_some_and(|e| e.eq_ignore_ascii_case("csv"))
+}
+
 /// One document per file, in path order; files in subfolders are labelled
 /// with the subfolder's name.
-fn read_folder(dir: &std::path::Path, s: &Settings) -> Result<Texts, NodeError> {
-    let keep = s.strings("keep");
+fn read_folder(dir: &Path, s: &TextSettings) -> Result<Texts, NodeError> {
+    let keep = s.keep.as_ref();
     let mut files = Vec::new();
     let mut stack = vec![dir.to_path_buf()];
     while let Some(d) = stack.pop() {
@@ -154,7 +167,7 @@ fn class_target(name: &str, labels: &[String]) -> Result<Target, NodeError> {
     })
 }
 
-fn read_csv(path: &std::path::Path, s: &Settings) -> Result<Texts, NodeError> {
+fn read_csv(path: &Path, s: &TextSettings) -> Result<Texts, NodeError> {
     let shown = path.display().to_string();
     let err = |e: csv::Error| NodeError::new(format!("`{shown}`: {e}"));
     let mut reader = csv::Reader::from_path(path).map_err(err)?;
@@ -175,13 +188,9 @@ fn read_csv(path: &std::path::Path, s: &Settings) -> Result<Texts, NodeError> {
             ))
         })
     };
-    let text_col = find(s.str("column")?, "column")?;
-    let target_col = s
-        .get("target")
-        .and_then(Json::as_str)
-        .map(|t| find(t, "target"))
-        .transpose()?;
-    let keep = s.strings("keep");
+    let text_col = find(&s.column, "column")?;
+    let target_col = s.target.as_deref().map(|t| find(t, "target")).transpose()?;
+    let keep = s.keep.as_ref();
     let mut texts = Vec::new();
     let mut labels = Vec::new();
     for (i, record) in reader.records().enumerate() {

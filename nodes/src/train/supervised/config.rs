@@ -2,8 +2,8 @@
 //! defines, and the loss that fits it.
 
 use candle_core::Tensor;
-use kiln_engine::{NodeError, Settings};
-use serde_json::Value as Json;
+use kiln_engine::{Config, NodeError};
+use serde::Deserialize;
 
 use super::super::optim::Rule;
 use super::super::schedule::ScheduleKind;
@@ -46,61 +46,82 @@ kiln_engine::choices! {
     }
 }
 
-pub(super) struct Config {
+/// `train.supervised`'s settings, as written in `with:`.
+#[derive(Config, Deserialize)]
+pub(super) struct SupervisedSettings {
+    /// `auto`: cross-entropy for classes, MSE for numbers; `bce_with_logits` for two classes
+    #[setting(default = "auto")]
     pub(super) loss: LossChoice,
-    pub(super) rule: Rule,
+    /// the update rule
+    #[setting(default = "adamw")]
+    pub(super) optimizer: OptimizerChoice,
+    /// the (peak) learning rate
+    #[setting(default = 0.001, gt = 0.0)]
     pub(super) lr: f64,
-    pub(super) weight_decay: f64,
+    /// SGD momentum
+    #[setting(default = 0.9, min = 0.0, lt = 1.0)]
+    pub(super) momentum: f64,
+    /// weight decay (default 0.01 for adamw, 0 otherwise)
+    #[setting(min = 0.0)]
+    pub(super) weight_decay: Option<f64>,
+    /// passes over the training data
+    #[setting(default = 10, min = 1, max = 100_000)]
     pub(super) epochs: usize,
+    /// examples per step
+    #[setting(default = 32, min = 1, max = 1 << 20)]
     pub(super) batch_size: usize,
+    /// reshuffle the training data every epoch (from the node's seed)
+    #[setting(default = true)]
     pub(super) shuffle: bool,
+    /// how the learning rate changes over the run
+    #[setting(default = "constant")]
     pub(super) schedule: ScheduleKind,
+    /// epochs of linear warmup from 0 to `lr`
+    #[setting(default = 0)]
     pub(super) warmup: usize,
+    /// `step` schedule: epochs between decays
+    #[setting(default = 10, min = 1)]
     pub(super) step_size: usize,
+    /// `step` schedule: decay factor
+    #[setting(default = 0.1, gt = 0.0, max = 1.0)]
     pub(super) gamma: f64,
+    /// `cosine` schedule: the final learning rate
+    #[setting(default = 0.0, min = 0.0)]
     pub(super) min_lr: f64,
+    /// clip gradients to this global norm
+    #[setting(gt = 0.0)]
     pub(super) clip_norm: Option<f64>,
+    /// stop after this many epochs without improvement of `monitor` (needs `valid`)
+    #[setting(min = 1)]
     pub(super) patience: Option<usize>,
+    /// the score early stopping and `restore_best` watch
+    #[setting(default = "valid_loss")]
     pub(super) monitor: Monitor,
+    /// keep the model of the best epoch (with `valid`)
+    #[setting(default = true)]
     pub(super) restore_best: bool,
 }
 
-impl Config {
-    pub(super) fn read(s: &Settings) -> Result<Self, NodeError> {
-        let optimizer: OptimizerChoice = s.parse("optimizer")?;
-        let rule = match optimizer {
+impl SupervisedSettings {
+    /// The update rule `optimizer` (and `momentum`) name.
+    pub(super) fn rule(&self) -> Rule {
+        match self.optimizer {
             OptimizerChoice::Sgd => Rule::Sgd {
-                momentum: s.float("momentum")?,
+                momentum: self.momentum,
             },
             OptimizerChoice::Adam => Rule::Adam,
             OptimizerChoice::Adamw => Rule::AdamW,
-        };
-        let default_decay = if optimizer == OptimizerChoice::Adamw {
-            0.01
-        } else {
-            0.0
-        };
-        Ok(Config {
-            loss: s.parse("loss")?,
-            rule,
-            lr: s.float("lr")?,
-            weight_decay: s
-                .get("weight_decay")
-                .and_then(Json::as_f64)
-                .unwrap_or(default_decay),
-            epochs: s.usize("epochs")?,
-            batch_size: s.usize("batch_size")?,
-            shuffle: s.bool("shuffle")?,
-            schedule: s.parse("schedule")?,
-            warmup: s.usize("warmup")?,
-            step_size: s.usize("step_size")?,
-            gamma: s.float("gamma")?,
-            min_lr: s.float("min_lr")?,
-            clip_norm: s.get("clip_norm").and_then(Json::as_f64),
-            patience: s.get("patience").and_then(Json::as_u64).map(|p| p as usize),
-            monitor: s.parse("monitor")?,
-            restore_best: s.bool("restore_best")?,
-        })
+        }
+    }
+
+    /// `weight_decay`, or the optimizer's default.
+    pub(super) fn weight_decay(&self) -> f64 {
+        self.weight_decay
+            .unwrap_or(if self.optimizer == OptimizerChoice::Adamw {
+                0.01
+            } else {
+                0.0
+            })
     }
 }
 

@@ -13,7 +13,7 @@ use serde_json::{json, Value as Json};
 
 use super::super::optim::Optimizer;
 use super::super::schedule::Schedule;
-use super::config::{Config, Loss, Monitor};
+use super::config::{Loss, Monitor, SupervisedSettings};
 use super::examples::Examples;
 use super::history::History;
 use super::ramp::{Pruning, Ramp};
@@ -32,7 +32,7 @@ pub(super) struct Outcome {
 
 pub(super) fn fit(
     ctx: &RunContext<'_>,
-    cfg: &Config,
+    cfg: &SupervisedSettings,
     trained: &Trained,
     pruning: Pruning<'_>,
     loss: Loss,
@@ -78,7 +78,7 @@ pub(super) fn fit(
         None => None,
     };
     let ramp_end = pruning.schedule.map_or(0, |s| s.ramp(cfg.epochs));
-    let mut opt = Optimizer::new(cfg.rule, cfg.weight_decay, vars);
+    let mut opt = Optimizer::new(cfg.rule(), cfg.weight_decay(), vars);
     let steps_per_epoch = train.len().div_ceil(cfg.batch_size);
     let schedule = Schedule {
         base: cfg.lr,

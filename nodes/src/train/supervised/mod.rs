@@ -13,16 +13,15 @@ mod ramp;
 pub use config::task_of;
 
 use kiln_engine::{
-    InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
-    SettingSpec, SettingType, Value, ValueType,
+    Config, InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
+    Value, ValueType,
 };
-use serde_json::json;
 
 use crate::data::Dataset;
 use crate::graph::{Graph, Part};
 use crate::model::ModelValue;
 use crate::nn::Dims;
-use config::{Config, Loss};
+use config::{Loss, SupervisedSettings};
 use examples::Examples;
 use fit::fit;
 use ramp::Pruning;
@@ -37,14 +36,6 @@ Sizes come from the data: the features' shape in, the number of classes (or 1 fo
 
 impl NodeKind for Supervised {
     fn spec(&self) -> KindSpec {
-        let positive = || SettingType::Float {
-            min: Some((0.0, true)),
-            max: None,
-        };
-        let non_negative = || SettingType::Float {
-            min: Some((0.0, false)),
-            max: None,
-        };
         KindSpec {
             name: "train.supervised",
             version: 3,
@@ -59,31 +50,13 @@ impl NodeKind for Supervised {
                 OutputSpec::new("history", ValueType::Report, "per-epoch learning rate, losses and accuracy"),
                 OutputSpec::new("metrics", ValueType::Metrics, "final losses, accuracy, best and last epoch"),
             ],
-            settings: vec![
-                SettingSpec::with_default("loss", SettingType::Choice(config::LossChoice::NAMES), json!("auto"), "`auto`: cross-entropy for classes, MSE for numbers; `bce_with_logits` for two classes"),
-                SettingSpec::with_default("optimizer", SettingType::Choice(config::OptimizerChoice::NAMES), json!("adamw"), "the update rule"),
-                SettingSpec::with_default("lr", positive(), json!(0.001), "the (peak) learning rate"),
-                SettingSpec::with_default("momentum", SettingType::Float { min: Some((0.0, false)), max: Some((1.0, true)) }, json!(0.9), "SGD momentum"),
-                SettingSpec::optional("weight_decay", non_negative(), "weight decay (default 0.01 for adamw, 0 otherwise)"),
-                SettingSpec::with_default("epochs", SettingType::Int { min: Some(1), max: Some(100_000) }, json!(10), "passes over the training data"),
-                SettingSpec::with_default("batch_size", SettingType::Int { min: Some(1), max: Some(1 << 20) }, json!(32), "examples per step"),
-                SettingSpec::with_default("shuffle", SettingType::Bool, json!(true), "reshuffle the training data every epoch (from the node's seed)"),
-                SettingSpec::with_default("schedule", SettingType::Choice(super::schedule::ScheduleKind::NAMES), json!("constant"), "how the learning rate changes over the run"),
-                SettingSpec::with_default("warmup", SettingType::int_min(0), json!(0), "epochs of linear warmup from 0 to `lr`"),
-                SettingSpec::with_default("step_size", SettingType::int_min(1), json!(10), "`step` schedule: epochs between decays"),
-                SettingSpec::with_default("gamma", SettingType::Float { min: Some((0.0, true)), max: Some((1.0, false)) }, json!(0.1), "`step` schedule: decay factor"),
-                SettingSpec::with_default("min_lr", non_negative(), json!(0.0), "`cosine` schedule: the final learning rate"),
-                SettingSpec::optional("clip_norm", positive(), "clip gradients to this global norm"),
-                SettingSpec::optional("patience", SettingType::int_min(1), "stop after this many epochs without improvement of `monitor` (needs `valid`)"),
-                SettingSpec::with_default("monitor", SettingType::Choice(config::Monitor::NAMES), json!("valid_loss"), "the score early stopping and `restore_best` watch"),
-                SettingSpec::with_default("restore_best", SettingType::Bool, json!(true), "keep the model of the best epoch (with `valid`)"),
-            ],
+            settings: SupervisedSettings::specs(),
             side_effects: false,
         }
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
-        let cfg = Config::read(ctx.settings())?;
+        let cfg: SupervisedSettings = ctx.settings().read()?;
         let model = ModelValue::from_value(ctx.input("model")?)?;
         if !model.quantized.is_empty() {
             return Err(NodeError::new(
