@@ -173,6 +173,14 @@ impl Settings {
 
     /// Deserializes the settings; `Err` names the setting and the problem.
     fn decode<T: Config>(&self) -> Result<T, (String, String)> {
+        // Straight from the values (kinds on a served path read their
+        // settings on every batch); only a failure pays for finding where.
+        let borrowed = serde::de::value::MapDeserializer::<_, serde_json::Error>::new(
+            self.values().iter().map(|(k, v)| (k.as_str(), v)),
+        );
+        if let Ok(read) = T::deserialize(borrowed) {
+            return Ok(read);
+        }
         let object = Json::Object(
             self.values()
                 .iter()

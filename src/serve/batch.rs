@@ -62,18 +62,9 @@ pub async fn run(pipeline: Arc<Pipeline>, mut queue: mpsc::Receiver<Job>, worker
         let Ok(permit) = permit else {
             return;
         };
+        pipeline.observe_batch(rows, jobs.len());
         let pipeline = pipeline.clone();
         tokio::task::spawn_blocking(move || {
-            pipeline
-                .metrics
-                .batch_rows
-                .with_label_values(&[&pipeline.name])
-                .observe(rows as f64);
-            pipeline
-                .metrics
-                .batch_requests
-                .with_label_values(&[&pipeline.name])
-                .observe(jobs.len() as f64);
             answer(&pipeline.name, &service, jobs);
             drop(permit);
         });

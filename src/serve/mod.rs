@@ -126,21 +126,20 @@ async fn infer(
             Ok(bytes) => answer(p, &bytes).await,
         },
     };
-    // Unknown names share one label, so clients can't grow the metrics.
-    let label = pipeline.as_ref().map_or("-", |p| p.name.as_str());
-    app.metrics.answered(
-        label,
-        response.status().as_u16(),
-        started.elapsed().as_secs_f64(),
-    );
+    let (status, seconds) = (response.status().as_u16(), started.elapsed().as_secs_f64());
+    match &pipeline {
+        Some(p) => p.answered(status, seconds),
+        // Unknown names share one label, so clients can't grow the metrics.
+        None => app.metrics.answered("-", status, seconds),
+    }
     response
 }
 
 /// Checks a request body, queues it and waits for its answer.
 async fn answer(pipeline: &Pipeline, body: &[u8]) -> Response {
     let service = pipeline.current();
-    let spec = service.spec().clone();
-    let input = service.plan().node(spec.input).id.to_string();
+    let spec = service.spec();
+    let input = service.plan().node(spec.input).id.as_str();
     let request: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
@@ -151,16 +150,16 @@ async fn answer(pipeline: &Pipeline, body: &[u8]) -> Response {
             )
         }
     };
-    let rows = match rows_of(&request, &input) {
+    let rows = match rows_of(&request, input) {
         Ok(rows) => rows,
         Err(e) => return client_error(StatusCode::BAD_REQUEST, e),
     };
-    let field = format!("inputs.{input}");
+    let field = || format!("inputs.{input}");
     if rows.len() > spec.max_rows {
         return client_error(
             StatusCode::PAYLOAD_TOO_LARGE,
             RequestError::new(
-                field,
+                field(),
                 format!(
                     "{} rows is more than this pipeline takes in one request ({}); split it",
                     rows.len(),
@@ -188,7 +187,7 @@ async fn answer(pipeline: &Pipeline, body: &[u8]) -> Response {
         }))
         .into_response(),
         Ok(Err(Failure::Client(e))) => {
-            client_error(StatusCode::UNPROCESSABLE_ENTITY, e.within(&field))
+            client_error(StatusCode::UNPROCESSABLE_ENTITY, e.within(&field()))
         }
         Ok(Err(Failure::Server(e))) => error(
             StatusCode::INTERNAL_SERVER_ERROR,

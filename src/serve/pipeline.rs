@@ -3,6 +3,7 @@
 use std::sync::{Arc, RwLock};
 
 use kiln_engine::Service;
+use prometheus::{Histogram, IntCounter};
 use tokio::sync::mpsc;
 
 use super::job::Job;
@@ -20,6 +21,12 @@ pub struct Pipeline {
     pub queue: mpsc::Sender<Job>,
     /// The service's metrics.
     pub metrics: Arc<Metrics>,
+    /// This pipeline's most used series, resolved once (a labelled lookup
+    /// per request hashes the labels and takes a lock).
+    answered_ok: IntCounter,
+    latency: Histogram,
+    batch_rows: Histogram,
+    batch_requests: Histogram,
 }
 
 impl Pipeline {
@@ -27,13 +34,34 @@ impl Pipeline {
     /// queue (for the batching task, [`super::batch::start`]).
     pub fn new(service: Service, metrics: Arc<Metrics>) -> (Arc<Pipeline>, mpsc::Receiver<Job>) {
         let (tx, rx) = mpsc::channel(QUEUE);
+        let name = service.plan().name.to_string();
         let pipeline = Arc::new(Pipeline {
-            name: service.plan().name.to_string(),
+            answered_ok: metrics.requests.with_label_values(&[&name, "200"]),
+            latency: metrics.latency.with_label_values(&[&name]),
+            batch_rows: metrics.batch_rows.with_label_values(&[&name]),
+            batch_requests: metrics.batch_requests.with_label_values(&[&name]),
+            name,
             current: RwLock::new(Arc::new(service)),
             queue: tx,
             metrics,
         });
         (pipeline, rx)
+    }
+
+    /// Counts a request answered with `status` after `seconds`.
+    pub fn answered(&self, status: u16, seconds: f64) {
+        if status == 200 {
+            self.answered_ok.inc();
+            self.latency.observe(seconds);
+        } else {
+            self.metrics.answered(&self.name, status, seconds);
+        }
+    }
+
+    /// Records the size of a batch about to run.
+    pub fn observe_batch(&self, rows: usize, requests: usize) {
+        self.batch_rows.observe(rows as f64);
+        self.batch_requests.observe(requests as f64);
     }
 
     /// The version answering requests now.
