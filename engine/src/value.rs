@@ -19,12 +19,14 @@ use crate::types::ValueType;
 /// Metadata key under which a value's type and JSON travel in a safetensors file.
 const META_KEY: &str = "kiln";
 
-/// An immutable value: a type, named tensors and JSON metadata.
+/// An immutable value: a type, named tensors and JSON metadata. Cloning
+/// one is cheap (the tensors and metadata are shared), so a served
+/// pipeline hands its fixed values (a model) to every batch as they are.
 #[derive(Clone, Debug)]
 pub struct Value {
     ty: ValueType,
-    tensors: BTreeMap<String, Tensor>,
-    meta: Json,
+    tensors: Arc<BTreeMap<String, Tensor>>,
+    meta: Arc<Json>,
     encoded: Arc<OnceLock<Encoded>>,
 }
 
@@ -39,8 +41,8 @@ impl Value {
     pub fn new(ty: ValueType, tensors: BTreeMap<String, Tensor>, meta: Json) -> Self {
         Value {
             ty,
-            tensors,
-            meta,
+            tensors: Arc::new(tensors),
+            meta: Arc::new(meta),
             encoded: Arc::default(),
         }
     }
@@ -86,7 +88,12 @@ impl Value {
             .iter()
             .map(|(k, t)| Ok((k.clone(), t.to_device(device)?)))
             .collect::<Result<_, NodeError>>()?;
-        Ok(Value::new(self.ty, tensors, self.meta.clone()))
+        Ok(Value {
+            ty: self.ty,
+            tensors: Arc::new(tensors),
+            meta: self.meta.clone(),
+            encoded: Default::default(),
+        })
     }
 
     fn encoded(&self) -> &Encoded {
@@ -101,7 +108,7 @@ impl Value {
     }
 
     fn serialize(&self) -> Result<Vec<u8>, String> {
-        let header = serde_json::json!({ "type": self.ty.name(), "meta": self.meta });
+        let header = serde_json::json!({ "type": self.ty.name(), "meta": *self.meta });
         let info = HashMap::from([(META_KEY.to_string(), header.to_string())]);
         // Tensors are made contiguous on the CPU first: `View::data` copies.
         let tensors: Vec<(String, Tensor)> = self

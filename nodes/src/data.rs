@@ -187,9 +187,11 @@ impl Dataset {
         let n = self.len();
         let number =
             |x: f32| serde_json::Number::from_f64(x as f64).map_or(Json::Null, Json::Number);
-        let mut rows: Vec<serde_json::Map<String, Json>> = vec![serde_json::Map::new(); n];
+        let width = features.dims()[1..].iter().product::<usize>();
+        let mut rows: Vec<serde_json::Map<String, Json>> = (0..n)
+            .map(|_| serde_json::Map::with_capacity(width + 1))
+            .collect();
         if features.rank() == 2 {
-            let width = features.dims()[1];
             let names: Vec<String> = self
                 .columns
                 .clone()

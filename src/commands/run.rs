@@ -93,7 +93,7 @@ fn answer_input(plan: Plan, input: &Path, opts: &RunOptions) -> Result<(), Failu
         Failure::Invalid(format!("error: {name}: {field}{}", e.message))
     };
     let rows =
-        serde_json::Value::Array(crate::serve::rows_of(&body, &request_node).map_err(invalid)?);
+        serde_json::Value::Array(crate::serve::rows_of(body, &request_node).map_err(invalid)?);
     // Checked before anything runs.
     kiln_engine::serve::check_request(&plan, &rows)
         .map_err(|e| invalid(e.within(&format!("inputs.{request_node}"))))?;

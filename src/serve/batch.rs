@@ -7,6 +7,7 @@
 //! batches whatever queued while it was busy. The rows of all its requests
 //! run together; the answer's rows are split back by count.
 
+use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -28,6 +29,7 @@ pub fn start(service: Service, metrics: Arc<Metrics>, workers: Arc<Semaphore>) -
 
 /// Runs the batching loop of `pipeline` until every sender is gone.
 pub async fn run(pipeline: Arc<Pipeline>, mut queue: mpsc::Receiver<Job>, workers: Arc<Semaphore>) {
+    let own_turn = Arc::new(Semaphore::new(1));
     while let Some(first) = queue.recv().await {
         let service = pipeline.current();
         let spec = service.spec().clone();
@@ -43,25 +45,25 @@ pub async fn run(pipeline: Arc<Pipeline>, mut queue: mpsc::Receiver<Job>, worker
                 _ => break,
             }
         }
-        let permit = loop {
-            if rows >= spec.max_batch {
-                break workers.clone().acquire_owned().await;
-            }
-            tokio::select! {
-                biased;
-                permit = workers.clone().acquire_owned() => break permit,
-                job = queue.recv() => match job {
-                    Some(job) => {
-                        rows += job.rows.len();
-                        jobs.push(job);
-                    }
-                    None => break workers.clone().acquire_owned().await,
-                },
-            }
+        // One batch of this pipeline at a time (its forward pass uses the
+        // cores itself), and at most one per core over all pipelines; what
+        // arrives meanwhile joins the batch.
+        let mut gathered = Gathered {
+            jobs,
+            rows,
+            max_rows: spec.max_batch,
         };
-        let Ok(permit) = permit else {
+        let own = gathered
+            .until(own_turn.clone().acquire_owned(), &mut queue)
+            .await;
+        let shared = gathered
+            .until(workers.clone().acquire_owned(), &mut queue)
+            .await;
+        let (Ok(own), Ok(shared)) = (own, shared) else {
             return;
         };
+        let Gathered { jobs, rows, .. } = gathered;
+        let permit = (own, shared);
         pipeline.observe_batch(rows, jobs.len());
         let pipeline = pipeline.clone();
         tokio::task::spawn_blocking(move || {
@@ -71,13 +73,48 @@ pub async fn run(pipeline: Arc<Pipeline>, mut queue: mpsc::Receiver<Job>, worker
     }
 }
 
+/// The requests of the batch being formed.
+struct Gathered {
+    jobs: Vec<Job>,
+    rows: usize,
+    max_rows: usize,
+}
+
+impl Gathered {
+    /// Takes in requests from `queue` until `ready` resolves (or the batch
+    /// is full, then just waits for it).
+    async fn until<T>(
+        &mut self,
+        ready: impl Future<Output = T>,
+        queue: &mut mpsc::Receiver<Job>,
+    ) -> T {
+        tokio::pin!(ready);
+        loop {
+            if self.rows >= self.max_rows {
+                return ready.await;
+            }
+            tokio::select! {
+                biased;
+                value = &mut ready => return value,
+                job = queue.recv() => match job {
+                    Some(job) => {
+                        self.rows += job.rows.len();
+                        self.jobs.push(job);
+                    }
+                    None => return ready.await,
+                },
+            }
+        }
+    }
+}
+
 /// Runs a batch and sends every request its answer. A panic while
 /// answering is logged with the pipeline's name and answers each request of
 /// the batch with a server error naming it; the service goes on.
 fn answer(pipeline: &str, service: &Service, jobs: Vec<Job>) {
     let (rows, replies): (Vec<Vec<Json>>, Vec<_>) =
         jobs.into_iter().map(|j| (j.rows, j.reply)).unzip();
-    let answers = answer_guarded(pipeline, &rows, |rows| answers(service, rows));
+    let answers = answer_guarded(pipeline, rows, |rows| answers(service, rows));
     for (reply, answer) in replies.into_iter().zip(answers) {
         let _ = reply.send(answer);
     }
@@ -86,18 +123,18 @@ fn answer(pipeline: &str, service: &Service, jobs: Vec<Job>) {
 /// `answer` for each request's rows, or one server error per request if it panics.
 fn answer_guarded(
     pipeline: &str,
-    rows: &[Vec<Json>],
-    answer: impl FnOnce(&[Vec<Json>]) -> Vec<Answer>,
+    rows: Vec<Vec<Json>>,
+    answer: impl FnOnce(Vec<Vec<Json>>) -> Vec<Answer>,
 ) -> Vec<Answer> {
+    let requests = rows.len();
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| answer(rows))) {
         Ok(answers) => answers,
         Err(panic) => {
             let cause = kiln_engine::error::panic_message(panic.as_ref());
             tracing::error!(
-                "pipeline `{pipeline}`: a batch of {} requests failed: internal error: {cause}",
-                rows.len()
+                "pipeline `{pipeline}`: a batch of {requests} requests failed: internal error: {cause}",
             );
-            rows.iter()
+            (0..requests)
                 .map(|_| Err(Failure::Server(format!("internal error: {cause}"))))
                 .collect()
         }
@@ -105,16 +142,19 @@ fn answer_guarded(
 }
 
 /// The answers to a batch of requests, one per request, in order.
-fn answers(service: &Service, rows: &[Vec<Json>]) -> Vec<Answer> {
-    if let [one] = rows {
-        return vec![answer_one(service, one)];
+fn answers(service: &Service, rows: Vec<Vec<Json>>) -> Vec<Answer> {
+    if rows.len() == 1 {
+        return rows
+            .into_iter()
+            .map(|one| answer_one(service, &Json::Array(one)))
+            .collect();
     }
-    let fingerprint = service.fingerprint().to_string();
+    let fingerprint = service.fingerprint();
     let counts: Vec<usize> = rows.iter().map(Vec::len).collect();
     let total: usize = counts.iter().sum();
-    let merged: Vec<Json> = rows.iter().flatten().cloned().collect();
+    let merged = Json::Array(rows.into_iter().flatten().collect());
     let result = service
-        .infer(&Json::Array(merged))
+        .infer(&merged)
         .map_err(failure)
         .and_then(|v| kiln_nodes::data::answer(&v).map_err(|e| Failure::Server(e.to_string())));
     match result {
@@ -123,20 +163,27 @@ fn answers(service: &Service, rows: &[Vec<Json>]) -> Vec<Answer> {
             .map(|n| {
                 let rest = out.split_off(n);
                 let mine = std::mem::replace(&mut out, rest);
-                Ok((Json::Array(mine), fingerprint.clone()))
+                Ok((Json::Array(mine), fingerprint.to_string()))
             })
             .collect(),
         // An answer that is not one row per input row can't be split, and a
         // client's bad input must fail only its own request: each request
         // runs alone.
-        _ => rows.iter().map(|r| answer_one(service, r)).collect(),
+        _ => {
+            let mut rows = match merged {
+                Json::Array(rows) => rows.into_iter(),
+                _ => Vec::new().into_iter(),
+            };
+            counts
+                .into_iter()
+                .map(|n| answer_one(service, &Json::Array(rows.by_ref().take(n).collect())))
+                .collect()
+        }
     }
 }
 
-fn answer_one(service: &Service, rows: &[Json]) -> Answer {
-    let value = service
-        .infer(&Json::Array(rows.to_vec()))
-        .map_err(failure)?;
+fn answer_one(service: &Service, rows: &Json) -> Answer {
+    let value = service.infer(rows).map_err(failure)?;
     let out = kiln_nodes::data::answer(&value).map_err(|e| Failure::Server(e.to_string()))?;
     Ok((out, service.fingerprint().to_string()))
 }
@@ -156,7 +203,7 @@ mod tests {
     #[test]
     fn a_panic_while_answering_fails_only_that_batch() {
         let rows = vec![vec![json!([1.0])], vec![json!([2.0]), json!([3.0])]];
-        let answers = answer_guarded("iris", &rows, |_| panic!("index out of bounds"));
+        let answers = answer_guarded("iris", rows.clone(), |_| panic!("index out of bounds"));
         assert_eq!(answers.len(), 2);
         for a in answers {
             match a {
@@ -165,7 +212,7 @@ mod tests {
             }
         }
         // The next batch is answered as usual.
-        let ok = answer_guarded("iris", &rows, |r| {
+        let ok = answer_guarded("iris", rows, |r| {
             r.iter()
                 .map(|_| Ok((json!([]), "fp".to_string())))
                 .collect()

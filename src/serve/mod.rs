@@ -135,6 +135,14 @@ async fn infer(
     response
 }
 
+/// The body of an answer (SPEC §7).
+#[derive(serde::Serialize)]
+struct Answered<'a> {
+    pipeline: &'a str,
+    fingerprint: &'a str,
+    outputs: BTreeMap<String, &'a Value>,
+}
+
 /// Checks a request body, queues it and waits for its answer.
 async fn answer(pipeline: &Pipeline, body: &[u8]) -> Response {
     let service = pipeline.current();
@@ -150,7 +158,7 @@ async fn answer(pipeline: &Pipeline, body: &[u8]) -> Response {
             )
         }
     };
-    let rows = match rows_of(&request, input) {
+    let rows = match rows_of(request, input) {
         Ok(rows) => rows,
         Err(e) => return client_error(StatusCode::BAD_REQUEST, e),
     };
@@ -180,11 +188,11 @@ async fn answer(pipeline: &Pipeline, body: &[u8]) -> Response {
         );
     }
     match rx.await {
-        Ok(Ok((output, fingerprint))) => Json(json!({
-            "pipeline": pipeline.name,
-            "fingerprint": fingerprint,
-            "outputs": { service.plan().outlet_name(&spec.output): output },
-        }))
+        Ok(Ok((output, fingerprint))) => Json(Answered {
+            pipeline: &pipeline.name,
+            fingerprint: &fingerprint,
+            outputs: [(service.plan().outlet_name(&spec.output), &output)].into(),
+        })
         .into_response(),
         Ok(Err(Failure::Client(e))) => {
             client_error(StatusCode::UNPROCESSABLE_ENTITY, e.within(&field()))
@@ -203,28 +211,31 @@ async fn answer(pipeline: &Pipeline, body: &[u8]) -> Response {
 }
 
 /// The rows under `inputs.<input>` of a request body: a list, or one
-/// object as one row.
-pub fn rows_of(request: &Value, input: &str) -> Result<Vec<Value>, RequestError> {
-    let example = format!("send `{{\"inputs\": {{\"{input}\": [ ...rows... ]}}}}`");
-    let Value::Object(top) = request else {
+/// object as one row (taken out of the body, not copied).
+pub fn rows_of(request: Value, input: &str) -> Result<Vec<Value>, RequestError> {
+    let example = || format!("send `{{\"inputs\": {{\"{input}\": [ ...rows... ]}}}}`");
+    let Value::Object(mut top) = request else {
         return Err(RequestError::new(
             "",
-            format!("the body should be an object: {example}"),
+            format!("the body should be an object: {}", example()),
         ));
     };
     if let Some(other) = top.keys().find(|k| *k != "inputs") {
         return Err(RequestError::new(
             other.as_str(),
-            format!("unknown key: {example}"),
+            format!("unknown key: {}", example()),
         ));
     }
-    let Some(inputs) = top.get("inputs") else {
-        return Err(RequestError::new("inputs", format!("missing: {example}")));
-    };
-    let Value::Object(inputs) = inputs else {
+    let Some(inputs) = top.remove("inputs") else {
         return Err(RequestError::new(
             "inputs",
-            format!("should be an object: {example}"),
+            format!("missing: {}", example()),
+        ));
+    };
+    let Value::Object(mut inputs) = inputs else {
+        return Err(RequestError::new(
+            "inputs",
+            format!("should be an object: {}", example()),
         ));
     };
     if let Some(other) = inputs.keys().find(|k| *k != input) {
@@ -233,13 +244,13 @@ pub fn rows_of(request: &Value, input: &str) -> Result<Vec<Value>, RequestError>
             format!("this pipeline takes requests at `{input}` only"),
         ));
     }
-    match inputs.get(input) {
+    match inputs.remove(input) {
         None => Err(RequestError::new(
             format!("inputs.{input}"),
-            format!("missing: {example}"),
+            format!("missing: {}", example()),
         )),
-        Some(Value::Array(rows)) => Ok(rows.clone()),
-        Some(row @ Value::Object(_)) => Ok(vec![row.clone()]),
+        Some(Value::Array(rows)) => Ok(rows),
+        Some(row @ Value::Object(_)) => Ok(vec![row]),
         Some(_) => Err(RequestError::new(
             format!("inputs.{input}"),
             "should be a list of rows (objects, or lists of numbers)",

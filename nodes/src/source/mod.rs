@@ -12,7 +12,7 @@ pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(csv::CsvSource);
     reg.register(idx::IdxSource);
     reg.register(synthetic::Synthetic);
-    reg.register(request::Request);
+    reg.register(request::Request::default());
     reg.register(text::TextSource);
     reg.register(graph::GraphSource);
 }

@@ -1,6 +1,7 @@
 //! `source.request`: the rows a served pipeline is asked about.
 
 use std::collections::BTreeMap;
+use std::sync::{Arc, Mutex};
 
 use candle_core::{Device, Tensor};
 use kiln_engine::{
@@ -13,7 +14,37 @@ use serde_json::Value as Json;
 use crate::data::Dataset;
 
 /// Rows of named numeric columns from a request (or from `example` in a run).
-pub struct Request;
+#[derive(Default)]
+pub struct Request {
+    /// Layouts already read, by the settings they come from (a served node
+    /// reads the same settings for every request).
+    layouts: Mutex<Vec<(Settings, Arc<Layout>)>>,
+}
+
+/// Layouts kept: one per served pipeline's request node, and some to spare.
+const KEPT_LAYOUTS: usize = 16;
+
+impl Request {
+    /// The layout `settings` describe, read once per distinct settings.
+    fn layout(&self, settings: &Settings) -> Result<Arc<Layout>, RequestError> {
+        let mut kept = self.layouts.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some((_, layout)) = kept.iter().find(|(s, _)| s == settings) {
+            return Ok(layout.clone());
+        }
+        let s: RequestSettings = settings
+            .read()
+            .map_err(|e| RequestError::new("", e.to_string()))?;
+        let layout = Arc::new(
+            Layout::of(&s)
+                .map_err(|(k, m)| RequestError::new("", format!("setting `{k}`: {m}")))?,
+        );
+        if kept.len() == KEPT_LAYOUTS {
+            kept.remove(0);
+        }
+        kept.push((settings.clone(), layout.clone()));
+        Ok(layout)
+    }
+}
 
 /// The columns of a row: their names, or how many (`col0`, `col1`, …).
 #[derive(Clone, Debug, Deserialize)]
@@ -139,12 +170,7 @@ A row is an object (`{\"sepal_length\": 5.1, …}`, every column named once) or 
     }
 
     fn request(&self, settings: &Settings, rows: &Json) -> Result<Outputs, RequestError> {
-        let s: RequestSettings = settings
-            .read()
-            .map_err(|e| RequestError::new("", e.to_string()))?;
-        let layout = Layout::of(&s)
-            .map_err(|(k, m)| RequestError::new("", format!("setting `{k}`: {m}")))?;
-        let data = layout.table(rows)?;
+        let data = self.layout(settings)?.table(rows)?;
         Ok(vec![(PortName::new_static("data"), data.into_value())])
     }
 }
