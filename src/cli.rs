@@ -118,6 +118,29 @@ pub struct ServeArgs {
     /// Override a param: `--set params.NAME=VALUE`.
     #[arg(long = "set", value_name = "params.NAME=VALUE")]
     pub set: Vec<String>,
+    /// Require `Authorization: Bearer KEY` on the /v1 routes (repeatable; also
+    /// `--api-keys-file` and the `KILN_API_KEYS` environment variable).
+    #[arg(long = "api-key", value_name = "KEY")]
+    pub api_keys: Vec<String>,
+    /// A file of API keys, one per line (`#` starts a comment).
+    #[arg(long, value_name = "FILE")]
+    pub api_keys_file: Option<PathBuf>,
+    /// Require a key on `/metrics` too (it is open by default, as `/healthz` is).
+    #[arg(long)]
+    pub protect_metrics: bool,
+    /// Connections open at once; more are closed as soon as they are accepted.
+    #[arg(long, default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_connections: u32,
+    /// Milliseconds a client may take to send a request's head before its
+    /// connection is closed.
+    #[arg(long, default_value_t = 10_000, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
+    pub header_timeout_ms: u64,
+    /// Serve HTTPS with this certificate chain (PEM, leaf first); needs `--tls-key`.
+    #[arg(long, value_name = "FILE", requires = "tls_key")]
+    pub tls_cert: Option<PathBuf>,
+    /// The private key (PEM) of `--tls-cert`.
+    #[arg(long, value_name = "FILE", requires = "tls_cert")]
+    pub tls_key: Option<PathBuf>,
 }
 
 /// Graph output formats.

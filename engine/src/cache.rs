@@ -27,6 +27,41 @@ pub struct Cache {
 
 /// A verified entry found by [`Cache::lookup`]. Its bytes are not kept:
 /// an output is read again (and re-verified) only when something needs it.
+/// Why a cache entry could not be read or written.
+#[derive(Debug, thiserror::Error)]
+pub enum CacheError {
+    /// The entry holds no output of that name.
+    #[error("the cache entry has no output `{0}`")]
+    NoOutput(PortName),
+    /// The entry's bytes changed between lookup and load.
+    #[error("cache entry {} changed while in use; run again", path.display())]
+    Changed {
+        /// The entry.
+        path: PathBuf,
+    },
+    /// A cached value does not decode.
+    #[error("a cached value cannot be decoded: {0}")]
+    Decode(#[from] crate::value::DecodeError),
+    /// A file the node wrote could not be hashed.
+    #[error(transparent)]
+    Hash(#[from] crate::fingerprint::HashError),
+    /// A value could not be encoded.
+    #[error("{0}")]
+    Encode(#[from] crate::error::NodeError),
+    /// The manifest could not be written as JSON.
+    #[error("cannot write the manifest: {0}")]
+    Manifest(#[from] serde_json::Error),
+    /// The file system refused.
+    #[error("cannot write cache entry {}: {source}", path.display())]
+    Write {
+        /// The entry or folder.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
 #[derive(Clone, Debug)]
 pub struct Entry {
     path: PathBuf,
@@ -40,24 +75,21 @@ impl Entry {
     }
 
     /// Reads and decodes one output.
-    pub fn load(&self, port: &PortName) -> Result<Value, String> {
+    pub fn load(&self, port: &PortName) -> Result<Value, CacheError> {
         let (_, hash, range) = self
             .blobs
             .iter()
             .find(|(p, _, _)| p == port)
-            .ok_or_else(|| format!("the cache entry has no output `{port}`"))?;
-        let damaged = || {
-            format!(
-                "cache entry {} changed while in use; run again",
-                self.path.display()
-            )
+            .ok_or_else(|| CacheError::NoOutput(port.clone()))?;
+        let damaged = || CacheError::Changed {
+            path: self.path.clone(),
         };
         let bytes = fs::read(&self.path).map_err(|_| damaged())?;
         let blob = bytes.get(range.clone()).ok_or_else(damaged)?;
         if blake3::hash(blob).to_hex().as_str() != hash {
             return Err(damaged());
         }
-        Value::from_bytes(blob)
+        Ok(Value::from_bytes(blob)?)
     }
 }
 
@@ -116,18 +148,18 @@ impl Cache {
         kind: &str,
         outputs: &[(PortName, Value)],
         files: &[PathBuf],
-    ) -> Result<(), String> {
+    ) -> Result<(), CacheError> {
         let mut manifest = Manifest {
             kind: kind.to_string(),
             outputs: Vec::new(),
             files: files
                 .iter()
                 .map(|p| Ok((p.clone(), crate::fingerprint::hash_path(p)?)))
-                .collect::<Result<_, String>>()?,
+                .collect::<Result<_, crate::fingerprint::HashError>>()?,
         };
         let mut blobs: Vec<&[u8]> = Vec::new();
         for (port, value) in outputs {
-            let bytes = value.to_bytes().map_err(|e| e.to_string())?;
+            let bytes = value.to_bytes()?;
             manifest.outputs.push(Blob {
                 port: port.to_string(),
                 hash: value.content_hash().to_string(),
@@ -135,11 +167,14 @@ impl Cache {
             });
             blobs.push(bytes);
         }
-        let header = serde_json::to_vec(&manifest).map_err(|e| e.to_string())?;
+        let header = serde_json::to_vec(&manifest)?;
         let dest = self.entry_path(fingerprint);
         let tmp = self.root.join("tmp").join(unique_name(fingerprint));
         for dir in [dest.parent(), tmp.parent()].into_iter().flatten() {
-            fs::create_dir_all(dir).map_err(|e| format!("cannot create {}: {e}", dir.display()))?;
+            fs::create_dir_all(dir).map_err(|source| CacheError::Write {
+                path: dir.to_path_buf(),
+                source,
+            })?;
         }
         let written = (|| {
             let mut f = fs::File::create(&tmp)?;
@@ -152,9 +187,9 @@ impl Cache {
             // every lookup re-hashes it, so a torn write after a crash is a miss.
             fs::rename(&tmp, &dest)
         })();
-        written.map_err(|e| {
+        written.map_err(|source| {
             let _ = fs::remove_file(&tmp);
-            format!("cannot write cache entry {}: {e}", dest.display())
+            CacheError::Write { path: dest, source }
         })
     }
 

@@ -144,7 +144,8 @@ impl<'a> RunContext<'a> {
     pub fn content_hash(&self, path: &Path) -> Result<String, NodeError> {
         match self.files.iter().find(|(p, _)| p == path) {
             Some((_, hash)) => Ok(hash.clone()),
-            None => crate::fingerprint::hash_path(path).map_err(NodeError::new),
+            None => crate::fingerprint::hash_path(path)
+                .map_err(|e| NodeError::caused_by(e.to_string(), e)),
         }
     }
 

@@ -66,15 +66,26 @@ impl DeviceSpec {
     }
 
     /// The candle device to run on. `auto` falls back to the CPU when no GPU answers.
-    pub fn resolve(self) -> Result<Device, String> {
+    pub fn resolve(self) -> Result<Device, DeviceError> {
         match self {
             DeviceSpec::Cpu => Ok(Device::Cpu),
-            DeviceSpec::Cuda(n) => {
-                Device::new_cuda(n).map_err(|e| format!("cannot open cuda:{n}: {e}"))
+            DeviceSpec::Cuda(ordinal) => {
+                Device::new_cuda(ordinal).map_err(|source| DeviceError { ordinal, source })
             }
             DeviceSpec::Auto => Ok(Device::new_cuda(0).unwrap_or(Device::Cpu)),
         }
     }
+}
+
+/// A GPU that did not open.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot open cuda:{ordinal}: {source}")]
+pub struct DeviceError {
+    /// Which GPU.
+    pub ordinal: usize,
+    /// candle's reason.
+    #[source]
+    pub source: candle_core::Error,
 }
 
 /// A device's name for reports: `cpu` or `cuda:N`.

@@ -68,14 +68,32 @@ fn canonical(value: &Json) -> Json {
     }
 }
 
+/// A file or folder that could not be read for its content hash.
+#[derive(Debug, thiserror::Error)]
+#[error("cannot read `{}`: {source}", path.display())]
+pub struct HashError {
+    /// What could not be read.
+    pub path: std::path::PathBuf,
+    /// Why.
+    #[source]
+    pub source: std::io::Error,
+}
+
+impl HashError {
+    fn at(path: &Path) -> impl FnOnce(std::io::Error) -> HashError + '_ {
+        move |source| HashError {
+            path: path.to_path_buf(),
+            source,
+        }
+    }
+}
+
 /// Content hash of a file, or of a folder's files and their relative paths.
-pub fn hash_path(path: &Path) -> Result<String, String> {
-    let meta = fs::metadata(path).map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+pub fn hash_path(path: &Path) -> Result<String, HashError> {
+    let meta = fs::metadata(path).map_err(HashError::at(path))?;
     if meta.is_file() {
         let mut hasher = blake3::Hasher::new();
-        hasher
-            .update_mmap(path)
-            .map_err(|e| format!("cannot read `{}`: {e}", path.display()))?;
+        hasher.update_mmap(path).map_err(HashError::at(path))?;
         return Ok(hasher.finalize().to_hex().to_string());
     }
     let mut files = Vec::new();
@@ -90,8 +108,8 @@ pub fn hash_path(path: &Path) -> Result<String, String> {
     Ok(hasher.finalize().to_hex().to_string())
 }
 
-fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), String> {
-    let entries = fs::read_dir(dir).map_err(|e| format!("cannot read `{}`: {e}", dir.display()))?;
+fn collect_files(root: &Path, dir: &Path, out: &mut Vec<String>) -> Result<(), HashError> {
+    let entries = fs::read_dir(dir).map_err(HashError::at(dir))?;
     for entry in entries.flatten() {
         let p = entry.path();
         if p.is_dir() {

@@ -73,6 +73,25 @@ pub struct ServeFile {
     #[serde(default = "default_max_rows")]
     #[schemars(range(min = 1))]
     pub max_rows: u64,
+    /// Most requests waiting for a batch; beyond it a request gets `503` with `Retry-After` at once (default: four full batches of one-row requests, `4 × max_batch`).
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub max_queue: Option<u64>,
+    /// How long a request may wait for its answer, in milliseconds; past it the answer is `504` and the request's work is dropped if its batch has not started.
+    #[serde(default = "default_timeout_ms")]
+    #[schemars(range(min = 1))]
+    pub timeout_ms: u64,
+}
+
+/// Default `serve.timeout_ms`: 30 s.
+pub fn default_timeout_ms() -> u64 {
+    30_000
+}
+
+/// Default `serve.max_queue` for a `max_batch`: four full batches of
+/// one-row requests.
+pub fn default_max_queue(max_batch: u64) -> u64 {
+    max_batch.saturating_mul(4)
 }
 
 /// Default `serve.max_batch`.
@@ -145,7 +164,15 @@ pub const PIPELINE_KEYS: [&str; 8] = [
 ];
 
 /// Keys of the `serve:` block.
-pub const SERVE_KEYS: [&str; 5] = ["input", "output", "max_batch", "max_wait_ms", "max_rows"];
+pub const SERVE_KEYS: [&str; 7] = [
+    "input",
+    "output",
+    "max_batch",
+    "max_wait_ms",
+    "max_rows",
+    "max_queue",
+    "timeout_ms",
+];
 
 /// Keys of a node.
 pub const NODE_KEYS: [&str; 5] = ["kind", "inputs", "with", "device", "cache"];

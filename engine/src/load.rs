@@ -55,6 +55,10 @@ pub struct ServeDecl {
     pub max_wait_ms: u64,
     /// `max_rows:`.
     pub max_rows: usize,
+    /// `max_queue:`, if given.
+    pub max_queue: Option<usize>,
+    /// `timeout_ms:`.
+    pub timeout_ms: u64,
 }
 
 /// One node as declared.
@@ -414,6 +418,8 @@ fn serve(doc: &Doc, diags: &mut Diagnostics) -> Option<ServeDecl> {
         max_batch: crate::format::default_max_batch() as usize,
         max_wait_ms: crate::format::default_max_wait_ms(),
         max_rows: crate::format::default_max_rows() as usize,
+        max_queue: None,
+        timeout_ms: crate::format::default_timeout_ms(),
     };
     let count = |value: &Doc, what: &str, min: i64, diags: &mut Diagnostics| match value.data {
         Data::Int(i) if i >= min => Some(i as u64),
@@ -474,6 +480,16 @@ fn serve(doc: &Doc, diags: &mut Diagnostics) -> Option<ServeDecl> {
             "max_rows" => {
                 if let Some(n) = count(value, "`serve.max_rows`", 1, diags) {
                     decl.max_rows = n as usize;
+                }
+            }
+            "max_queue" => {
+                if let Some(n) = count(value, "`serve.max_queue`", 1, diags) {
+                    decl.max_queue = Some(n as usize);
+                }
+            }
+            "timeout_ms" => {
+                if let Some(n) = count(value, "`serve.timeout_ms`", 1, diags) {
+                    decl.timeout_ms = n;
                 }
             }
             other => diags.push(unknown_key(key.pos, other, "`serve` key", &SERVE_KEYS)),

@@ -99,7 +99,9 @@ impl Handle {
             .source
             .as_ref()
             .ok_or_else(|| NodeError::new("value is neither in memory nor in the cache"))?;
-        let loaded = entry.load(port).map_err(NodeError::new)?;
+        let loaded = entry
+            .load(port)
+            .map_err(|e| NodeError::caused_by(e.to_string(), e))?;
         Ok(self.value.get_or_init(|| loaded))
     }
 }
@@ -460,15 +462,18 @@ fn execute_inner(
     opts: &RunOptions,
     report: &mut NodeReport,
 ) -> Result<(Status, NodeOutputs), NodeError> {
-    let device = node.device.resolve().map_err(NodeError::new)?;
+    let device = node
+        .device
+        .resolve()
+        .map_err(|e| NodeError::caused_by(e.to_string(), e))?;
     report.device = device_name(&device);
     let seed = node_seed(plan.seed, node.id.as_str());
     let read: Vec<(PathBuf, String)> = node
         .files
         .iter()
         .map(|p| Ok((p.clone(), hash_path(p)?)))
-        .collect::<Result<_, String>>()
-        .map_err(NodeError::new)?;
+        .collect::<Result<_, crate::fingerprint::HashError>>()
+        .map_err(|e| NodeError::caused_by(e.to_string(), e))?;
     let files: Vec<String> = read.iter().map(|(_, h)| h.clone()).collect();
     let input_hashes: Vec<(String, Vec<String>)> = inputs
         .iter()

@@ -127,9 +127,9 @@ impl Service {
             hasher.update(node.spec.name.as_bytes());
             hasher.update(&node.spec.version.to_le_bytes());
             hasher.update(node.written_settings.to_string().as_bytes());
-            let device = node.device.resolve().map_err(|reason| ServeError::Start {
+            let device = node.device.resolve().map_err(|e| ServeError::Start {
                 node: node.id.to_string(),
-                reason,
+                reason: e.to_string(),
             })?;
             let fixed_inputs: Vec<(PortName, Vec<Value>)> = node
                 .inputs

@@ -19,6 +19,26 @@ use crate::types::ValueType;
 /// Metadata key under which a value's type and JSON travel in a safetensors file.
 const META_KEY: &str = "kiln";
 
+/// Why bytes are not a value kiln wrote.
+#[derive(Debug, thiserror::Error)]
+pub enum DecodeError {
+    /// Not a safetensors file.
+    #[error("not a safetensors file: {0}")]
+    Safetensors(#[from] safetensors::SafeTensorError),
+    /// A safetensors file, but not one kiln wrote.
+    #[error("a safetensors file without kiln's header")]
+    NoHeader,
+    /// kiln's header is damaged.
+    #[error("kiln's header is not JSON: {0}")]
+    Header(#[from] serde_json::Error),
+    /// A type this kiln does not know.
+    #[error("an unknown value type {0}")]
+    UnknownType(String),
+    /// A tensor that candle cannot hold.
+    #[error("a tensor cannot be read: {0}")]
+    Tensor(#[from] candle_core::Error),
+}
+
 /// An immutable value: a type, named tensors and JSON metadata. Cloning
 /// one is cheap (the tensors and metadata are shared), so a served
 /// pipeline hands its fixed values (a model) to every batch as they are.
@@ -138,25 +158,23 @@ impl Value {
     }
 
     /// Decodes a value written by [`Value::to_bytes`].
-    pub fn from_bytes(bytes: &[u8]) -> Result<Value, String> {
-        let st = safetensors::SafeTensors::deserialize(bytes).map_err(|e| e.to_string())?;
-        let (_, metadata) =
-            safetensors::SafeTensors::read_metadata(bytes).map_err(|e| e.to_string())?;
+    pub fn from_bytes(bytes: &[u8]) -> Result<Value, DecodeError> {
+        let st = safetensors::SafeTensors::deserialize(bytes)?;
+        let (_, metadata) = safetensors::SafeTensors::read_metadata(bytes)?;
         let header = metadata
             .metadata()
             .as_ref()
             .and_then(|m| m.get(META_KEY))
-            .ok_or("no kiln header")?;
-        let header: Json = serde_json::from_str(header).map_err(|e| e.to_string())?;
+            .ok_or(DecodeError::NoHeader)?;
+        let header: Json = serde_json::from_str(header)?;
         let ty = header["type"]
             .as_str()
             .and_then(ValueType::from_name)
-            .ok_or("unknown value type")?;
+            .ok_or_else(|| DecodeError::UnknownType(header["type"].to_string()))?;
         let mut tensors = BTreeMap::new();
         for (name, view) in st.tensors() {
-            let dtype = candle_core::DType::try_from(view.dtype()).map_err(|e| e.to_string())?;
-            let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)
-                .map_err(|e| e.to_string())?;
+            let dtype = candle_core::DType::try_from(view.dtype())?;
+            let t = Tensor::from_raw_buffer(view.data(), dtype, view.shape(), &Device::Cpu)?;
             tensors.insert(name, t);
         }
         let value = Value::new(ty, tensors, header["meta"].clone());

@@ -15,6 +15,7 @@ use kiln_engine::{
 
 use crate::cli::ServeArgs;
 use crate::failure::Failure;
+use crate::serve::access::Keys;
 use crate::serve::metrics::Metrics;
 use crate::serve::{router, App, Pipeline};
 
@@ -24,6 +25,20 @@ pub fn serve(args: &ServeArgs, registry: Registry) -> Result<(), Failure> {
         .jobs
         .map(usize::from)
         .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()));
+    let keys = Keys::gather(
+        &args.api_keys,
+        args.api_keys_file.as_deref(),
+        std::env::var("KILN_API_KEYS").ok().as_deref(),
+    )
+    .map_err(|e| Failure::Invalid(format!("error: {e}")))?;
+    let tls = match (&args.tls_cert, &args.tls_key) {
+        (Some(cert), Some(key)) => Some(
+            crate::serve::tls::config(cert, key)
+                .map_err(|e| Failure::Invalid(format!("error: {e}")))?,
+        ),
+        _ => None,
+    };
+    let scheme = if tls.is_some() { "https" } else { "http" };
     let mut plans = Vec::new();
     for file in &args.files {
         let plan = super::load::load(file, &args.set, &registry)?;
@@ -94,15 +109,29 @@ pub fn serve(args: &ServeArgs, registry: Registry) -> Result<(), Failure> {
         for (file, service) in services {
             let p = crate::serve::batch::start(service, metrics.clone(), workers.clone());
             println!(
-                "serving {} at http://{addr}/v1/pipelines/{}/infer",
+                "serving {} at {scheme}://{addr}/v1/pipelines/{}/infer",
                 p.name, p.name
             );
             files.push((file, p.clone()));
             pipelines.insert(p.name.clone(), p);
         }
         println!(
-            "listening on http://{addr} (GET /v1/pipelines, /healthz, /metrics; Ctrl-C stops)"
+            "listening on {scheme}://{addr} (GET /v1/pipelines, /healthz, /metrics; Ctrl-C stops)"
         );
+        if keys.is_open() {
+            if !addr.ip().is_loopback() {
+                eprintln!(
+                    "warning: listening on {addr} without API keys: anyone who can reach it can use every pipeline; give `--api-key KEY` (or KILN_API_KEYS)"
+                );
+            }
+        } else {
+            println!(
+                "the /v1 routes{} need `Authorization: Bearer <key>` ({} key{})",
+                if args.protect_metrics { " and /metrics" } else { "" },
+                keys.len(),
+                if keys.len() == 1 { "" } else { "s" }
+            );
+        }
         let _ = std::io::stdout().flush();
 
         let stop = CancelToken::new();
@@ -114,16 +143,24 @@ pub fn serve(args: &ServeArgs, registry: Registry) -> Result<(), Failure> {
         } else {
             Vec::new()
         };
-        let app = Arc::new(App { pipelines, metrics });
-        let served = axum::serve(listener, router(app))
-            .with_graceful_shutdown(shutdown())
-            .await;
+        let app = Arc::new(App {
+            pipelines,
+            metrics,
+            keys,
+            protect_metrics: args.protect_metrics,
+        });
+        let limits = crate::serve::listen::Limits {
+            max_connections: args.max_connections as usize,
+            header_timeout: Duration::from_millis(args.header_timeout_ms),
+            tls,
+        };
+        crate::serve::listen::serve(listener, router(app), limits, shutdown()).await;
         stop.cancel();
         for w in watchers {
             let _ = w.join();
         }
         println!("stopped");
-        served.map_err(|e| Failure::Run(format!("error: the server failed: {e}")))
+        Ok(())
     })
 }
 

@@ -62,7 +62,14 @@ pub async fn run(pipeline: Arc<Pipeline>, mut queue: mpsc::Receiver<Job>, worker
         let (Ok(own), Ok(shared)) = (own, shared) else {
             return;
         };
-        let Gathered { jobs, rows, .. } = gathered;
+        let Gathered { mut jobs, .. } = gathered;
+        // A request whose client left, or whose deadline passed while it
+        // waited, is dropped before its batch starts: it costs nothing more.
+        jobs.retain(|job| !job.reply.is_closed());
+        if jobs.is_empty() {
+            continue;
+        }
+        let rows = jobs.iter().map(|j| j.rows.len()).sum::<usize>();
         let permit = (own, shared);
         pipeline.observe_batch(rows, jobs.len());
         let pipeline = pipeline.clone();

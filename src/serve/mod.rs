@@ -2,10 +2,13 @@
 //! dynamic batching ([`batch`]) and metrics ([`metrics`]). What a request
 //! runs is the engine's [`Service`].
 
+pub mod access;
 pub mod batch;
 mod job;
+pub mod listen;
 pub mod metrics;
 mod pipeline;
+pub mod tls;
 
 use std::collections::BTreeMap;
 use std::sync::Arc;
@@ -35,15 +38,28 @@ pub struct App {
     pub pipelines: BTreeMap<String, Arc<Pipeline>>,
     /// The metrics.
     pub metrics: Arc<Metrics>,
+    /// Who may call the /v1 routes.
+    pub keys: access::Keys,
+    /// Whether `/metrics` needs a key too.
+    pub protect_metrics: bool,
 }
 
 /// The routes.
 pub fn router(app: Arc<App>) -> Router {
+    let keyed = Router::new()
+        .route("/v1/pipelines", get(list))
+        .route("/v1/pipelines/{name}/infer", post(infer));
+    let metrics_route = Router::new().route("/metrics", get(metrics));
+    let (keyed, open) = if app.protect_metrics {
+        (keyed.merge(metrics_route), Router::new())
+    } else {
+        (keyed, metrics_route)
+    };
+    let keyed = keyed.route_layer(axum::middleware::from_fn_with_state(app.clone(), admit));
     Router::new()
         .route("/healthz", get(|| async { Json(json!({ "status": "ok" })) }))
-        .route("/metrics", get(metrics))
-        .route("/v1/pipelines", get(list))
-        .route("/v1/pipelines/{name}/infer", post(infer))
+        .merge(open)
+        .merge(keyed)
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
@@ -60,6 +76,29 @@ pub fn router(app: Arc<App>) -> Router {
         })
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .with_state(app)
+}
+
+/// Lets a request through when it carries an accepted key (or none is
+/// needed); otherwise `401`, counted, the key never logged.
+async fn admit(
+    State(app): State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    if app.keys.admit(request.headers()) {
+        return next.run(request).await;
+    }
+    app.metrics.answered("-", 401, 0.0);
+    let mut response = error(
+        StatusCode::UNAUTHORIZED,
+        "this service needs an API key: send `Authorization: Bearer <key>`",
+        Some("headers.authorization"),
+    );
+    response.headers_mut().insert(
+        header::WWW_AUTHENTICATE,
+        header::HeaderValue::from_static("Bearer"),
+    );
+    response
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
@@ -181,13 +220,32 @@ async fn answer(pipeline: &Pipeline, body: &[u8]) -> Response {
     // client's mistake fails only its own request.
     let (tx, rx) = oneshot::channel();
     if pipeline.queue.try_send(Job { rows, reply: tx }).is_err() {
-        return error(
+        let mut busy = error(
             StatusCode::SERVICE_UNAVAILABLE,
-            "too many requests are waiting; retry shortly",
+            &format!(
+                "too many requests are waiting ({} is this pipeline's `serve.max_queue`); retry shortly",
+                spec.max_queue
+            ),
             None,
         );
+        busy.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return busy;
     }
-    match rx.await {
+    let deadline = std::time::Duration::from_millis(spec.timeout_ms);
+    let Ok(answer) = tokio::time::timeout(deadline, rx).await else {
+        // Dropping the receiver tells the batcher to drop the request if
+        // its batch has not started.
+        return error(
+            StatusCode::GATEWAY_TIMEOUT,
+            &format!(
+                "no answer within {} ms (this pipeline's `serve.timeout_ms`); the service is busy or the request is too large",
+                spec.timeout_ms
+            ),
+            None,
+        );
+    };
+    match answer {
         Ok(Ok((output, fingerprint))) => Json(Answered {
             pipeline: &pipeline.name,
             fingerprint: &fingerprint,

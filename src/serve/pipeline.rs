@@ -9,9 +9,6 @@ use tokio::sync::mpsc;
 use super::job::Job;
 use super::metrics::Metrics;
 
-/// Requests waiting for a batch before new ones are turned away (503).
-const QUEUE: usize = 4096;
-
 /// One served pipeline: the version answering now, and its batch queue.
 pub struct Pipeline {
     /// The pipeline's name (its route).
@@ -33,7 +30,8 @@ impl Pipeline {
     /// A pipeline answering with `service`, and the receiving end of its
     /// queue (for the batching task, [`super::batch::start`]).
     pub fn new(service: Service, metrics: Arc<Metrics>) -> (Arc<Pipeline>, mpsc::Receiver<Job>) {
-        let (tx, rx) = mpsc::channel(QUEUE);
+        // Sized once: a hot swap keeps the queue (and what waits in it).
+        let (tx, rx) = mpsc::channel(service.spec().max_queue.max(1));
         let name = service.plan().name.to_string();
         let pipeline = Arc::new(Pipeline {
             answered_ok: metrics.requests.with_label_values(&[&name, "200"]),

@@ -101,5 +101,9 @@ pub(super) fn serve_spec(
         max_batch: s.max_batch,
         max_wait_ms: s.max_wait_ms,
         max_rows: s.max_rows,
+        max_queue: s
+            .max_queue
+            .unwrap_or_else(|| crate::format::default_max_queue(s.max_batch as u64) as usize),
+        timeout_ms: s.timeout_ms,
     })
 }
