@@ -132,7 +132,7 @@ pub struct ServeArgs {
     #[arg(long, default_value_t = 1024, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub max_connections: u32,
     /// Milliseconds a client may take to send a request's head before its
-    /// connection is closed.
+    /// connection is closed, and then its body (408 past it).
     #[arg(long, default_value_t = 10_000, value_name = "MS", value_parser = clap::value_parser!(u64).range(1..))]
     pub header_timeout_ms: u64,
     /// Serve HTTPS with this certificate chain (PEM, leaf first); needs `--tls-key`.

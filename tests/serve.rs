@@ -776,6 +776,18 @@ fn clients_trickling_headers_are_cut_off_and_do_not_slow_the_others() {
         cut, 200,
         "stalled connections still open after the header timeout"
     );
+    // A body that stalls halfway gets 408 once the same second is up.
+    let mut stalled = TcpStream::connect(&server.addr).unwrap();
+    stalled
+        .write_all(b"POST /v1/pipelines/iris-mlp/infer HTTP/1.1\r\nHost: x\r\nContent-Length: 100\r\n\r\n{\"inputs\"")
+        .unwrap();
+    stalled
+        .set_read_timeout(Some(Duration::from_secs(5)))
+        .unwrap();
+    let mut answer = [0u8; 64];
+    let n = stalled.read(&mut answer).unwrap_or(0);
+    let answer = String::from_utf8_lossy(&answer[..n]).into_owned();
+    assert!(answer.starts_with("HTTP/1.1 408"), "{answer:?}");
     assert_eq!(server.infer(one).0, 200);
 }
 

@@ -148,6 +148,7 @@ pub fn serve(args: &ServeArgs, registry: Registry) -> Result<(), Failure> {
             metrics,
             keys,
             protect_metrics: args.protect_metrics,
+            body_timeout: Duration::from_millis(args.header_timeout_ms),
         });
         let limits = crate::serve::listen::Limits {
             max_connections: args.max_connections as usize,

@@ -42,13 +42,19 @@ pub struct App {
     pub keys: access::Keys,
     /// Whether `/metrics` needs a key too.
     pub protect_metrics: bool,
+    /// How long a client may take to send a request's body.
+    pub body_timeout: std::time::Duration,
 }
 
 /// The routes.
 pub fn router(app: Arc<App>) -> Router {
-    let keyed = Router::new()
-        .route("/v1/pipelines", get(list))
-        .route("/v1/pipelines/{name}/infer", post(infer));
+    let keyed = Router::new().route("/v1/pipelines", get(list)).route(
+        "/v1/pipelines/{name}/infer",
+        post(infer).layer(axum::middleware::from_fn_with_state(
+            app.clone(),
+            body_in_time,
+        )),
+    );
     let metrics_route = Router::new().route("/metrics", get(metrics));
     let (keyed, open) = if app.protect_metrics {
         (keyed.merge(metrics_route), Router::new())
@@ -99,6 +105,56 @@ async fn admit(
         header::HeaderValue::from_static("Bearer"),
     );
     response
+}
+
+/// Reads a request's body within `body_timeout` (a client trickling one
+/// can't hold a connection): `408` past it, `413` over the size limit.
+async fn body_in_time(
+    State(app): State<Arc<App>>,
+    request: axum::extract::Request,
+    next: axum::middleware::Next,
+) -> Response {
+    let (parts, body) = request.into_parts();
+    let read = axum::body::to_bytes(body, BODY_LIMIT);
+    let refused = match tokio::time::timeout(app.body_timeout, read).await {
+        Ok(Ok(bytes)) => {
+            let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+            return next.run(request).await;
+        }
+        Ok(Err(e)) => {
+            let too_large = e
+                .into_inner()
+                .downcast_ref::<http_body_util::LengthLimitError>()
+                .is_some();
+            if too_large {
+                error(
+                    StatusCode::PAYLOAD_TOO_LARGE,
+                    &format!(
+                        "the body is larger than {} MiB; split the rows",
+                        BODY_LIMIT >> 20
+                    ),
+                    None,
+                )
+            } else {
+                error(
+                    StatusCode::BAD_REQUEST,
+                    "the body broke off before its end",
+                    None,
+                )
+            }
+        }
+        Err(_) => error(
+            StatusCode::REQUEST_TIMEOUT,
+            &format!(
+                "the body did not arrive within {} ms; send it at once",
+                app.body_timeout.as_millis()
+            ),
+            None,
+        ),
+    };
+    // Counted before a pipeline is known, as unknown routes are.
+    app.metrics.answered("-", refused.status().as_u16(), 0.0);
+    refused
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
