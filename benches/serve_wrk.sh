@@ -41,7 +41,12 @@ echo "== kiln serve $pipeline: sample answer"
 curl -s -X POST -d @"$work/body.json" "http://127.0.0.1:8078/v1/pipelines/$name/infer"; echo
 wrk -t1 -c"$connections" -d2s -s "$work/post.lua" "http://127.0.0.1:8078/v1/pipelines/$name/infer" >/dev/null  # warm-up
 echo "== wrk -t1 -c$connections -d${duration}s --latency (kiln)"
-wrk -t1 -c"$connections" -d"${duration}s" --timeout 5s --latency -s "$work/post.lua" "http://127.0.0.1:8078/v1/pipelines/$name/infer"
+wrk -t1 -c"$connections" -d"${duration}s" --timeout 5s --latency -s "$work/post.lua" "http://127.0.0.1:8078/v1/pipelines/$name/infer" | tee "$work/wrk.txt"
+# wrk counts error answers as requests: a figure made of them is no figure.
+if grep -q "Non-2xx" "$work/wrk.txt"; then
+    echo "serve_wrk: kiln answered with errors (see the sample answer above); these figures are not valid" >&2
+    exit 1
+fi
 kill "$server"; wait "$server" 2>/dev/null || true
 peers="$here/../shared/peers/serve_bench.sh"
 if [[ "${PEER:-1}" == 1 && -f "$peers" && -d "${PEERS_VENV:-$HOME/.cache/kiln-peers/venv}" ]]; then

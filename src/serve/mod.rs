@@ -243,6 +243,21 @@ async fn answer(pipeline: &Pipeline, body: &[u8]) -> Response {
     let service = pipeline.current();
     let spec = service.spec();
     let input = service.plan().node(spec.input).id.as_str();
+    // A place in the queue first: a request turned away costs no parsing,
+    // so an overloaded service answers its 503s at once.
+    let Ok(place) = pipeline.queue.try_reserve() else {
+        let mut busy = error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            &format!(
+                "too many requests are waiting ({} is this pipeline's `serve.max_queue`); retry shortly",
+                spec.max_queue
+            ),
+            None,
+        );
+        busy.headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return busy;
+    };
     let request: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
         Err(e) => {
@@ -275,19 +290,7 @@ async fn answer(pipeline: &Pipeline, body: &[u8]) -> Response {
     // fails on a client's input is answered request by request, so one
     // client's mistake fails only its own request.
     let (tx, rx) = oneshot::channel();
-    if pipeline.queue.try_send(Job { rows, reply: tx }).is_err() {
-        let mut busy = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!(
-                "too many requests are waiting ({} is this pipeline's `serve.max_queue`); retry shortly",
-                spec.max_queue
-            ),
-            None,
-        );
-        busy.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        return busy;
-    }
+    place.send(Job { rows, reply: tx });
     let deadline = std::time::Duration::from_millis(spec.timeout_ms);
     let Ok(answer) = tokio::time::timeout(deadline, rx).await else {
         // Dropping the receiver tells the batcher to drop the request if

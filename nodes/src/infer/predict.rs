@@ -98,14 +98,20 @@ pub fn scores(
     probabilities: bool,
 ) -> Result<Dataset, NodeError> {
     let given = &data.features.dims()[1..];
-    if given != model.dims.input.as_slice() {
+    let wanted = model.dims.input.as_slice();
+    // Flat rows holding as many values as the model's examples (a served
+    // request's 784 grey levels for a model trained on 28×28 images) are
+    // read in its shape; anything else is an error.
+    if given != wanted && given.iter().product::<usize>() != wanted.iter().product::<usize>() {
         return Err(NodeError::new(format!(
-            "the model takes examples of shape {:?}, but the data's are {given:?}: preprocess it as the training data was",
-            model.dims.input
+            "the model takes examples of shape {wanted:?}, but the data's are {given:?}: preprocess it as the training data was"
         )));
     }
+    let mut shape = vec![data.len()];
+    shape.extend_from_slice(wanted);
     let x = data
         .features
+        .reshape(shape)?
         .to_dtype(DType::F32)?
         .to_device(&model.device)?;
     let out = model.trained.predict(&x, batch)?;
@@ -176,4 +182,43 @@ fn as_scores(
         target,
         categories: Default::default(),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+    use serde_json::json;
+
+    use super::*;
+    use crate::model::ModelValue;
+
+    #[test]
+    fn flat_rows_with_as_many_values_read_in_the_models_shape() {
+        let arch = json!({"type": "mlp", "hidden": [5], "activation": "relu", "dropout": 0.0, "batch_norm": false});
+        let model = prepared(
+            &ModelValue::random(arch, &[2, 2]).into_value(),
+            &Device::Cpu,
+        )
+        .unwrap();
+        let rows = |shape: &[usize]| Dataset {
+            features: Tensor::arange(0f32, 8., &Device::Cpu)
+                .unwrap()
+                .reshape(shape)
+                .unwrap(),
+            columns: None,
+            target: None,
+            categories: Default::default(),
+        };
+        let shaped = scores(&model, &rows(&[2, 2, 2]), 16, true).unwrap();
+        let flat = scores(&model, &rows(&[2, 4]), 16, true).unwrap();
+        assert_eq!(
+            shaped.features.to_vec2::<f32>().unwrap(),
+            flat.features.to_vec2::<f32>().unwrap()
+        );
+        let e = scores(&model, &rows(&[4, 2]), 16, true).unwrap_err();
+        assert!(
+            e.message().contains("takes examples of shape [2, 2]"),
+            "{e}"
+        );
+    }
 }

@@ -97,16 +97,31 @@ pub fn shift_and_scale(
     shift: &Tensor,
     scale: &Tensor,
 ) -> Result<Dataset, NodeError> {
-    check_shape(data, shift.dims())?;
-    let features = data
-        .features
+    // Examples keep their own shape (and column names) on the way out.
+    let features = shaped_as_fitted(data, shift.dims())?
         .to_dtype(candle_core::DType::F32)?
         .broadcast_sub(shift)?
-        .broadcast_div(scale)?;
+        .broadcast_div(scale)?
+        .reshape(data.features.dims())?;
     Ok(Dataset {
         features,
         ..data.clone()
     })
+}
+
+/// The features of `data` shaped like the fitted ones: as they are, or
+/// reshaped when they hold as many values (a served request's flat row of
+/// 784 grey levels for statistics fitted on 28×28 images); otherwise the
+/// error of [`check_shape`].
+fn shaped_as_fitted(data: &Dataset, fitted: &[usize]) -> Result<Tensor, NodeError> {
+    let given = data.features.dims().get(1..).unwrap_or(&[]);
+    if given == fitted || given.iter().product::<usize>() != fitted.iter().product::<usize>() {
+        check_shape(data, fitted)?;
+        return Ok(data.features.clone());
+    }
+    let mut shape = vec![data.len()];
+    shape.extend_from_slice(fitted);
+    Ok(data.features.reshape(shape)?)
 }
 
 /// An error unless `data` has examples shaped like the fitted ones.
@@ -119,5 +134,52 @@ pub fn check_shape(data: &Dataset, fitted: &[usize]) -> Result<(), NodeError> {
             "`apply` has features of shape {given:?} per example, but `fit` has {fitted:?}: \
              transform data with the same columns it was fitted on"
         )))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    use super::*;
+
+    fn data(values: Vec<f32>, shape: &[usize], columns: Option<Vec<String>>) -> Dataset {
+        Dataset {
+            features: Tensor::from_vec(values, shape, &Device::Cpu).unwrap(),
+            columns,
+            target: None,
+            categories: Default::default(),
+        }
+    }
+
+    #[test]
+    fn flat_rows_take_statistics_fitted_on_shaped_examples() {
+        // Fitted on 2×2 "images"; a served request sends each as 4 values.
+        let shift = Tensor::from_vec(vec![1f32, 2., 3., 4.], (2, 2), &Device::Cpu).unwrap();
+        let scale = Tensor::from_vec(vec![2f32; 4], (2, 2), &Device::Cpu).unwrap();
+        let names: Vec<String> = (0..4).map(|i| format!("col{i}")).collect();
+        let flat = data(vec![3., 4., 5., 6.], &[1, 4], Some(names.clone()));
+        let out = shift_and_scale(&flat, &shift, &scale).unwrap();
+        assert_eq!(out.features.dims(), [1, 4]);
+        assert_eq!(out.columns, Some(names));
+        assert_eq!(
+            out.features.to_vec2::<f32>().unwrap(),
+            [[1.0, 1.0, 1.0, 1.0]]
+        );
+        // The same values shaped as fitted give the same numbers.
+        let shaped = data(vec![3., 4., 5., 6.], &[1, 2, 2], None);
+        let same = shift_and_scale(&shaped, &shift, &scale).unwrap();
+        assert_eq!(
+            same.features
+                .flatten_all()
+                .unwrap()
+                .to_vec1::<f32>()
+                .unwrap(),
+            [1.0, 1.0, 1.0, 1.0]
+        );
+        // A different number of values is still an error.
+        let wrong = data(vec![1., 2., 3.], &[1, 3], None);
+        let e = shift_and_scale(&wrong, &shift, &scale).unwrap_err();
+        assert!(e.message().contains("fitted on"), "{e}");
     }
 }

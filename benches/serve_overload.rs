@@ -1,0 +1,313 @@
+//! `kiln serve` offered more than it can answer (BENCHMARKS.md, "Serving
+//! under overload"; issue #20).
+//!
+//! `cargo bench --bench serve_overload` starts `kiln serve
+//! pipelines/mnist-compress.yaml` (requests of `ROWS` 784-pixel images, 32 by
+//! default, so the server, not this client, is what runs out), measures its
+//! capacity (closed loop, 32 connections, 5 s), its p99 at a quarter of it,
+//! then offers `FACTOR` (4) times the capacity for `SECONDS` (10) at a fixed
+//! rate from `CONNECTIONS` (256) keep-alive connections: latencies count from
+//! when a request was due, not when it was sent, so a late client doesn't
+//! hide the server's queueing. Printed: what was answered how, the p99 of
+//! the accepted requests, how fast the 503s came, requests that got no
+//! answer, and the server's resident memory over the run.
+
+use std::io::{BufRead, BufReader, Read, Write};
+use std::net::TcpStream;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn main() {
+    let rows = env_or("ROWS", 32) as usize;
+    let factor = env_or("FACTOR", 4) as f64;
+    let seconds = env_or("SECONDS", 10);
+    let connections = env_or("CONNECTIONS", 256) as usize;
+    let (mut server, addr) = start_kiln();
+    let path = "/v1/pipelines/mnist-compress/infer";
+    let pixels: Vec<Vec<u32>> = (0..rows)
+        .map(|r| (0..784).map(|i| ((i * 7 + r * 13) % 256) as u32).collect())
+        .collect();
+    let body = format!("{{\"inputs\": {{\"request\": {pixels:?}}}}}").into_bytes();
+    let request = [
+        format!(
+            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
+            body.len()
+        )
+        .into_bytes(),
+        body,
+    ]
+    .concat();
+
+    let capacity = closed_loop(&addr, &request, 32, Duration::from_secs(5));
+    println!("capacity (closed loop, 32 connections, 5 s): {capacity:.0} req/s of {rows} rows");
+    let quiet = open_loop(
+        &addr,
+        &request,
+        capacity / 4.0,
+        32,
+        Duration::from_secs(5),
+        None,
+    );
+    quiet.print("a quarter of capacity");
+    let rss_before = rss_kib(server.id());
+    let over = open_loop(
+        &addr,
+        &request,
+        capacity * factor,
+        connections,
+        Duration::from_secs(seconds),
+        Some(server.id()),
+    );
+    over.print(&format!("{factor}× capacity"));
+    let after = open_loop(
+        &addr,
+        &request,
+        capacity / 4.0,
+        32,
+        Duration::from_secs(3),
+        None,
+    );
+    after.print("a quarter of capacity, right after");
+    println!(
+        "server memory: {} KiB before, {} KiB at most during, {} KiB after",
+        rss_before,
+        over.rss_max,
+        rss_kib(server.id())
+    );
+    println!(
+        "accepted p99 {:.2} ms = {:.1}× the quiet p99",
+        over.p99(&over.ok),
+        over.p99(&over.ok) / quiet.p99(&quiet.ok).max(1e-9)
+    );
+    let _ = server.kill();
+    let _ = server.wait();
+}
+
+fn env_or(name: &str, default: u64) -> u64 {
+    std::env::var(name)
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(default)
+}
+
+/// Starts `kiln serve` on mnist-compress; returns it and its address.
+fn start_kiln() -> (Child, String) {
+    let root = env!("CARGO_MANIFEST_DIR");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args([
+            "serve",
+            "pipelines/mnist-compress.yaml",
+            "--addr",
+            "127.0.0.1:0",
+        ])
+        .current_dir(root)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("kiln serve starts");
+    let stdout = child.stdout.take().expect("stdout");
+    let mut lines = BufReader::new(stdout).lines();
+    let addr = loop {
+        let line = lines
+            .next()
+            .expect("kiln serve prints its address (the MNIST data fetched?)")
+            .expect("readable output");
+        if let Some(rest) = line.split("listening on http://").nth(1) {
+            break rest
+                .split_whitespace()
+                .next()
+                .unwrap_or_default()
+                .to_string();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    (child, addr)
+}
+
+/// Resident memory of a process, KiB (0 where /proc can't say).
+fn rss_kib(pid: u32) -> u64 {
+    std::fs::read_to_string(format!("/proc/{pid}/status"))
+        .ok()
+        .and_then(|s| {
+            s.lines()
+                .find(|l| l.starts_with("VmRSS:"))
+                .and_then(|l| l.split_whitespace().nth(1).map(String::from))
+        })
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Requests answered per second with `connections` each keeping one in flight.
+fn closed_loop(addr: &str, request: &[u8], connections: usize, duration: Duration) -> f64 {
+    let started = Instant::now();
+    let done: usize = (0..connections)
+        .map(|_| {
+            let (addr, request) = (addr.to_string(), request.to_vec());
+            std::thread::spawn(move || {
+                let mut stream = connect(&addr);
+                let mut n = 0;
+                while started.elapsed() < duration {
+                    match exchange(&mut stream, &request) {
+                        Ok(200) => n += 1,
+                        Ok(_) => {}
+                        Err(_) => stream = connect(&addr),
+                    }
+                }
+                n
+            })
+        })
+        .collect::<Vec<_>>()
+        .into_iter()
+        .map(|h| h.join().expect("a load thread"))
+        .sum();
+    done as f64 / started.elapsed().as_secs_f64()
+}
+
+/// What an open-loop run saw.
+#[derive(Default)]
+struct Seen {
+    offered: f64,
+    ok: Vec<f64>,
+    busy: Vec<f64>,
+    other: usize,
+    unanswered: usize,
+    rss_max: u64,
+}
+
+impl Seen {
+    fn p99(&self, of: &[f64]) -> f64 {
+        let mut v = of.to_vec();
+        v.sort_by(f64::total_cmp);
+        v.get((v.len() as f64 * 0.99) as usize)
+            .or(v.last())
+            .copied()
+            .unwrap_or(0.0)
+    }
+
+    fn print(&self, what: &str) {
+        let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
+        println!(
+            "{what}: offered {:.0} req/s; 200: {} (p50 {:.2} ms, p99 {:.2} ms), 503: {} (p99 {:.2} ms, max {:.2} ms), other: {}, unanswered: {}",
+            self.offered,
+            self.ok.len(),
+            {
+                let mut v = self.ok.clone();
+                v.sort_by(f64::total_cmp);
+                v.get(v.len() / 2).copied().unwrap_or(0.0)
+            },
+            self.p99(&self.ok),
+            self.busy.len(),
+            self.p99(&self.busy),
+            max(&self.busy),
+            self.other,
+            self.unanswered
+        );
+    }
+}
+
+/// Sends at `rate` requests per second for `duration`, spread over
+/// `connections`; each latency counts from when its request was due.
+fn open_loop(
+    addr: &str,
+    request: &[u8],
+    rate: f64,
+    connections: usize,
+    duration: Duration,
+    watch: Option<u32>,
+) -> Seen {
+    let started = Instant::now() + Duration::from_millis(100);
+    let every = Duration::from_secs_f64(connections as f64 / rate.max(1e-3));
+    let sampler = watch.map(|pid| {
+        std::thread::spawn(move || {
+            let mut most = 0;
+            while started.elapsed() < duration + Duration::from_millis(200) {
+                most = most.max(rss_kib(pid));
+                std::thread::sleep(Duration::from_millis(100));
+            }
+            most
+        })
+    });
+    let workers: Vec<_> = (0..connections)
+        .map(|i| {
+            let (addr, request) = (addr.to_string(), request.to_vec());
+            std::thread::spawn(move || {
+                let mut seen = Seen::default();
+                let mut stream = connect(&addr);
+                let mut due = started + every.mul_f64(i as f64 / connections as f64);
+                while due < started + duration {
+                    if let Some(wait) = due.checked_duration_since(Instant::now()) {
+                        std::thread::sleep(wait);
+                    }
+                    match exchange(&mut stream, &request) {
+                        Ok(status) => {
+                            let ms = due.elapsed().as_secs_f64() * 1e3;
+                            match status {
+                                200 => seen.ok.push(ms),
+                                503 => seen.busy.push(ms),
+                                _ => seen.other += 1,
+                            }
+                        }
+                        Err(_) => {
+                            seen.unanswered += 1;
+                            stream = connect(&addr);
+                        }
+                    }
+                    due += every;
+                }
+                seen
+            })
+        })
+        .collect();
+    let mut all = Seen {
+        offered: rate,
+        ..Seen::default()
+    };
+    for w in workers {
+        let s = w.join().expect("a load thread");
+        all.ok.extend(s.ok);
+        all.busy.extend(s.busy);
+        all.other += s.other;
+        all.unanswered += s.unanswered;
+    }
+    all.rss_max = sampler.map_or(0, |s| s.join().unwrap_or(0));
+    all
+}
+
+fn connect(addr: &str) -> BufReader<TcpStream> {
+    let stream = TcpStream::connect(addr).expect("connects");
+    let _ = stream.set_nodelay(true);
+    let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
+    BufReader::new(stream)
+}
+
+/// Sends one request and reads its response; returns the status.
+fn exchange(stream: &mut BufReader<TcpStream>, request: &[u8]) -> std::io::Result<u16> {
+    stream.get_mut().write_all(request)?;
+    let mut status = 0;
+    let mut length = 0usize;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if stream.read_line(&mut line)? == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        let l = line.trim_end();
+        if l.is_empty() {
+            break;
+        }
+        if status == 0 {
+            status = l
+                .split_whitespace()
+                .nth(1)
+                .and_then(|s| s.parse().ok())
+                .unwrap_or(0);
+        } else if let Some((k, v)) = l.split_once(':') {
+            if k.eq_ignore_ascii_case("content-length") {
+                length = v.trim().parse().unwrap_or(0);
+            }
+        }
+    }
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body)?;
+    Ok(status)
+}
