@@ -750,7 +750,9 @@ fn clients_trickling_headers_are_cut_off_and_do_not_slow_the_others() {
             })
             .collect();
         took.sort();
-        took[n * 99 / 100]
+        // The median and the worst: a p99 of 100 requests is its worst
+        // one or two, and the tests beside this one make those noisy.
+        (took[n / 2], took[n - 1])
     };
     let quiet = time(100);
     // 200 connections that send one byte of a request head and stall.
@@ -762,9 +764,18 @@ fn clients_trickling_headers_are_cut_off_and_do_not_slow_the_others() {
         })
         .collect();
     let busy = time(100);
+    // Stalled clients take no turn from the others: the median stays put,
+    // and no request waits for a stalled one's deadline (1 s).
     assert!(
-        busy <= quiet * 2 + Duration::from_millis(5),
-        "p99 {busy:?} with 200 stalled clients, {quiet:?} without"
+        busy.0 <= quiet.0 * 2 + Duration::from_millis(2),
+        "median {:?} with 200 stalled clients, {:?} without",
+        busy.0,
+        quiet.0
+    );
+    assert!(
+        busy.1 < Duration::from_millis(500),
+        "a request took {:?} with 200 stalled clients",
+        busy.1
     );
     // Each is closed once its second is up.
     let cut = slow
