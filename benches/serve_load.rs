@@ -7,9 +7,12 @@
 //! other server the same way (the FastAPI peer, for the figure beside ours).
 //! `CONNECTIONS` and `SECONDS` change the load.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod http;
+
+use http::exchange;
+use std::io::BufReader;
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::time::{Duration, Instant};
 
 fn main() {
@@ -26,7 +29,7 @@ fn main() {
             std::fs::read(body_file).expect("the body file is readable"),
         ),
         _ => {
-            let (child, addr) = start_kiln();
+            let (child, addr) = http::start_kiln("pipelines/iris-mlp.yaml");
             server = Some(child);
             let body = br#"{"inputs": {"request": [[6.7, 3.0, 5.2, 2.3]]}}"#.to_vec();
             (format!("http://{addr}/v1/pipelines/iris-mlp/infer"), body)
@@ -77,36 +80,6 @@ fn split_url(url: &str) -> (String, String) {
         Some((addr, path)) => (addr.to_string(), format!("/{path}")),
         None => (rest.to_string(), "/".to_string()),
     }
-}
-
-/// Starts `kiln serve` on the iris example; returns it and its address.
-fn start_kiln() -> (Child, String) {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["serve", "pipelines/iris-mlp.yaml", "--addr", "127.0.0.1:0"])
-        .current_dir(root)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("kiln serve starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("kiln serve prints its address")
-            .expect("readable output");
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_string();
-        }
-    };
-    // Keep draining stdout so the server never blocks on a full pipe.
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
 }
 
 /// `connections` threads, each with one keep-alive connection and one
@@ -160,36 +133,4 @@ fn drive(
         errors += e;
     }
     (all, errors, started.elapsed().as_secs_f64())
-}
-
-/// Sends one request and reads its response; returns the status.
-fn exchange(stream: &mut BufReader<TcpStream>, request: &[u8]) -> std::io::Result<u16> {
-    stream.get_mut().write_all(request)?;
-    let mut status = 0;
-    let mut length = 0usize;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if stream.read_line(&mut line)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if status == 0 {
-            status = l
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-        } else if let Some((k, v)) = l.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    stream.read_exact(&mut body)?;
-    Ok(status)
 }

@@ -12,9 +12,11 @@
 //! the accepted requests, how fast the 503s came, requests that got no
 //! answer, and the server's resident memory over the run.
 
-use std::io::{BufRead, BufReader, Read, Write};
+mod http;
+
+use http::exchange;
+use std::io::BufReader;
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 fn main() {
@@ -22,7 +24,7 @@ fn main() {
     let factor = env_or("FACTOR", 4) as f64;
     let seconds = env_or("SECONDS", 10);
     let connections = env_or("CONNECTIONS", 256) as usize;
-    let (mut server, addr) = start_kiln();
+    let (mut server, addr) = http::start_kiln("pipelines/mnist-compress.yaml");
     let path = "/v1/pipelines/mnist-compress/infer";
     let pixels: Vec<Vec<u32>> = (0..rows)
         .map(|r| (0..784).map(|i| ((i * 7 + r * 13) % 256) as u32).collect())
@@ -88,40 +90,6 @@ fn env_or(name: &str, default: u64) -> u64 {
         .ok()
         .and_then(|v| v.parse().ok())
         .unwrap_or(default)
-}
-
-/// Starts `kiln serve` on mnist-compress; returns it and its address.
-fn start_kiln() -> (Child, String) {
-    let root = env!("CARGO_MANIFEST_DIR");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args([
-            "serve",
-            "pipelines/mnist-compress.yaml",
-            "--addr",
-            "127.0.0.1:0",
-        ])
-        .current_dir(root)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("kiln serve starts");
-    let stdout = child.stdout.take().expect("stdout");
-    let mut lines = BufReader::new(stdout).lines();
-    let addr = loop {
-        let line = lines
-            .next()
-            .expect("kiln serve prints its address (the MNIST data fetched?)")
-            .expect("readable output");
-        if let Some(rest) = line.split("listening on http://").nth(1) {
-            break rest
-                .split_whitespace()
-                .next()
-                .unwrap_or_default()
-                .to_string();
-        }
-    };
-    std::thread::spawn(move || for _ in lines {});
-    (child, addr)
 }
 
 /// Resident memory of a process, KiB (0 where /proc can't say).
@@ -278,36 +246,4 @@ fn connect(addr: &str) -> BufReader<TcpStream> {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
     BufReader::new(stream)
-}
-
-/// Sends one request and reads its response; returns the status.
-fn exchange(stream: &mut BufReader<TcpStream>, request: &[u8]) -> std::io::Result<u16> {
-    stream.get_mut().write_all(request)?;
-    let mut status = 0;
-    let mut length = 0usize;
-    let mut line = String::new();
-    loop {
-        line.clear();
-        if stream.read_line(&mut line)? == 0 {
-            return Err(std::io::ErrorKind::UnexpectedEof.into());
-        }
-        let l = line.trim_end();
-        if l.is_empty() {
-            break;
-        }
-        if status == 0 {
-            status = l
-                .split_whitespace()
-                .nth(1)
-                .and_then(|s| s.parse().ok())
-                .unwrap_or(0);
-        } else if let Some((k, v)) = l.split_once(':') {
-            if k.eq_ignore_ascii_case("content-length") {
-                length = v.trim().parse().unwrap_or(0);
-            }
-        }
-    }
-    let mut body = vec![0; length];
-    stream.read_exact(&mut body)?;
-    Ok(status)
 }
