@@ -16,6 +16,7 @@ mod robustness;
 mod scale;
 mod scheduler;
 mod serve;
+mod serve_limits;
 mod text;
 mod training;
 mod watch;
