@@ -4,6 +4,7 @@
 
 mod common;
 
+mod baselines;
 mod cache;
 mod cli;
 mod compress;

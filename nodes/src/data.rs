@@ -7,10 +7,13 @@
 //! is applied unchanged downstream.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use candle_core::{DType, Device, Tensor};
 use kiln_engine::{NodeError, Value, ValueType};
 use serde_json::{json, Value as Json};
+
+use crate::sparse::Csr;
 
 /// The `categories` key under which a dataset of token ids (from
 /// `preprocess.tokenize`) names its vocabulary, id by id.
@@ -67,11 +70,99 @@ impl Target {
     }
 }
 
+/// The features of a dataset's examples: a tensor `[n, ...]`, or sparse
+/// rows `[n, columns]` (tf-idf), which models with a sparse path (linear
+/// models, naive Bayes) read as they are and others a batch at a time.
+#[derive(Clone, Debug)]
+pub enum Features {
+    /// `[n, ...]`.
+    Dense(Tensor),
+    /// `[n, columns]`, mostly zeros.
+    Sparse(Arc<Csr>),
+}
+
+impl From<Tensor> for Features {
+    fn from(t: Tensor) -> Features {
+        Features::Dense(t)
+    }
+}
+
+impl From<Csr> for Features {
+    fn from(c: Csr) -> Features {
+        Features::Sparse(Arc::new(c))
+    }
+}
+
+impl Features {
+    /// The shape: examples first.
+    pub fn dims(&self) -> Vec<usize> {
+        match self {
+            Features::Dense(t) => t.dims().to_vec(),
+            Features::Sparse(c) => vec![c.rows(), c.cols],
+        }
+    }
+
+    /// The shape of one example.
+    pub fn example_shape(&self) -> Vec<usize> {
+        self.dims().split_off(1.min(self.dims().len()))
+    }
+
+    /// Number of examples.
+    pub fn len(&self) -> usize {
+        self.dims().first().copied().unwrap_or(0)
+    }
+
+    /// Whether there are no examples.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// The features as one tensor: dense features as they are, sparse ones
+    /// spelled out (all of them: read a batch of rows first where that is
+    /// too much).
+    pub fn tensor(&self) -> Result<Tensor, NodeError> {
+        match self {
+            Features::Dense(t) => Ok(t.clone()),
+            Features::Sparse(c) => Ok(c.to_dense()?),
+        }
+    }
+
+    /// The sparse rows, if that is how the features are held.
+    pub fn sparse(&self) -> Option<&Csr> {
+        match self {
+            Features::Sparse(c) => Some(c),
+            Features::Dense(_) => None,
+        }
+    }
+
+    /// The examples at `rows`, in that order.
+    pub fn select(&self, rows: &[u32]) -> Result<Features, NodeError> {
+        Ok(match self {
+            Features::Dense(t) => {
+                let idx = Tensor::from_slice(rows, rows.len(), t.device())?;
+                Features::Dense(t.index_select(&idx, 0)?)
+            }
+            Features::Sparse(c) => c.select(rows)?.into(),
+        })
+    }
+
+    /// `len` examples from `start`.
+    pub fn narrow(&self, start: usize, len: usize) -> Result<Features, NodeError> {
+        match self {
+            Features::Dense(t) => Ok(Features::Dense(t.narrow(0, start, len)?)),
+            Features::Sparse(_) => {
+                let rows: Vec<u32> = (start as u32..(start + len) as u32).collect();
+                self.select(&rows)
+            }
+        }
+    }
+}
+
 /// Examples with features, an optional target and their names.
 #[derive(Clone, Debug)]
 pub struct Dataset {
-    /// `[n, ...]`, `f32`.
-    pub features: Tensor,
+    /// `[n, ...]`, `f32`, or sparse rows.
+    pub features: Features,
     /// Feature column names (tables).
     pub columns: Option<Vec<String>>,
     /// The target, if the data has one.
@@ -103,8 +194,12 @@ impl Dataset {
             .get("categories")
             .and_then(|c| serde_json::from_value(c.clone()).ok())
             .unwrap_or_default();
+        let features = match Csr::read("features", meta, value.tensors())? {
+            Some(rows) => rows.into(),
+            None => value.tensor("features")?.clone().into(),
+        };
         Ok(Dataset {
-            features: value.tensor("features")?.clone(),
+            features,
             columns: strings("columns"),
             target,
             categories,
@@ -113,13 +208,23 @@ impl Dataset {
 
     /// The value: a `table` when features are 2-D with column names, else a `dataset`.
     pub fn into_value(self) -> Value {
-        let ty = if self.columns.is_some() && self.features.rank() == 2 {
-            ValueType::Table
-        } else {
-            ValueType::Dataset
+        let ty = match &self.features {
+            Features::Dense(t) if self.columns.is_some() && t.rank() == 2 => ValueType::Table,
+            _ => ValueType::Dataset,
         };
-        let mut tensors = BTreeMap::from([("features".to_string(), self.features)]);
+        let mut tensors = BTreeMap::new();
         let mut meta = json!({ "columns": self.columns });
+        match self.features {
+            Features::Dense(t) => {
+                tensors.insert("features".to_string(), t);
+            }
+            Features::Sparse(rows) => {
+                // Only a malformed tensor could fail here, and these are built from vectors.
+                if let Err(e) = rows.store("features", &mut meta, &mut tensors) {
+                    tracing::error!("cannot store sparse features: {e}");
+                }
+            }
+        }
         if !self.categories.is_empty() {
             meta["categories"] = json!(self.categories);
         }
@@ -134,7 +239,7 @@ impl Dataset {
     /// (documents, a graph's nodes).
     pub fn of_target(n: usize, target: Option<Target>) -> Result<Dataset, NodeError> {
         Ok(Dataset {
-            features: Tensor::zeros((n, 0), DType::F32, &candle_core::Device::Cpu)?,
+            features: Tensor::zeros((n, 0), DType::F32, &candle_core::Device::Cpu)?.into(),
             columns: Some(Vec::new()),
             target,
             categories: BTreeMap::new(),
@@ -143,7 +248,7 @@ impl Dataset {
 
     /// Number of examples.
     pub fn len(&self) -> usize {
-        self.features.dims().first().copied().unwrap_or(0)
+        self.features.len()
     }
 
     /// Whether there are no examples.
@@ -153,10 +258,9 @@ impl Dataset {
 
     /// The examples at `rows`, in that order.
     pub fn select(&self, rows: &[u32]) -> Result<Dataset, NodeError> {
-        let idx = Tensor::from_slice(rows, rows.len(), self.features.device())?;
         let target = self.target.as_ref().map(|t| t.select(rows)).transpose()?;
         Ok(Dataset {
-            features: self.features.index_select(&idx, 0)?,
+            features: self.features.select(rows)?,
             columns: self.columns.clone(),
             target,
             categories: self.categories.clone(),
@@ -182,6 +286,7 @@ impl Dataset {
     pub fn to_rows(&self) -> Result<Vec<Json>, NodeError> {
         let features = self
             .features
+            .tensor()?
             .to_device(&Device::Cpu)?
             .to_dtype(DType::F32)?;
         let n = self.len();

@@ -22,6 +22,7 @@ pub mod preprocess;
 pub mod show;
 pub mod sink;
 pub mod source;
+pub mod sparse;
 pub mod text;
 pub mod train;
 

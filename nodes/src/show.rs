@@ -5,11 +5,32 @@ use kiln_engine::{NodeError, Value, ValueType};
 use serde_json::{json, Map, Value as Json};
 
 use crate::data::Dataset;
+use crate::text::Texts;
 
 /// Tensors with at most this many elements are shown with their values.
 const SHOWN_VALUES: usize = 64;
 
-/// A JSON view: metrics and reports as they are, tables as records, other
+/// Documents as records `{"text": …, <target>: <label>}`.
+fn text_records(texts: &Texts) -> Result<Json, NodeError> {
+    let labels = texts.as_targets()?.to_rows()?;
+    Ok(Json::Array(
+        texts
+            .texts
+            .iter()
+            .zip(labels)
+            .map(|(text, label)| {
+                let mut row = Map::new();
+                row.insert("text".into(), json!(text));
+                if let Json::Object(cells) = label {
+                    row.extend(cells);
+                }
+                Json::Object(row)
+            })
+            .collect(),
+    ))
+}
+
+/// A JSON view: metrics and reports as they are, tables and documents as records, other
 /// values as metadata plus tensor shapes.
 pub fn to_json(value: &Value) -> Result<Json, NodeError> {
     if value.tensors().is_empty() {
@@ -17,6 +38,9 @@ pub fn to_json(value: &Value) -> Result<Json, NodeError> {
     }
     if value.ty() == ValueType::Table {
         return Ok(Json::Array(Dataset::from_value(value)?.to_rows()?));
+    }
+    if value.ty() == ValueType::Text {
+        return text_records(&Texts::from_value(value)?);
     }
     let tensors: Map<String, Json> = value
         .tensors()

@@ -59,9 +59,14 @@ fn fuse(model: ModelValue) -> Result<(ModelValue, Json), NodeError> {
     match Arch::of(&model.arch)? {
         Arch::Mlp(_) => fuse_mlp(model),
         Arch::Cnn(_) => fuse_cnn(model),
-        other @ (Arch::Rnn(_) | Arch::Gnn(_) | Arch::Transformer(_) | Arch::Bert(_)) => {
+        other @ (Arch::Rnn(_)
+        | Arch::Gnn(_)
+        | Arch::Transformer(_)
+        | Arch::Linear(_)
+        | Arch::NaiveBayes(_)
+        | Arch::Bert(_)) => {
             Err(NodeError::new(format!(
-                "fusing works on `mlp` and `cnn` models, not `{}`",
+                "fusing works on `mlp` and `cnn` models, not `{}` (a linear model is one layer already)",
                 other.name()
             )))
         }

@@ -78,7 +78,7 @@ Gives a dataset with one row per document (features: the embedding) and the docu
             },
         )?;
         let data = Dataset {
-            features,
+            features: features.into(),
             columns: None,
             target: texts.target,
             categories: Default::default(),

@@ -7,7 +7,7 @@ use kiln_engine::{
 };
 use serde::Deserialize;
 
-use crate::data::Dataset;
+use crate::data::{Dataset, Features};
 use crate::graph::Graph;
 use crate::model::{prepared, Prepared};
 
@@ -97,7 +97,7 @@ pub fn scores(
     batch: usize,
     probabilities: bool,
 ) -> Result<Dataset, NodeError> {
-    let given = &data.features.dims()[1..];
+    let given = &data.features.example_shape()[..];
     let wanted = model.dims.input.as_slice();
     // Flat rows holding as many values as the model's examples (a served
     // request's 784 grey levels for a model trained on 28×28 images) are
@@ -107,13 +107,18 @@ pub fn scores(
             "the model takes examples of shape {wanted:?}, but the data's are {given:?}: preprocess it as the training data was"
         )));
     }
-    let mut shape = vec![data.len()];
-    shape.extend_from_slice(wanted);
-    let x = data
-        .features
-        .reshape(shape)?
-        .to_dtype(DType::F32)?
-        .to_device(&model.device)?;
+    let x = match &data.features {
+        Features::Dense(t) => {
+            let mut shape = vec![data.len()];
+            shape.extend_from_slice(wanted);
+            Features::Dense(
+                t.reshape(shape)?
+                    .to_dtype(DType::F32)?
+                    .to_device(&model.device)?,
+            )
+        }
+        sparse @ Features::Sparse(_) => sparse.clone(),
+    };
     let out = model.trained.predict(&x, batch)?;
     as_scores(out, model, probabilities, data.target.clone())
 }
@@ -177,7 +182,7 @@ fn as_scores(
         (out, vec![task.target.clone()])
     };
     Ok(Dataset {
-        features,
+        features: features.into(),
         columns: Some(columns),
         target,
         categories: Default::default(),
@@ -204,7 +209,8 @@ mod tests {
             features: Tensor::arange(0f32, 8., &Device::Cpu)
                 .unwrap()
                 .reshape(shape)
-                .unwrap(),
+                .unwrap()
+                .into(),
             columns: None,
             target: None,
             categories: Default::default(),
@@ -212,8 +218,8 @@ mod tests {
         let shaped = scores(&model, &rows(&[2, 2, 2]), 16, true).unwrap();
         let flat = scores(&model, &rows(&[2, 4]), 16, true).unwrap();
         assert_eq!(
-            shaped.features.to_vec2::<f32>().unwrap(),
-            flat.features.to_vec2::<f32>().unwrap()
+            shaped.features.tensor().unwrap().to_vec2::<f32>().unwrap(),
+            flat.features.tensor().unwrap().to_vec2::<f32>().unwrap()
         );
         let e = scores(&model, &rows(&[4, 2]), 16, true).unwrap_err();
         assert!(

@@ -10,7 +10,7 @@ use serde_json::Value as Json;
 use crate::nn::dense::Quantized;
 use crate::nn::{Dims, LayerShapes, Network, UnitGroup};
 
-use super::{cnn, gnn, mlp, rnn, transformer};
+use super::{cnn, gnn, linear, mlp, rnn, transformer};
 
 /// An architecture, as a model value records it (`{"type": "mlp", ...}`):
 /// one variant per architecture, so a new one is a variant and its file,
@@ -28,6 +28,11 @@ pub enum Arch {
     Gnn(gnn::GnnConfig),
     /// `model.transformer`.
     Transformer(transformer::TransformerConfig),
+    /// `model.linear`.
+    Linear(linear::LinearConfig),
+    /// `model.naive_bayes`.
+    #[serde(rename = "naive_bayes")]
+    NaiveBayes(linear::NaiveBayesConfig),
     /// A pre-trained encoder (`model.pretrained`): used by `infer.embed`,
     /// never built here.
     Bert(serde_json::Map<String, Json>),
@@ -39,7 +44,7 @@ impl Arch {
         serde_json::from_value(arch.clone()).map_err(|e| {
             NodeError::caused_by(
                 format!(
-                    "the model's architecture is malformed ({e}); this kiln knows `mlp`, `cnn`, `rnn`, `gnn`, `transformer` and `bert`"
+                    "the model's architecture is malformed ({e}); this kiln knows `mlp`, `cnn`, `rnn`, `gnn`, `transformer`, `linear`, `naive_bayes` and `bert`"
                 ),
                 e,
             )
@@ -54,6 +59,8 @@ impl Arch {
             Arch::Rnn(_) => "rnn",
             Arch::Gnn(_) => "gnn",
             Arch::Transformer(_) => "transformer",
+            Arch::Linear(_) => "linear",
+            Arch::NaiveBayes(_) => "naive_bayes",
             Arch::Bert(_) => "bert",
         }
     }
@@ -65,7 +72,12 @@ pub fn unit_groups(arch: &Json) -> Result<Vec<UnitGroup>, NodeError> {
     match Arch::of(arch)? {
         Arch::Mlp(cfg) => Ok(mlp::unit_groups(&cfg)),
         Arch::Cnn(cfg) => Ok(cnn::unit_groups(&cfg)),
-        other @ (Arch::Rnn(_) | Arch::Gnn(_) | Arch::Transformer(_) | Arch::Bert(_)) => {
+        other @ (Arch::Rnn(_)
+        | Arch::Gnn(_)
+        | Arch::Transformer(_)
+        | Arch::Linear(_)
+        | Arch::NaiveBayes(_)
+        | Arch::Bert(_)) => {
             Err(NodeError::new(format!(
                 "structured pruning removes neurons of `mlp` and channels of `cnn` models; a `{}` model can be pruned with `method: magnitude`",
                 other.name()
@@ -90,12 +102,15 @@ pub fn layer_shapes(arch: &Json, dims: &Dims) -> Result<Vec<LayerShapes>, NodeEr
                 .collect())
         }
         Arch::Cnn(cfg) => Ok(cnn::layer_shapes(&cfg)),
-        other @ (Arch::Rnn(_) | Arch::Gnn(_) | Arch::Transformer(_) | Arch::Bert(_)) => {
-            Err(NodeError::new(format!(
-                "layer by layer changes work on `mlp` and `cnn` models, not `{}`",
-                other.name()
-            )))
-        }
+        other @ (Arch::Rnn(_)
+        | Arch::Gnn(_)
+        | Arch::Transformer(_)
+        | Arch::Linear(_)
+        | Arch::NaiveBayes(_)
+        | Arch::Bert(_)) => Err(NodeError::new(format!(
+            "layer by layer changes work on `mlp` and `cnn` models, not `{}`",
+            other.name()
+        ))),
     }
 }
 
@@ -134,6 +149,7 @@ pub fn build(
         Arch::Rnn(cfg) => rnn::Rnn::new(cfg, dims, vb, quantized).map(boxed),
         Arch::Transformer(cfg) => transformer::Transformer::new(cfg, dims, vb).map(boxed),
         Arch::Gnn(cfg) => gnn::Gnn::new(cfg, dims, vb).map(boxed),
+        Arch::Linear(_) | Arch::NaiveBayes(_) => linear::Linear::new(dims, vb, quantized).map(boxed),
         Arch::Bert(_) => {
             return Err(NodeError::new(
                 "a pre-trained encoder is not trained or run as a classifier here: embed with `infer.embed`, then train a head on the embeddings",

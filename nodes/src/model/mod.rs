@@ -5,6 +5,7 @@
 mod arch;
 mod cnn;
 mod gnn;
+mod linear;
 mod load;
 mod mlp;
 mod prepared;
@@ -15,6 +16,7 @@ mod transformer;
 mod value;
 
 pub use arch::{build, dense_weights, layer_shapes, unit_groups, Arch};
+pub use linear::{LinearConfig, NaiveBayesConfig};
 pub use prepared::{prepared, Prepared};
 pub use trained::Trained;
 pub use value::ModelValue;
@@ -28,4 +30,6 @@ pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(pretrained::Pretrained);
     reg.register(gnn::GnnKind);
     reg.register(transformer::TransformerKind);
+    reg.register(linear::LinearKind);
+    reg.register(linear::NaiveBayesKind);
 }

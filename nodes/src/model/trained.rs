@@ -9,6 +9,7 @@ use candle_core::{Device, Tensor};
 use kiln_engine::NodeError;
 
 use super::value::ModelValue;
+use crate::data::Features;
 use crate::nn::dense::Quantized;
 use crate::nn::init::{var_builder, SeededVars};
 use crate::nn::{Dims, Network, Task};
@@ -152,17 +153,24 @@ impl Trained {
         }
     }
 
+    /// Outputs for `x` in one pass (inference mode): dense features, or
+    /// sparse rows through the network's sparse path.
+    pub fn forward(&self, x: &Features) -> Result<Tensor, NodeError> {
+        let mode = &mut crate::nn::Mode::eval();
+        Ok(match x {
+            Features::Dense(t) => self.net.forward(t, mode)?,
+            Features::Sparse(rows) => self.net.forward_sparse(rows, mode)?,
+        })
+    }
+
     /// Outputs for `x`, in batches of `batch` (inference mode).
-    pub fn predict(&self, x: &Tensor, batch: usize) -> Result<Tensor, NodeError> {
-        let n = x.dim(0)?;
+    pub fn predict(&self, x: &Features, batch: usize) -> Result<Tensor, NodeError> {
+        let n = x.len();
         let mut outs = Vec::new();
         let mut start = 0;
         while start < n {
             let len = batch.min(n - start);
-            outs.push(
-                self.net
-                    .forward(&x.narrow(0, start, len)?, &mut crate::nn::Mode::eval())?,
-            );
+            outs.push(self.forward(&x.narrow(start, len)?)?);
             start += len;
         }
         if outs.is_empty() {

@@ -83,6 +83,34 @@ impl Dense {
     }
 }
 
+impl Dense {
+    /// The weight `[outputs, inputs]` in f32 (dequantized if need be) and the bias.
+    pub fn weight_and_bias(&self) -> Result<(Tensor, Tensor)> {
+        match self {
+            Dense::F32(linear) => {
+                let bias = match linear.bias() {
+                    Some(b) => b.clone(),
+                    None => Tensor::zeros(
+                        linear.weight().dim(0)?,
+                        linear.weight().dtype(),
+                        linear.weight().device(),
+                    )?,
+                };
+                Ok((linear.weight().clone(), bias))
+            }
+            Dense::Quantized {
+                blocks,
+                bias,
+                inputs,
+                ..
+            } => Ok((
+                blocks.dequantize(bias.device())?.narrow(1, 0, *inputs)?,
+                bias.clone(),
+            )),
+        }
+    }
+}
+
 impl Module for Dense {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {

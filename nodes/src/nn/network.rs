@@ -49,6 +49,12 @@ pub trait Network: Send + Sync {
     /// `x`: `[batch, ...input]`; returns `[batch, output]`.
     fn forward(&self, x: &Tensor, mode: &mut Mode<'_>) -> Result<Tensor>;
 
+    /// Outputs for sparse rows `[batch, features]`: spelled out densely
+    /// here; models with a sparse path (linear ones) read them as they are.
+    fn forward_sparse(&self, x: &crate::sparse::Csr, mode: &mut Mode<'_>) -> Result<Tensor> {
+        self.forward(&x.to_dense()?, mode)
+    }
+
     /// Outputs for a graph: one row per node, or per graph when the batch
     /// pools. Only graph networks read graphs.
     fn forward_graph(

@@ -3,7 +3,7 @@
 
 use std::time::Instant;
 
-use candle_core::{DType, Device, Tensor};
+use candle_core::{DType, Device};
 use kiln_engine::kind::types_at;
 use kiln_engine::{
     Config, InputSpec, InputTypes, KindSpec, NodeError, NodeKind, OutputPath, OutputSpec,
@@ -12,9 +12,8 @@ use kiln_engine::{
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
-use crate::data::Dataset;
+use crate::data::{Dataset, Features};
 use crate::model::ModelValue;
-use crate::nn::Mode;
 
 /// Compares models on the same data.
 pub struct Compare;
@@ -182,7 +181,10 @@ fn measure(
         .or_else(|| metrics.get("r2"))
         .cloned()
         .unwrap_or(Json::Null);
-    let x = data.features.to_device(device)?.to_dtype(DType::F32)?;
+    let x = match &data.features {
+        Features::Dense(t) => Features::Dense(t.to_device(device)?.to_dtype(DType::F32)?),
+        sparse => sparse.clone(),
+    };
     Ok(json!({
         "params": params,
         "nonzero_params": nonzero,
@@ -198,22 +200,22 @@ fn measure(
 /// first ones, repeated if it has fewer).
 fn latency(
     trained: &crate::model::Trained,
-    x: &Tensor,
+    x: &Features,
     batch: usize,
     repeats: usize,
 ) -> Result<f64, NodeError> {
-    let n = x.dim(0)?;
+    let n = x.len();
     if n == 0 {
         return Err(NodeError::new("`data` has no examples"));
     }
     let idx: Vec<u32> = (0..batch).map(|i| (i % n) as u32).collect();
-    let input = x.index_select(&Tensor::from_vec(idx, batch, x.device())?, 0)?;
+    let input = x.select(&idx)?;
     // One untimed pass warms caches and allocations.
-    trained.net.forward(&input, &mut Mode::eval())?;
+    trained.forward(&input)?;
     let mut times = Vec::with_capacity(repeats);
     for _ in 0..repeats {
         let t0 = Instant::now();
-        let out = trained.net.forward(&input, &mut Mode::eval())?;
+        let out = trained.forward(&input)?;
         out.device().synchronize()?;
         times.push(t0.elapsed().as_secs_f64() * 1e3);
     }

@@ -28,13 +28,13 @@ fn scores_input() -> InputSpec {
 
 fn scores(ctx: &RunContext<'_>) -> Result<(Dataset, Vec<String>), NodeError> {
     let data = Dataset::from_value(ctx.input("predictions")?)?;
-    if data.features.rank() != 2 {
+    if data.features.tensor()?.rank() != 2 {
         return Err(NodeError::new(format!(
             "scores should be one row per example, one column per class, not shape {:?}",
             data.features.dims()
         )));
     }
-    let k = data.features.dim(1)?;
+    let k = data.features.tensor()?.dim(1)?;
     let labels = data
         .columns
         .clone()
@@ -47,7 +47,7 @@ fn classes(data: &Dataset, idx: Vec<u32>, labels: Vec<String>) -> Result<Value, 
     let n = idx.len();
     let values: Vec<f32> = idx.into_iter().map(|i| i as f32).collect();
     Ok(Dataset {
-        features: Tensor::from_vec(values, (n, 1), &Device::Cpu)?,
+        features: Tensor::from_vec(values, (n, 1), &Device::Cpu)?.into(),
         columns: Some(vec!["class".into()]),
         target: data.target.clone(),
         categories: BTreeMap::from([("class".to_string(), labels)]),
@@ -82,11 +82,17 @@ impl NodeKind for Softmax {
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
         let (data, _) = scores(ctx)?;
         let t = ctx.settings().read::<SoftmaxSettings>()?.temperature;
-        let features =
-            candle_nn::ops::softmax(&(data.features.to_dtype(DType::F32)? / t)?, D::Minus1)?;
+        let features = candle_nn::ops::softmax(
+            &(data.features.tensor()?.to_dtype(DType::F32)? / t)?,
+            D::Minus1,
+        )?;
         Ok(vec![(
             PortName::new_static("probabilities"),
-            Dataset { features, ..data }.into_value(),
+            Dataset {
+                features: features.into(),
+                ..data
+            }
+            .into_value(),
         )])
     }
 }
@@ -115,6 +121,7 @@ impl NodeKind for Argmax {
         let (data, labels) = scores(ctx)?;
         let idx = data
             .features
+            .tensor()?
             .to_device(&Device::Cpu)?
             .argmax(D::Minus1)?
             .to_vec1::<u32>()?;
@@ -167,6 +174,7 @@ With one score column (a binary model's probability) that column is used; otherw
         let t = s.threshold as f32;
         let col = data
             .features
+            .tensor()?
             .to_device(&Device::Cpu)?
             .to_dtype(DType::F32)?
             .narrow(1, column, 1)?
@@ -217,6 +225,7 @@ impl NodeKind for TopK {
         let k = ctx.settings().read::<TopKSettings>()?.k.min(labels.len());
         let rows: Vec<Vec<f32>> = data
             .features
+            .tensor()?
             .to_device(&Device::Cpu)?
             .to_dtype(DType::F32)?
             .to_vec2()?;
@@ -259,6 +268,7 @@ The names are those fitted upstream (the training data's labels, carried by the 
         let data = Dataset::from_value(ctx.input("data")?)?;
         let features = data
             .features
+            .tensor()?
             .to_device(&Device::Cpu)?
             .to_dtype(DType::F32)?;
         let (idx, names): (Vec<u32>, Vec<String>) = match data.categories.get("class") {

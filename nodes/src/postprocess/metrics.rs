@@ -111,6 +111,7 @@ pub(crate) fn score(predictions: &Dataset, data: &Dataset) -> Result<serde_json:
     }
     let scores = predictions
         .features
+        .tensor()?
         .to_device(&Device::Cpu)?
         .to_dtype(DType::F32)?;
     Ok(if truth.is_classification() {

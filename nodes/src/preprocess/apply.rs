@@ -1,5 +1,6 @@
 //! `preprocess.apply`: applies a transform fitted elsewhere to new data.
 
+use candle_core::Device;
 use kiln_engine::kind::types_at;
 use kiln_engine::{
     InputSpec, InputTypes, KindSpec, NodeError, NodeKind, OutputSpec, OutputTypes, Outputs,
@@ -7,6 +8,7 @@ use kiln_engine::{
 };
 
 use crate::data::Dataset;
+use crate::text::Texts;
 
 /// Applies a fitted `transform` unchanged to `data`.
 pub struct Apply;
@@ -16,10 +18,10 @@ impl NodeKind for Apply {
         KindSpec {
             name: "preprocess.apply",
             version: 1,
-            doc: "Applies a transform fitted by preprocess.standardize, normalize, impute or onehot (their `transform` output) to other data, unchanged: the same code the fitting node runs, so served requests are transformed exactly like the test set.",
+            doc: "Applies a transform fitted by preprocess.standardize, normalize, impute or onehot (their `transform` output) to other data, or one fitted by preprocess.tfidf or tokenize to other documents, unchanged: the same code the fitting node runs, so served requests are transformed exactly like the test set.",
             inputs: vec![
                 InputSpec::required("transform", ValueType::Transform, "a fitted transform"),
-                InputSpec::required("data", ValueType::Dataset, "the examples to transform"),
+                InputSpec::required("data", ValueType::Dataset, "the examples to transform (documents, for a tfidf or tokenize transform)").or(&[ValueType::Text]),
             ],
             outputs: vec![OutputSpec::new("data", ValueType::Dataset, "the examples, transformed (targets kept)")],
             settings: vec![],
@@ -33,16 +35,32 @@ impl NodeKind for Apply {
         inputs: &InputTypes,
         _: &Settings,
     ) -> Result<OutputTypes, String> {
-        let ty = types_at(inputs, "data")
-            .first()
-            .copied()
-            .unwrap_or(ValueType::Dataset);
+        let ty = match types_at(inputs, "data").first().copied() {
+            Some(ValueType::Text) | None => ValueType::Dataset,
+            Some(ty) => ty,
+        };
         Ok(vec![(PortName::new_static("data"), ty)])
     }
 
+    /// A served tf-idf reads its vocabulary once, before the first request.
+    fn prepare(&self, fixed: &[(PortName, Vec<Value>)], _: &Device) -> Result<(), NodeError> {
+        let transform = fixed
+            .iter()
+            .find(|(port, _)| port.as_str() == "transform")
+            .and_then(|(_, values)| values.first());
+        if let Some(t) = transform.filter(|t| t.meta()["transform"] == "tfidf") {
+            super::tfidf::Fitted::of(t)?;
+        }
+        Ok(())
+    }
+
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
-        let data = Dataset::from_value(ctx.input("data")?)?;
-        let out = apply_transform(ctx.input("transform")?, &data)?;
+        let (transform, data) = (ctx.input("transform")?, ctx.input("data")?);
+        let out = if data.ty() == ValueType::Text {
+            apply_to_texts(transform, &Texts::from_value(data)?)?
+        } else {
+            apply_transform(transform, &Dataset::from_value(data)?)?
+        };
         Ok(vec![(PortName::new_static("data"), out.into_value())])
     }
 }
@@ -62,8 +80,27 @@ pub fn apply_transform(transform: &Value, data: &Dataset) -> Result<Dataset, Nod
         Some("normalize") => super::normalize::apply(transform, data),
         Some("impute") => super::impute::apply(transform, data),
         Some("onehot") => super::onehot::apply(transform, data),
+        Some(text @ ("tfidf" | "tokenize")) => Err(NodeError::new(format!(
+            "a `{text}` transform applies to documents, but `data` is a dataset: give it `text` (e.g. from source.text or source.text_request)"
+        ))),
         other => Err(NodeError::new(format!(
             "unknown transform {other:?}: expected one fitted by preprocess.standardize, normalize, impute or onehot"
         ))),
+    }
+}
+
+/// Applies a transform fitted on documents (`preprocess.tfidf`,
+/// `preprocess.tokenize`) to `texts`, by the function its fitting node
+/// encodes with.
+pub fn apply_to_texts(transform: &Value, texts: &Texts) -> Result<Dataset, NodeError> {
+    match transform.meta().get("transform").and_then(|t| t.as_str()) {
+        Some("tfidf") => super::tfidf::encode(transform, texts),
+        Some("tokenize") => super::tokenize::encode(transform, texts),
+        Some(other) => Err(NodeError::new(format!(
+            "a `{other}` transform applies to tables, but `data` is documents: fit the transform with preprocess.tfidf or tokenize"
+        ))),
+        None => Err(NodeError::new(
+            "the transform names no kind: expected one fitted by preprocess.tfidf or tokenize",
+        )),
     }
 }

@@ -70,7 +70,11 @@ All parts must have the same features per example and the same kind of target; c
                 )));
             }
         }
-        let features = Tensor::cat(&parts.iter().map(|p| &p.features).collect::<Vec<_>>(), 0)?;
+        let dense = parts
+            .iter()
+            .map(|p| p.features.tensor())
+            .collect::<Result<Vec<_>, _>>()?;
+        let features = Tensor::cat(&dense, 0)?;
         let target = match &first.target {
             Some(t) => {
                 let values: Vec<&Tensor> = parts
@@ -85,7 +89,7 @@ All parts must have the same features per example and the same kind of target; c
             None => None,
         };
         let data = Dataset {
-            features,
+            features: features.into(),
             columns: first.columns.clone(),
             target,
             categories: first.categories.clone(),

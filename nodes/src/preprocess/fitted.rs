@@ -12,6 +12,7 @@ use kiln_engine::{
 };
 
 use crate::data::Dataset;
+use crate::text::Texts;
 
 /// Inputs `fit` (required) and `apply` (optional; one reference or a list).
 pub fn inputs(ty: ValueType, fit_doc: &'static str, apply_doc: &'static str) -> Vec<InputSpec> {
@@ -55,6 +56,54 @@ pub fn output_types(inputs: &InputTypes) -> Result<OutputTypes, String> {
         }
     }
     out.push((PortName::new_static("transform"), ValueType::Transform));
+    Ok(out)
+}
+
+/// Output types of a step fitted on documents (`fit` and `apply` are
+/// `text`): `fit`, `apply` when connected and `apply_N` for a list, all
+/// datasets, then `transform`.
+pub fn text_output_types(inputs: &InputTypes) -> Result<OutputTypes, String> {
+    let mut out = vec![(PortName::new_static("fit"), ValueType::Dataset)];
+    let applied = types_at(inputs, "apply").len();
+    if applied > 0 {
+        out.push((PortName::new_static("apply"), ValueType::Dataset));
+    }
+    if applied > 1 {
+        for i in 0..applied {
+            out.push((apply_port(i)?, ValueType::Dataset));
+        }
+    }
+    out.push((PortName::new_static("transform"), ValueType::Transform));
+    Ok(out)
+}
+
+/// The outputs of a step fitted on documents: `encode` (the function
+/// `preprocess.apply` and served requests use too) applied with
+/// `transform` to `fit` and to every `apply` input, then `transform`.
+pub fn encode_all(
+    ctx: &RunContext<'_>,
+    fit: &Texts,
+    transform: Value,
+    encode: fn(&Value, &Texts) -> Result<Dataset, NodeError>,
+) -> Result<Outputs, NodeError> {
+    let mut out = vec![(
+        PortName::new_static("fit"),
+        encode(&transform, fit)?.into_value(),
+    )];
+    let applied = ctx
+        .inputs("apply")
+        .iter()
+        .map(|v| Ok(encode(&transform, &Texts::from_value(v)?)?.into_value()))
+        .collect::<Result<Vec<Value>, NodeError>>()?;
+    if let Some(first) = applied.first() {
+        out.push((PortName::new_static("apply"), first.clone()));
+    }
+    if applied.len() > 1 {
+        for (i, v) in applied.into_iter().enumerate() {
+            out.push((apply_port(i).map_err(NodeError::new)?, v));
+        }
+    }
+    out.push((PortName::new_static("transform"), transform));
     Ok(out)
 }
 
@@ -104,7 +153,7 @@ pub fn shift_and_scale(
         .broadcast_div(scale)?
         .reshape(data.features.dims())?;
     Ok(Dataset {
-        features,
+        features: features.into(),
         ..data.clone()
     })
 }
@@ -114,19 +163,19 @@ pub fn shift_and_scale(
 /// 784 grey levels for statistics fitted on 28×28 images); otherwise the
 /// error of [`check_shape`].
 fn shaped_as_fitted(data: &Dataset, fitted: &[usize]) -> Result<Tensor, NodeError> {
-    let given = data.features.dims().get(1..).unwrap_or(&[]);
+    let given = data.features.example_shape();
     if given == fitted || given.iter().product::<usize>() != fitted.iter().product::<usize>() {
         check_shape(data, fitted)?;
-        return Ok(data.features.clone());
+        return data.features.tensor();
     }
     let mut shape = vec![data.len()];
     shape.extend_from_slice(fitted);
-    Ok(data.features.reshape(shape)?)
+    Ok(data.features.tensor()?.reshape(shape)?)
 }
 
 /// An error unless `data` has examples shaped like the fitted ones.
 pub fn check_shape(data: &Dataset, fitted: &[usize]) -> Result<(), NodeError> {
-    let given = data.features.dims().get(1..).unwrap_or(&[]);
+    let given = data.features.example_shape();
     if given == fitted {
         Ok(())
     } else {
@@ -145,7 +194,9 @@ mod tests {
 
     fn data(values: Vec<f32>, shape: &[usize], columns: Option<Vec<String>>) -> Dataset {
         Dataset {
-            features: Tensor::from_vec(values, shape, &Device::Cpu).unwrap(),
+            features: Tensor::from_vec(values, shape, &Device::Cpu)
+                .unwrap()
+                .into(),
             columns,
             target: None,
             categories: Default::default(),
@@ -163,7 +214,7 @@ mod tests {
         assert_eq!(out.features.dims(), [1, 4]);
         assert_eq!(out.columns, Some(names));
         assert_eq!(
-            out.features.to_vec2::<f32>().unwrap(),
+            out.features.tensor().unwrap().to_vec2::<f32>().unwrap(),
             [[1.0, 1.0, 1.0, 1.0]]
         );
         // The same values shaped as fitted give the same numbers.
@@ -171,6 +222,8 @@ mod tests {
         let same = shift_and_scale(&shaped, &shift, &scale).unwrap();
         assert_eq!(
             same.features
+                .tensor()
+                .unwrap()
                 .flatten_all()
                 .unwrap()
                 .to_vec1::<f32>()

@@ -52,9 +52,13 @@ The fitted fill values are applied unchanged to `apply` and given as `transform`
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
         let s: ImputeSettings = ctx.settings().read()?;
         let fit = Dataset::from_value(ctx.input("fit")?)?;
-        let (n, width) = (fit.len(), fit.features.elem_count() / fit.len().max(1));
+        let (n, width) = (
+            fit.len(),
+            fit.features.tensor()?.elem_count() / fit.len().max(1),
+        );
         let x: Vec<f32> = fit
             .features
+            .tensor()?
             .to_device(&Device::Cpu)?
             .to_dtype(DType::F32)?
             .flatten_all()?
@@ -97,6 +101,7 @@ pub(crate) fn apply(transform: &Value, data: &Dataset) -> Result<Dataset, NodeEr
     }
     let mut v: Vec<f32> = data
         .features
+        .tensor()?
         .to_device(&Device::Cpu)?
         .to_dtype(DType::F32)?
         .flatten_all()?
@@ -106,9 +111,9 @@ pub(crate) fn apply(transform: &Value, data: &Dataset) -> Result<Dataset, NodeEr
             *x = fills[i % fills.len()];
         }
     }
-    let features = Tensor::from_vec(v, data.features.shape(), &Device::Cpu)?;
+    let features = Tensor::from_vec(v, data.features.tensor()?.shape(), &Device::Cpu)?;
     Ok(Dataset {
-        features,
+        features: features.into(),
         ..data.clone()
     })
 }

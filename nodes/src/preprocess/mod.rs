@@ -10,6 +10,7 @@ mod onehot;
 mod reshape;
 mod split;
 mod standardize;
+mod tfidf;
 mod tokenize;
 
 /// Registers every preprocessing kind.
@@ -24,4 +25,5 @@ pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(apply::Apply);
     reg.register(graph_split::GraphSplit);
     reg.register(tokenize::Tokenize);
+    reg.register(tfidf::Tfidf);
 }

@@ -52,7 +52,7 @@ The fitted range is applied unchanged to `apply` and given as `transform`; a con
         if fit.is_empty() {
             return Err(NodeError::new("input `fit` has no examples to fit on"));
         }
-        let x = fit.features.to_dtype(DType::F32)?;
+        let x = fit.features.tensor()?.to_dtype(DType::F32)?;
         let (min, max) = if ctx.settings().read::<NormalizeSettings>()?.per_feature {
             (x.min_keepdim(0)?, x.max_keepdim(0)?)
         } else {

@@ -91,6 +91,7 @@ fn encode(data: &Dataset, vocab: &BTreeMap<String, Vec<String>>) -> Result<Datas
         .ok_or_else(|| NodeError::new("onehot needs a table with named columns"))?;
     let rows: Vec<Vec<f32>> = data
         .features
+        .tensor()?
         .to_device(&Device::Cpu)?
         .to_dtype(DType::F32)?
         .to_vec2()?;
@@ -138,7 +139,7 @@ fn encode(data: &Dataset, vocab: &BTreeMap<String, Vec<String>>) -> Result<Datas
     let mut categories = data.categories.clone();
     categories.retain(|c, _| !vocab.contains_key(c));
     Ok(Dataset {
-        features: Tensor::from_vec(values, (rows.len(), width), &Device::Cpu)?,
+        features: Tensor::from_vec(values, (rows.len(), width), &Device::Cpu)?.into(),
         columns: Some(names),
         target: data.target.clone(),
         categories,

@@ -45,7 +45,7 @@ impl NodeKind for Reshape {
         let mut full = vec![data.len()];
         full.extend_from_slice(&shape);
         let reshaped = Dataset {
-            features: data.features.reshape(full)?,
+            features: data.features.tensor()?.reshape(full)?.into(),
             columns: None,
             target: data.target,
             categories: Default::default(),

@@ -61,7 +61,7 @@ A constant feature is only centred.",
         if fit.is_empty() {
             return Err(NodeError::new("input `fit` has no examples to fit on"));
         }
-        let x = fit.features.to_dtype(DType::F32)?;
+        let x = fit.features.tensor()?.to_dtype(DType::F32)?;
         let mean = if s.center {
             x.mean_keepdim(0)?
         } else {

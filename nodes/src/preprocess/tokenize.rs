@@ -4,10 +4,9 @@
 use std::collections::{BTreeMap, HashMap};
 
 use candle_core::{Device, Tensor};
-use kiln_engine::kind::types_at;
 use kiln_engine::{
     Config, InputPath, InputSpec, InputTypes, KindSpec, NodeError, NodeKind, OutputSpec,
-    OutputTypes, Outputs, PortName, RunContext, Settings, Value, ValueType,
+    OutputTypes, Outputs, RunContext, Settings, Value, ValueType,
 };
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
@@ -71,18 +70,7 @@ impl NodeKind for Tokenize {
         inputs: &InputTypes,
         _: &Settings,
     ) -> Result<OutputTypes, String> {
-        let mut out = vec![(PortName::new_static("fit"), ValueType::Dataset)];
-        let applied = types_at(inputs, "apply").len();
-        if applied > 0 {
-            out.push((PortName::new_static("apply"), ValueType::Dataset));
-        }
-        if applied > 1 {
-            for i in 0..applied {
-                out.push((super::fitted::apply_port(i)?, ValueType::Dataset));
-            }
-        }
-        out.push((PortName::new_static("transform"), ValueType::Transform));
-        Ok(out)
+        super::fitted::text_output_types(inputs)
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
@@ -103,25 +91,7 @@ impl NodeKind for Tokenize {
             }),
         };
         let transform = Value::from_json(ValueType::Transform, transform);
-        let mut out = vec![(
-            PortName::new_static("fit"),
-            encode(&transform, &fit)?.into_value(),
-        )];
-        let applied = ctx
-            .inputs("apply")
-            .iter()
-            .map(|v| Ok(encode(&transform, &Texts::from_value(v)?)?.into_value()))
-            .collect::<Result<Vec<Value>, NodeError>>()?;
-        if let Some(first) = applied.first() {
-            out.push((PortName::new_static("apply"), first.clone()));
-        }
-        if applied.len() > 1 {
-            for (i, v) in applied.into_iter().enumerate() {
-                out.push((super::fitted::apply_port(i).map_err(NodeError::new)?, v));
-            }
-        }
-        out.push((PortName::new_static("transform"), transform));
-        Ok(out)
+        super::fitted::encode_all(ctx, &fit, transform, encode)
     }
 }
 
@@ -202,7 +172,7 @@ pub fn encode(transform: &Value, texts: &Texts) -> Result<Dataset, NodeError> {
         }
     }
     Ok(Dataset {
-        features: Tensor::from_vec(ids, (n, length), &Device::Cpu)?,
+        features: Tensor::from_vec(ids, (n, length), &Device::Cpu)?.into(),
         columns: None,
         target: texts.target.clone(),
         categories: BTreeMap::from([(TOKENS.to_string(), vocab)]),
@@ -278,7 +248,7 @@ mod tests {
         // film ×3, the ×2; "a", "film's", "end" once (below min_count).
         assert_eq!(t.meta()["vocab"], json!(["[PAD]", "[UNK]", "film", "the"]));
         let d = encode(&t, &texts(&["the FILM was fine film the film", "film"])).unwrap();
-        let ids: Vec<Vec<f32>> = d.features.to_vec2().unwrap();
+        let ids: Vec<Vec<f32>> = d.features.tensor().unwrap().to_vec2().unwrap();
         assert_eq!(
             ids,
             vec![vec![3.0, 2.0, 1.0, 1.0], vec![2.0, 0.0, 0.0, 0.0]]
@@ -295,7 +265,7 @@ mod tests {
             json!({"transform": "tokenize", "length": 8, "tokenizer": json}),
         );
         let d = encode(&t, &texts(&["The cat sits outside", "hello"])).unwrap();
-        let ids: Vec<Vec<f32>> = d.features.to_vec2().unwrap();
+        let ids: Vec<Vec<f32>> = d.features.tensor().unwrap().to_vec2().unwrap();
         // [CLS] the cat sits outside [SEP], then padding.
         assert_eq!(
             ids[0],

@@ -45,6 +45,7 @@ The path is relative to the run's output folder (`--out`) unless absolute.",
 fn write_csv(data: &Dataset, path: &Path) -> Result<(), NodeError> {
     let features = data
         .features
+        .tensor()?
         .to_device(&Device::Cpu)?
         .to_dtype(DType::F32)?;
     if features.rank() != 2 {

@@ -19,7 +19,7 @@ impl NodeKind for JsonSink {
     fn spec(&self) -> KindSpec {
         KindSpec {
             name: "sink.json",
-            version: 1,
+            version: 2,
             doc: "Writes a value as JSON: metrics and reports as they are, tables as a list of records, other values as their metadata and tensor shapes.
 The path is relative to the run's output folder (`--out`) unless absolute.",
             inputs: vec![InputSpec::required("data", ValueType::Any, "the value to write")],

@@ -294,7 +294,7 @@ fn read_table(s: &CsvSettings) -> Result<Dataset, NodeError> {
         None => None,
     };
     Ok(Dataset {
-        features,
+        features: features.into(),
         columns: Some(columns),
         target,
         categories,
@@ -401,7 +401,7 @@ mod tests {
         assert_eq!(target.labels.unwrap(), vec!["cat", "dog"]);
         assert_eq!(target.values.to_vec1::<u32>().unwrap(), vec![1, 0, 1]);
         assert_eq!(
-            t.features.to_vec2::<f32>().unwrap(),
+            t.features.tensor().unwrap().to_vec2::<f32>().unwrap(),
             vec![vec![1., 2.], vec![3., 4.], vec![5., 6.]]
         );
     }
@@ -447,7 +447,7 @@ mod tests {
         ))
         .unwrap();
         assert_eq!(t.categories["colour"], vec!["blue", "red"]);
-        let x: Vec<Vec<f32>> = t.features.to_vec2().unwrap();
+        let x: Vec<Vec<f32>> = t.features.tensor().unwrap().to_vec2().unwrap();
         assert_eq!((x[0][0], x[1][0], x[3][0]), (1.0, 0.0, 1.0));
         assert!(x[2][0].is_nan() && x[1][1].is_nan());
     }

@@ -74,7 +74,7 @@ Features keep the file's shape per example (28Ã—28 for MNIST) as raw values (0â€
             None => None,
         };
         let data = Dataset {
-            features,
+            features: features.into(),
             columns: None,
             target,
             categories: Default::default(),

@@ -6,6 +6,7 @@ mod idx;
 mod request;
 mod synthetic;
 mod text;
+mod text_request;
 
 /// Registers every source kind.
 pub fn register_all(reg: &mut kiln_engine::Registry) {
@@ -14,5 +15,6 @@ pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(synthetic::Synthetic);
     reg.register(request::Request::default());
     reg.register(text::TextSource);
+    reg.register(text_request::TextRequest);
     reg.register(graph::GraphSource);
 }

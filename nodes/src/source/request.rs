@@ -309,7 +309,7 @@ pub fn table(
     let features = Tensor::from_vec(values, (rows.len(), columns.len()), &Device::Cpu)
         .map_err(|e| RequestError::new("", e.to_string()))?;
     Ok(Dataset {
-        features,
+        features: features.into(),
         columns: Some(columns.to_vec()),
         target: None,
         categories: Default::default(),
@@ -386,7 +386,7 @@ mod tests {
         let cats = BTreeMap::from([("b".to_string(), vec!["x".to_string(), "y".to_string()])]);
         let t = super::table(&cols(), &cats, &json!([{"a": 1, "b": "y"}, [2, "x"]])).unwrap();
         assert_eq!(
-            t.features.to_vec2::<f32>().unwrap(),
+            t.features.tensor().unwrap().to_vec2::<f32>().unwrap(),
             vec![vec![1.0, 1.0], vec![2.0, 0.0]]
         );
         let e = super::table(&cols(), &cats, &json!([{"a": 1, "b": "z"}])).unwrap_err();
@@ -397,7 +397,7 @@ mod tests {
     #[test]
     fn objects_and_lists_give_the_same_table() {
         let t1 = table(&cols(), &json!([{"b": 2, "a": 1.5}, [3, null]])).unwrap();
-        let v = t1.features.to_vec2::<f32>().unwrap();
+        let v = t1.features.tensor().unwrap().to_vec2::<f32>().unwrap();
         assert_eq!(v[0], vec![1.5, 2.0]);
         assert_eq!(v[1][0], 3.0);
         assert!(v[1][1].is_nan());

@@ -80,7 +80,7 @@ fn adding(rng: &mut ChaCha8Rng, n: usize, len: usize) -> Result<Dataset, NodeErr
         targets.push(seq[a * 2] + seq[b * 2]);
     }
     Ok(Dataset {
-        features: Tensor::from_vec(features, (n, len, 2), &Device::Cpu)?,
+        features: Tensor::from_vec(features, (n, len, 2), &Device::Cpu)?.into(),
         columns: None,
         target: Some(Target {
             name: "sum".into(),
@@ -104,7 +104,7 @@ fn parity(rng: &mut ChaCha8Rng, n: usize, len: usize) -> Result<Dataset, NodeErr
         targets.push(ones % 2);
     }
     Ok(Dataset {
-        features: Tensor::from_vec(features, (n, len, 1), &Device::Cpu)?,
+        features: Tensor::from_vec(features, (n, len, 1), &Device::Cpu)?.into(),
         columns: None,
         target: Some(Target {
             name: "parity".into(),
@@ -123,7 +123,7 @@ mod tests {
     fn adding_targets_are_the_sum_of_the_two_marked_values() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let d = adding(&mut rng, 50, 10).unwrap();
-        let x: Vec<Vec<Vec<f32>>> = d.features.to_vec3().unwrap();
+        let x: Vec<Vec<Vec<f32>>> = d.features.tensor().unwrap().to_vec3().unwrap();
         let y: Vec<f32> = d.target.unwrap().values.to_vec1().unwrap();
         for (seq, target) in x.iter().zip(y) {
             let marked: Vec<f32> = seq.iter().filter(|s| s[1] == 1.0).map(|s| s[0]).collect();
@@ -136,7 +136,7 @@ mod tests {
     fn parity_counts_ones() {
         let mut rng = ChaCha8Rng::seed_from_u64(3);
         let d = parity(&mut rng, 20, 7).unwrap();
-        let x: Vec<Vec<Vec<f32>>> = d.features.to_vec3().unwrap();
+        let x: Vec<Vec<Vec<f32>>> = d.features.tensor().unwrap().to_vec3().unwrap();
         let y: Vec<u32> = d.target.unwrap().values.to_vec1().unwrap();
         for (seq, class) in x.iter().zip(y) {
             let ones = seq.iter().filter(|s| s[0] == 1.0).count() as u32;

@@ -1,5 +1,6 @@
 //! Training kinds and their machinery: optimizers and learning-rate schedules.
 
+pub mod lbfgs;
 pub mod optim;
 pub mod schedule;
 mod supervised;

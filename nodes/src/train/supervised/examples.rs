@@ -5,7 +5,7 @@ use candle_core::{DType, Device, Tensor};
 use kiln_engine::NodeError;
 
 use super::config::Loss;
-use crate::data::Dataset;
+use crate::data::{Dataset, Features};
 use crate::graph::{Graph, GraphBatch, Level, Part};
 use crate::model::Trained;
 use crate::nn::{Mode, Network};
@@ -14,7 +14,7 @@ use crate::nn::{Mode, Network};
 /// (nodes or graphs) that the model reads with the edges.
 pub(super) enum Examples {
     Rows {
-        x: Tensor,
+        x: Features,
         y: Tensor,
     },
     Graph {
@@ -48,7 +48,10 @@ impl Examples {
             return Err(NodeError::new("the data has no examples"));
         }
         Ok(Examples::Rows {
-            x: data.features.to_dtype(DType::F32)?,
+            x: match &data.features {
+                Features::Dense(t) => Features::Dense(t.to_dtype(DType::F32)?),
+                sparse => sparse.clone(),
+            },
             y: loss_target(&target.values, loss)?,
         })
     }
@@ -84,8 +87,23 @@ impl Examples {
 
     pub(super) fn len(&self) -> usize {
         match self {
-            Examples::Rows { x, .. } => x.dims()[0],
+            Examples::Rows { x, .. } => x.len(),
             Examples::Graph { rows, .. } => rows.len(),
+        }
+    }
+
+    /// The features of a graph's examples when they are its nodes (what a
+    /// model that reads no edges sees).
+    pub(super) fn node_features(&self) -> Result<Tensor, NodeError> {
+        match self {
+            Examples::Graph { graph, rows, .. } if graph.level == Level::Node => {
+                let ids = Tensor::from_slice(rows, rows.len(), graph.x.device())?;
+                Ok(graph.x.index_select(&ids, 0)?)
+            }
+            Examples::Graph { .. } => Err(NodeError::new(
+                "this model scores nodes from their own features; to classify whole graphs use `model.gnn`",
+            )),
+            Examples::Rows { x, .. } => x.tensor(),
         }
     }
 
@@ -105,7 +123,14 @@ impl Examples {
         let pick = Tensor::from_slice(positions, positions.len(), self.targets().device())?;
         let y = self.targets().index_select(&pick, 0)?;
         let out = match self {
-            Examples::Rows { x, .. } => net.forward(&x.index_select(&pick, 0)?, mode)?,
+            // Sparse rows are spelled out a batch at a time.
+            Examples::Rows { x, .. } => match x {
+                Features::Dense(x) => net.forward(&x.index_select(&pick, 0)?, mode)?,
+                Features::Sparse(_) => {
+                    let batch = x.select(positions)?.tensor()?.to_device(pick.device())?;
+                    net.forward(&batch, mode)?
+                }
+            },
             Examples::Graph {
                 graph,
                 whole,

@@ -5,6 +5,7 @@
 //! training), [`fit`] (the loop) and [`history`].
 
 mod config;
+mod exact;
 mod examples;
 mod fit;
 mod history;
@@ -22,6 +23,7 @@ use crate::graph::{Graph, Part};
 use crate::model::ModelValue;
 use crate::nn::Dims;
 use config::{Loss, SupervisedSettings};
+use exact::{fit_exact, Solver};
 use examples::Examples;
 use fit::fit;
 use ramp::Pruning;
@@ -29,7 +31,7 @@ use ramp::Pruning;
 /// Trains a model with mini-batch gradient descent.
 pub struct Supervised;
 
-const DOC: &str = "Trains a model on `train`'s target with mini-batch gradient descent, and scores it on `valid` after every epoch.
+const DOC: &str = "Trains a model on `train`'s target with mini-batch gradient descent, and scores it on `valid` after every epoch (`model.linear` and `model.naive_bayes` are fitted exactly instead: L-BFGS to convergence, or counts; the gradient-descent settings do not apply to them).
 Shuffling, dropout and initial weights follow the node's seed, so a run is repeatable to the bit.
 Early stopping (`patience`) watches `monitor`; with `restore_best` the model of the best epoch is kept.
 Sizes come from the data: the features' shape in, the number of classes (or 1 for regression) out.";
@@ -140,18 +142,23 @@ impl NodeKind for Supervised {
             }
         }
         let trained = model.instantiate(&dims, ctx.seed(), device)?;
-        let outcome = fit(
-            ctx,
-            &cfg,
-            &trained,
-            Pruning {
-                masks: &model.masks,
-                schedule: model.prune_schedule.as_ref(),
-            },
-            loss,
-            &train_set,
-            valid_set.as_ref(),
-        )?;
+        let outcome = match Solver::of(&model.arch)? {
+            Some(solver) => {
+                fit_exact(ctx, &solver, &trained, loss, &train_set, valid_set.as_ref())?
+            }
+            None => fit(
+                ctx,
+                &cfg,
+                &trained,
+                Pruning {
+                    masks: &model.masks,
+                    schedule: model.prune_schedule.as_ref(),
+                },
+                loss,
+                &train_set,
+                valid_set.as_ref(),
+            )?,
+        };
         let weights = match (&outcome.best_weights, cfg.restore_best) {
             (Some(best), true) => best.clone(),
             _ => trained.weights()?,
