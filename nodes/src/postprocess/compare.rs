@@ -13,7 +13,9 @@ use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
 use crate::data::{Dataset, Features};
+use crate::graph::Graph;
 use crate::model::ModelValue;
+use crate::postprocess::metrics::Scored;
 
 /// Compares models on the same data.
 pub struct Compare;
@@ -34,13 +36,13 @@ impl NodeKind for Compare {
     fn spec(&self) -> KindSpec {
         KindSpec {
             name: "postprocess.compare",
-            version: 2,
+            version: 3,
             doc: "A table of the models it is given, scored on the same data: parameters, non-zero parameters, bytes (the saved file, and the weights stored sparsely: a bitmask and the non-zero values for pruned weights), the task's metric, and latency of a forward pass at batch 1 and 256 (median of several, milliseconds; these vary between runs, the rest does not).
 `data` is one dataset for every model, or a list with one per model (the same examples prepared as each model reads them, e.g. embeddings for one and token ids for another).
 Written as Markdown and JSON when paths are given; the table is also the `report` output.",
             inputs: vec![
                 InputSpec::required("models", ValueType::Model, "trained models, in the order to show them").many(),
-                InputSpec::required("data", ValueType::Dataset, "labelled examples every model is scored on, or a list: one per model").many(),
+                InputSpec::required("data", ValueType::Dataset, "labelled examples every model is scored on, or a list: one per model (a graph is scored on its test part; its latency is one pass over the whole graph)").or(&[ValueType::Graph]).many(),
             ],
             outputs: vec![OutputSpec::new("report", ValueType::Report, "one row per model")],
             settings: CompareSettings::specs(),
@@ -72,11 +74,7 @@ Written as Markdown and JSON when paths are given; the table is also the `report
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
         let s: CompareSettings = ctx.settings().read()?;
-        let data = ctx
-            .inputs("data")
-            .iter()
-            .map(Dataset::from_value)
-            .collect::<Result<Vec<_>, _>>()?;
+        let data = ctx.inputs("data");
         let names = ctx.input_sources("models");
         let repeats = s.repeats;
         let mut rows = Vec::new();
@@ -100,7 +98,10 @@ Written as Markdown and JSON when paths are given; the table is also the `report
             row["smaller"] = json!(ratio(&base["sparse_bytes"], &row["sparse_bytes"]));
             row["faster_256"] = json!(ratio(&base["latency_ms_256"], &row["latency_ms_256"]));
         }
-        let metric = data.first().map_or("accuracy", metric_name);
+        let metric = match data.first() {
+            Some(d) => metric_name(d)?,
+            None => "accuracy",
+        };
         let report = json!({ "models": rows, "metric": metric });
         let markdown = markdown(&report);
         if let Some(path) = &s.markdown {
@@ -127,17 +128,22 @@ fn ratio(base: &Json, this: &Json) -> Option<f64> {
     (t > 0.0).then(|| b / t)
 }
 
-fn metric_name(data: &Dataset) -> &'static str {
-    match &data.target {
+fn metric_name(data: &Value) -> Result<&'static str, NodeError> {
+    let target = if data.ty() == ValueType::Graph {
+        Graph::from_value(data)?.target
+    } else {
+        Dataset::from_value(data)?.target
+    };
+    Ok(match target {
         Some(t) if t.is_classification() => "accuracy",
         _ => "r2",
-    }
+    })
 }
 
 /// One row: sizes, the metric and latencies of one model.
 fn measure(
     value: &Value,
-    data: &Dataset,
+    data: &Value,
     device: &Device,
     repeats: usize,
 ) -> Result<Json, NodeError> {
@@ -174,16 +180,28 @@ fn measure(
         };
     }
     let file_bytes = value.to_bytes()?.len();
-    let scores = crate::infer::scores(&prepared, data, 1024, true)?;
-    let metrics = super::metrics::score(&scores, data)?;
+    let metrics = super::metrics::score_value(Scored::Model(prepared.clone()), data)?;
     let metric = metrics
         .get("accuracy")
         .or_else(|| metrics.get("r2"))
         .cloned()
         .unwrap_or(Json::Null);
-    let x = match &data.features {
-        Features::Dense(t) => Features::Dense(t.to_device(device)?.to_dtype(DType::F32)?),
-        sparse => sparse.clone(),
+    let (latency_1, latency_256, latency_graph) = if data.ty() == ValueType::Graph {
+        let graph = Graph::from_value(data)?;
+        let all: Vec<u32> = (0..graph.examples() as u32).collect();
+        let pass = || trained.predict_graph(&graph, &all, device).map(|_| ());
+        (None, None, Some(median_ms(pass, repeats)?))
+    } else {
+        let data = Dataset::from_value(data)?;
+        let x = match &data.features {
+            Features::Dense(t) => Features::Dense(t.to_device(device)?.to_dtype(DType::F32)?),
+            sparse => sparse.clone(),
+        };
+        (
+            Some(latency(trained, &x, 1, repeats)?),
+            Some(latency(trained, &x, 256, repeats)?),
+            None,
+        )
     };
     Ok(json!({
         "params": params,
@@ -191,8 +209,9 @@ fn measure(
         "file_bytes": file_bytes,
         "sparse_bytes": sparse_bytes,
         "metric": metric,
-        "latency_ms_1": latency(trained, &x, 1, repeats)?,
-        "latency_ms_256": latency(trained, &x, 256, repeats)?,
+        "latency_ms_1": latency_1,
+        "latency_ms_256": latency_256,
+        "latency_ms_graph": latency_graph,
     }))
 }
 
@@ -210,13 +229,26 @@ fn latency(
     }
     let idx: Vec<u32> = (0..batch).map(|i| (i % n) as u32).collect();
     let input = x.select(&idx)?;
-    // One untimed pass warms caches and allocations.
-    trained.forward(&input)?;
+    median_ms(
+        || {
+            let out = trained.forward(&input)?;
+            Ok(out.device().synchronize()?)
+        },
+        repeats,
+    )
+}
+
+/// Median milliseconds of `pass`, after one untimed pass that warms caches
+/// and allocations.
+fn median_ms(
+    mut pass: impl FnMut() -> Result<(), NodeError>,
+    repeats: usize,
+) -> Result<f64, NodeError> {
+    pass()?;
     let mut times = Vec::with_capacity(repeats);
     for _ in 0..repeats {
         let t0 = Instant::now();
-        let out = trained.forward(&input)?;
-        out.device().synchronize()?;
+        pass()?;
         times.push(t0.elapsed().as_secs_f64() * 1e3);
     }
     times.sort_by(f64::total_cmp);

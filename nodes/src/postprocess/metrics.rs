@@ -9,7 +9,7 @@ use kiln_engine::{
 
 use crate::data::Dataset;
 use crate::graph::Graph;
-use crate::model::prepared;
+use crate::model::{prepared, Prepared};
 
 /// Scores predictions against targets.
 pub struct Metrics;
@@ -51,50 +51,64 @@ Connect `model` and `data` (the model predicts `data`), or `predictions` from `i
     }
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
-        let data_value = ctx.input("data")?;
-        let graph = (data_value.ty() == ValueType::Graph)
-            .then(|| Graph::from_value(data_value))
-            .transpose()?;
-        let data = match &graph {
-            Some(g) => g.targets_of(&(0..g.examples() as u32).collect::<Vec<_>>())?,
-            None => Dataset::from_value(data_value)?,
+        let predictions = match (ctx.opt_input("model"), ctx.opt_input("predictions")) {
+            (Some(model), _) => Scored::Model(prepared(model, ctx.device())?),
+            (None, Some(p)) => Scored::Predictions(Dataset::from_value(p)?),
+            (None, None) => return Err(NodeError::new("connect `model` or `predictions`")),
         };
-        let predictions = match (ctx.opt_input("model"), ctx.opt_input("predictions"), &graph) {
-            (Some(model), _, Some(g)) => {
-                crate::infer::graph_scores(&*prepared(model, ctx.device())?, g, true)?
-            }
-            (Some(model), _, None) => {
-                crate::infer::scores(&*prepared(model, ctx.device())?, &data, 1024, true)?
-            }
-            (None, Some(p), _) => Dataset::from_value(p)?,
-            (None, None, _) => return Err(NodeError::new("connect `model` or `predictions`")),
-        };
-        // A graph is scored on its test part.
-        let (predictions, data) = match &graph {
-            Some(g) => {
-                if predictions.len() != g.examples() {
-                    return Err(NodeError::new(format!(
-                        "{} predictions for a graph of {} examples: predict the same graph you score",
-                        predictions.len(),
-                        g.examples()
-                    )));
-                }
-                let rows = g.scored();
-                if rows.is_empty() {
-                    return Err(NodeError::new(
-                        "the graph's split has no test examples to score: lower `train` + `valid` on `preprocess.graph_split`",
-                    ));
-                }
-                (predictions.select(&rows)?, data.select(&rows)?)
-            }
-            None => (predictions, data),
-        };
-        let metrics = score(&predictions, &data)?;
+        let metrics = score_value(predictions, ctx.input("data")?)?;
         Ok(vec![(
             PortName::new_static("metrics"),
             Value::from_json(ValueType::Metrics, metrics),
         )])
     }
+}
+
+/// What is scored: a model run on the data, or predictions made before.
+pub(crate) enum Scored {
+    Model(std::sync::Arc<Prepared>),
+    Predictions(Dataset),
+}
+
+/// The task's metrics on `data_value`: a dataset, or a graph's test part
+/// (every example if unsplit).
+pub(crate) fn score_value(
+    scored: Scored,
+    data_value: &Value,
+) -> Result<serde_json::Value, NodeError> {
+    let graph = (data_value.ty() == ValueType::Graph)
+        .then(|| Graph::from_value(data_value))
+        .transpose()?;
+    let data = match &graph {
+        Some(g) => g.targets_of(&(0..g.examples() as u32).collect::<Vec<_>>())?,
+        None => Dataset::from_value(data_value)?,
+    };
+    let predictions = match (scored, &graph) {
+        (Scored::Model(model), Some(g)) => crate::infer::graph_scores(&model, g, true)?,
+        (Scored::Model(model), None) => crate::infer::scores(&model, &data, 1024, true)?,
+        (Scored::Predictions(p), _) => p,
+    };
+    // A graph is scored on its test part.
+    let (predictions, data) = match &graph {
+        Some(g) => {
+            if predictions.len() != g.examples() {
+                return Err(NodeError::new(format!(
+                    "{} predictions for a graph of {} examples: predict the same graph you score",
+                    predictions.len(),
+                    g.examples()
+                )));
+            }
+            let rows = g.scored();
+            if rows.is_empty() {
+                return Err(NodeError::new(
+                    "the graph's split has no test examples to score: lower `train` + `valid` on `preprocess.graph_split`",
+                ));
+            }
+            (predictions.select(&rows)?, data.select(&rows)?)
+        }
+        None => (predictions, data),
+    };
+    score(&predictions, &data)
 }
 
 /// The task's metrics for `predictions` (scores, one row per example) of `data`.

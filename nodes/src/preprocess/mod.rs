@@ -3,6 +3,7 @@
 mod apply;
 mod concat;
 mod fitted;
+mod graph_features;
 mod graph_split;
 mod impute;
 mod normalize;
@@ -24,6 +25,7 @@ pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(impute::Impute);
     reg.register(apply::Apply);
     reg.register(graph_split::GraphSplit);
+    reg.register(graph_features::GraphFeatures);
     reg.register(tokenize::Tokenize);
     reg.register(tfidf::Tfidf);
 }
