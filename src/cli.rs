@@ -63,6 +63,10 @@ pub struct RunArgs {
     /// Run every node instead of reusing cached results (new results are still cached).
     #[arg(long)]
     pub no_cache: bool,
+    /// Also serve a live view in the browser (default address 127.0.0.1:8700),
+    /// kept up after the run until Ctrl-C.
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = crate::ui::DEFAULT_ADDR, conflicts_with = "input")]
+    pub ui: Option<String>,
     /// Where results go (default: `runs/<pipeline>/` beside the pipeline file).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -98,6 +102,9 @@ pub struct WatchArgs {
     /// Milliseconds for file events to settle before a re-run.
     #[arg(long, default_value_t = 50, value_name = "MS")]
     pub debounce_ms: u64,
+    /// Also serve a live view in the browser (default address 127.0.0.1:8700).
+    #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = crate::ui::DEFAULT_ADDR)]
+    pub ui: Option<String>,
 }
 
 /// `kiln serve` arguments.

@@ -7,6 +7,7 @@ mod commands;
 mod failure;
 mod progress;
 mod serve;
+mod ui;
 
 use std::process::ExitCode;
 

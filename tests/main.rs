@@ -20,4 +20,5 @@ mod serve;
 mod serve_limits;
 mod text;
 mod training;
+mod ui;
 mod watch;

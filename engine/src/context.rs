@@ -42,6 +42,9 @@ pub struct Progress {
     pub total: u64,
     /// A short line: `epoch 3/20 loss 0.41`.
     pub message: String,
+    /// The same figures by name (`train_loss`, `valid_accuracy`, …), for
+    /// what draws them (the live view's curves).
+    pub values: Vec<(String, f64)>,
 }
 
 /// Receives what happens during a run (the CLI draws progress bars from it).
@@ -181,12 +184,28 @@ impl<'a> RunContext<'a> {
 
     /// Reports progress of long work.
     pub fn progress(&self, done: u64, total: u64, message: impl Into<String>) {
+        self.progress_with(done, total, message, &[]);
+    }
+
+    /// Reports progress with its figures by name, e.g. an epoch's
+    /// `("train_loss", 0.41)`; `values` with no finite value are left out.
+    pub fn progress_with(
+        &self,
+        done: u64,
+        total: u64,
+        message: impl Into<String>,
+        values: &[(&str, Option<f64>)],
+    ) {
         self.observer.progress(
             self.node_id,
             &Progress {
                 done,
                 total,
                 message: message.into(),
+                values: values
+                    .iter()
+                    .filter_map(|(k, v)| Some((k.to_string(), v.filter(|v| v.is_finite())?)))
+                    .collect(),
             },
         );
     }

@@ -37,13 +37,56 @@ pub fn run(args: &RunArgs, registry: &Registry) -> Result<(), Failure> {
     if let Some(input) = &args.input {
         return answer_input(plan, input, &opts);
     }
-    let report = kiln_engine::run(&plan, &opts)?;
+    let Some(addr) = &args.ui else {
+        return run_and_report(&plan, &opts);
+    };
+    // The live view: the same run, its events also drawn in the browser,
+    // and the page kept up until Ctrl-C.
+    let board = crate::ui::Board::new();
+    let stop = std::sync::mpsc::channel::<()>();
+    let on_signal = stop.0.clone();
+    ctrlc::set_handler(move || {
+        let _ = on_signal.send(());
+    })
+    .map_err(|e| Failure::Run(format!("error: cannot catch Ctrl-C: {e}")))?;
+    let local = crate::ui::start(addr, board.clone()).map_err(Failure::Invalid)?;
+    println!("live view on http://{local}");
+    let opts = RunOptions {
+        observer: Arc::new(crate::ui::Tee(vec![
+            opts.observer.clone(),
+            Arc::new(crate::ui::BoardObserver(board.clone())),
+        ])),
+        ..opts
+    };
+    board.started(&plan, &[], &opts.out_dir);
+    let result = run_and_report_with(&plan, &opts, |report| {
+        board.finished(&plan, report, summary(report), false)
+    });
+    println!("live view on http://{local} stays up; Ctrl-C to stop");
+    let _ = stop.1.recv();
+    result
+}
+
+/// Runs `plan`, prints and writes its results; `Err` when a node failed.
+fn run_and_report(plan: &Plan, opts: &RunOptions) -> Result<(), Failure> {
+    run_and_report_with(plan, opts, |_| ())
+}
+
+/// As [`run_and_report`], calling `done` with the report before judging it.
+fn run_and_report_with(
+    plan: &Plan,
+    opts: &RunOptions,
+    done: impl FnOnce(&RunReport),
+) -> Result<(), Failure> {
+    let (out_dir, jobs) = (&opts.out_dir, opts.jobs);
+    let report = kiln_engine::run(plan, opts)?;
+    done(&report);
     print_table(&report);
-    let outputs = outputs_json(&plan, &report);
+    let outputs = outputs_json(plan, &report);
     for (name, value) in outputs.as_object().into_iter().flatten() {
         println!("{name} = {}", readable(value, 0));
     }
-    write_results(&plan, &report, &outputs, &out_dir, jobs)?;
+    write_results(plan, &report, &outputs, out_dir, jobs)?;
     println!("{}", summary(&report));
     if report.succeeded() {
         return Ok(());

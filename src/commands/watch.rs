@@ -10,19 +10,34 @@ use kiln_engine::{CancelToken, EngineError, Observer, Plan, Registry, RunReport,
 use crate::cli::WatchArgs;
 use crate::failure::Failure;
 use crate::progress::Bars;
+use crate::ui::{Board, BoardObserver, Tee};
 
 struct Printer {
-    bars: Arc<Bars>,
+    observer: Arc<dyn Observer>,
     jobs: usize,
+    /// The live view, with `--ui`.
+    board: Option<Arc<Board>>,
+    /// `--out`, if given.
+    out: Option<PathBuf>,
 }
 
 impl WatchEvents for Printer {
     fn invalid(&self, error: &EngineError) {
         eprintln!("{error}");
         eprintln!("keeping the last good pipeline; waiting for the next change");
+        if let Some(board) = &self.board {
+            board.invalid(error);
+        }
     }
 
-    fn started(&self, _: &Plan, changed: &[PathBuf]) {
+    fn started(&self, plan: &Plan, changed: &[PathBuf]) {
+        if let Some(board) = &self.board {
+            let out_dir = self
+                .out
+                .clone()
+                .unwrap_or_else(|| plan.base_dir.join("runs").join(plan.name.as_str()));
+            board.started(plan, changed, &out_dir);
+        }
         if !changed.is_empty() {
             let names: Vec<String> = changed.iter().map(|p| p.display().to_string()).collect();
             println!("changed: {}", names.join(", "));
@@ -31,8 +46,15 @@ impl WatchEvents for Printer {
 
     fn finished(&self, plan: &Plan, report: &RunReport, out_dir: &Path, cancelled: bool) {
         if cancelled {
-            println!("cancelled by a newer change after {:.2}s", report.seconds);
+            let line = format!("cancelled by a newer change after {:.2}s", report.seconds);
+            if let Some(board) = &self.board {
+                board.finished(plan, report, line.clone(), true);
+            }
+            println!("{line}");
             return;
+        }
+        if let Some(board) = &self.board {
+            board.finished(plan, report, super::run::summary(report), false);
         }
         let outputs = super::run::outputs_json(plan, report);
         if let Err(Failure::Run(e) | Failure::Invalid(e)) =
@@ -63,7 +85,7 @@ impl WatchEvents for Printer {
     }
 
     fn observer(&self) -> Arc<dyn Observer> {
-        self.bars.clone()
+        self.observer.clone()
     }
 }
 
@@ -91,9 +113,22 @@ pub fn watch(args: &WatchArgs, registry: &Registry) -> Result<(), Failure> {
         debounce: Duration::from_millis(args.debounce_ms),
         stop,
     };
+    let bars: Arc<dyn Observer> = Arc::new(Bars::for_stderr());
+    let (observer, board) = match &args.ui {
+        Some(addr) => {
+            let board = Board::new();
+            let local = crate::ui::start(addr, board.clone()).map_err(Failure::Invalid)?;
+            println!("live view on http://{local}");
+            let tee = Tee(vec![bars, Arc::new(BoardObserver(board.clone()))]);
+            (Arc::new(tee) as Arc<dyn Observer>, Some(board))
+        }
+        None => (bars, None),
+    };
     let printer = Printer {
-        bars: Arc::new(Bars::for_stderr()),
+        observer,
         jobs,
+        board,
+        out: args.out.clone(),
     };
     println!("watching {} (Ctrl-C to stop)", args.file.display());
     kiln_engine::watch::watch(&args.file, registry, &opts, &printer)

@@ -128,10 +128,11 @@ pub(super) fn fit_exact(
                 |iteration, value| {
                     ctx.check_cancelled()?;
                     history.push(iteration, 0.0, value, None);
-                    ctx.progress(
+                    ctx.progress_with(
                         iteration as u64,
                         stop.max_iter as u64,
                         format!("iteration {iteration} objective {value:.6}"),
+                        &[("objective", Some(value))],
                     );
                     Ok::<(), NodeError>(())
                 },

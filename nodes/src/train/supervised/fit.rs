@@ -156,7 +156,17 @@ pub(super) fn fit(
             None => format!("epoch {epoch}/{} loss {train_loss:.4}", cfg.epochs),
         };
         tracing::info!("{}: {line}", ctx.node_id());
-        ctx.progress(epoch as u64, cfg.epochs as u64, line);
+        ctx.progress_with(
+            epoch as u64,
+            cfg.epochs as u64,
+            line,
+            &[
+                ("train_loss", Some(train_loss)),
+                ("valid_loss", scores.map(|s| s.0)),
+                ("valid_accuracy", scores.and_then(|s| s.1)),
+                ("lr", Some(lr)),
+            ],
+        );
         // During a pruning ramp the model is not yet the one that is kept:
         // the best epoch and patience count from the final sparsity on.
         let settled = epoch >= ramp_end;
