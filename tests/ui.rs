@@ -213,3 +213,45 @@ fn the_live_view_follows_a_watched_pipeline_in_a_browser() {
         client.close().await.unwrap();
     });
 }
+
+#[test]
+fn run_with_ui_keeps_its_page_up_until_ctrl_c() {
+    let ws = workspace();
+    let mut run = Running::start(ws.path(), &["run", "iris-mlp.yaml", "--ui", "127.0.0.1:0"]);
+    let line = run.wait_for("live view on http://");
+    let addr = line.split("http://").nth(1).unwrap().trim().to_string();
+    run.wait_for("stays up");
+    let (status, _, body) = crate::serve::exchange(&addr, "GET", "/state", "", b"");
+    assert_eq!(status, 200);
+    let state: Value = serde_json::from_slice(&body).unwrap();
+    assert_eq!(state["pipeline"], "iris-mlp");
+    assert_eq!(state["running"], false);
+    let nodes = state["nodes"].as_object().unwrap();
+    assert_eq!(nodes.len(), 13);
+    assert!(nodes.values().all(|n| n["status"] == "ran"), "{nodes:?}");
+    assert_eq!(state["layout"]["nodes"].as_object().unwrap().len(), 13);
+    // One point per epoch, with the losses and the monitored accuracy.
+    let curve = state["curves"]["fit"].as_array().unwrap();
+    assert_eq!(curve.len(), 100);
+    assert!(curve[99]["train_loss"].as_f64().unwrap() < curve[0]["train_loss"].as_f64().unwrap());
+    assert!(curve[99]["valid_accuracy"].is_number());
+    assert_eq!(nodes["eval"]["outputs"]["metrics"]["type"], "metrics");
+    let (status, _, page) = crate::serve::exchange(&addr, "GET", "/", "", b"");
+    assert_eq!(status, 200);
+    assert!(String::from_utf8_lossy(&page).contains("new EventSource(\"/events\")"));
+    // Only plots are served, and only from the output folder.
+    let (status, _, _) = crate::serve::exchange(&addr, "GET", "/files/run.json", "", b"");
+    assert_eq!(status, 404);
+    assert_eq!(run.signal("INT"), Some(0));
+}
+
+#[test]
+fn an_address_the_ui_cannot_use_is_a_usage_error() {
+    let ws = workspace();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let out = kiln(ws.path(), &["watch", "iris-mlp.yaml", "--ui", &addr]);
+    crate::common::assert_exit(&out, 2);
+    let (_, stderr) = crate::common::text(&out);
+    assert!(stderr.contains("cannot listen there") && stderr.contains(&addr), "{stderr}");
+}
