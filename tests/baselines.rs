@@ -126,9 +126,11 @@ nodes:
   linear: { kind: model.linear, with: { l2: 0.001 } }
   fit: { kind: train.supervised, inputs: { model: linear, train: scale.fit, valid: scale.apply } }
   small: { kind: compress.quantize, inputs: { model: fit.model }, with: { format: q8_0 } }
+  lasso: { kind: model.linear, with: { l2: 0.001, l1: 0.05 } }
+  fit_lasso: { kind: train.supervised, inputs: { model: lasso, train: scale.fit } }
   compare:
     kind: postprocess.compare
-    inputs: { models: [fit.model, small.model], data: scale.apply }
+    inputs: { models: [fit.model, small.model, fit_lasso.model], data: scale.apply }
 outputs: [fit.metrics, compare.report]
 ";
 
@@ -160,7 +162,16 @@ fn a_linear_model_trains_exactly_repeatably_and_compresses() {
     assert_eq!(fit["converged"], true, "{fit}");
     assert!(fit["valid_accuracy"].as_f64().unwrap() >= 0.9, "{fit}");
     let rows = m["compare.report"]["models"].as_array().unwrap();
-    assert_eq!(rows.len(), 2);
+    assert_eq!(rows.len(), 3);
+    // An L1 penalty leaves some of the 12 weights exactly zero (3 biases
+    // are not penalised) and still places most flowers.
+    let (params, nonzero) = (
+        rows[2]["params"].as_u64().unwrap(),
+        rows[2]["nonzero_params"].as_u64().unwrap(),
+    );
+    assert_eq!(params, 15);
+    assert!(nonzero < 15 && nonzero >= 5, "{nonzero} non-zero");
+    assert!(rows[2]["metric"].as_f64().unwrap() >= 0.85, "{}", rows[2]);
     // Quantized to 8 bits, it still places the flowers as well, give or take one.
     let (full, small) = (
         rows[0]["metric"].as_f64().unwrap(),

@@ -253,5 +253,8 @@ fn an_address_the_ui_cannot_use_is_a_usage_error() {
     let out = kiln(ws.path(), &["watch", "iris-mlp.yaml", "--ui", &addr]);
     crate::common::assert_exit(&out, 2);
     let (_, stderr) = crate::common::text(&out);
-    assert!(stderr.contains("cannot listen there") && stderr.contains(&addr), "{stderr}");
+    assert!(
+        stderr.contains("cannot listen there") && stderr.contains(&addr),
+        "{stderr}"
+    );
 }

@@ -25,6 +25,9 @@ pub struct LinearConfig {
     /// L2 penalty on the weights, added to the mean loss as `l2/2·‖W‖²` (scikit-learn's `C` is `1 / (l2 · examples)`)
     #[setting(default = 0.0001, min = 0.0)]
     pub l2: f64,
+    /// L1 penalty on the weights, added to the mean loss as `l1·Σ|w|`: weights it does not pay for become exactly zero (OWL-QN)
+    #[setting(default = 0.0, min = 0.0)]
+    pub l1: f64,
     /// at most this many L-BFGS iterations
     #[setting(default = 500, min = 1, max = 100_000)]
     pub max_iter: usize,
@@ -96,8 +99,8 @@ impl NodeKind for LinearKind {
         KindSpec {
             name: "model.linear",
             version: 1,
-            doc: "A linear model: logistic regression (binary or multinomial) for classes, least squares for numbers, with an L2 penalty.
-`train.supervised` fits it exactly (L-BFGS to convergence, from zero weights, so the result does not depend on the seed) and ignores its gradient-descent settings. Reads sparse rows (`preprocess.tfidf`) without densifying them; on a graph, scores each node from its own features.",
+            doc: "A linear model: logistic regression (binary or multinomial) for classes, least squares for numbers, with an L2 penalty and optionally an L1 one (sparse weights).
+`train.supervised` fits it exactly (L-BFGS to convergence — OWL-QN with `l1` — from zero weights, so the result does not depend on the seed) and ignores its gradient-descent settings. Reads sparse rows (`preprocess.tfidf`) without densifying them; on a graph, scores each node from its own features.",
             inputs: vec![],
             outputs: vec![OutputSpec::new("model", ValueType::Model, "the untrained model")],
             settings: LinearConfig::specs(),

@@ -72,21 +72,39 @@ fn max_abs(a: &[f64]) -> f64 {
 /// called after every iteration with its number and value, and may stop
 /// the search by returning an error.
 pub fn minimize<E>(
+    f: impl FnMut(&[f64]) -> Result<(f64, Vec<f64>), E>,
+    x0: Vec<f64>,
+    stop: Stop,
+    each: impl FnMut(usize, f64) -> Result<(), E>,
+) -> Result<Minimum, E> {
+    minimize_l1(f, x0, &[], stop, each)
+}
+
+/// Minimises `f(x) + Σ l1[i]·|x[i]|` (coordinates beyond `l1` carry no
+/// penalty): with no penalty, L-BFGS; with one, OWL-QN (Andrew & Gao 2007),
+/// which steps along the pseudo-gradient within one orthant at a time, so
+/// weights the penalty makes useless become exactly zero. The values
+/// reported include the penalty.
+pub fn minimize_l1<E>(
     mut f: impl FnMut(&[f64]) -> Result<(f64, Vec<f64>), E>,
     x0: Vec<f64>,
+    l1: &[f64],
     stop: Stop,
     mut each: impl FnMut(usize, f64) -> Result<(), E>,
 ) -> Result<Minimum, E> {
+    let penalty = |x: &[f64]| -> f64 { l1.iter().zip(x).map(|(w, v)| w * v.abs()).sum() };
     let mut x = x0;
-    let (mut value, mut grad) = f(&x)?;
+    let (smooth, mut grad) = f(&x)?;
+    let mut value = smooth + penalty(&x);
     let mut pairs: VecDeque<(Vec<f64>, Vec<f64>, f64)> = VecDeque::with_capacity(MEMORY);
     let mut trace = Vec::new();
     let mut iterations = 0;
     let mut trial = vec![0.0; x.len()];
-    let mut converged = max_abs(&grad) <= stop.tol;
+    let mut steepest = pseudo_gradient(&x, &grad, l1);
+    let mut converged = max_abs(&steepest) <= stop.tol;
     while !converged && iterations < stop.max_iter {
-        // Two-loop recursion: d = −H·g.
-        let mut q = grad.clone();
+        // Two-loop recursion: d = −H·(pseudo-)gradient.
+        let mut q = steepest.clone();
         let mut alphas = Vec::with_capacity(pairs.len());
         for (s, y, rho) in pairs.iter().rev() {
             let a = rho * dot(s, &q);
@@ -95,7 +113,7 @@ pub fn minimize<E>(
         }
         let gamma = pairs
             .back()
-            .map_or(1.0 / max_abs(&grad).max(1e-12), |(s, y, _)| {
+            .map_or(1.0 / max_abs(&steepest).max(1e-12), |(s, y, _)| {
                 dot(s, y) / dot(y, y)
             });
         for qi in q.iter_mut() {
@@ -106,16 +124,31 @@ pub fn minimize<E>(
             axpy(&mut q, a - b, s);
         }
         let mut direction: Vec<f64> = q.into_iter().map(|v| -v).collect();
-        let mut slope = dot(&grad, &direction);
+        // OWL-QN: keep only the parts that descend along the pseudo-gradient.
+        for (i, d) in direction.iter_mut().enumerate().take(l1.len()) {
+            if *d * steepest[i] >= 0.0 {
+                *d = 0.0;
+            }
+        }
+        let mut slope = dot(&steepest, &direction);
         if slope >= 0.0 {
             // Not a descent direction (rounding): restart from the gradient.
             pairs.clear();
-            direction = grad
-                .iter()
-                .map(|g| -g / max_abs(&grad).max(1e-12))
-                .collect();
-            slope = dot(&grad, &direction);
+            let scale = max_abs(&steepest).max(1e-12);
+            direction = steepest.iter().map(|g| -g / scale).collect();
+            slope = dot(&steepest, &direction);
         }
+        // The orthant the step stays in: the sign of each weight, or for a
+        // zero weight the sign it is moving to.
+        let orthant: Vec<f64> = (0..l1.len())
+            .map(|i| {
+                if x[i] != 0.0 {
+                    x[i].signum()
+                } else {
+                    -steepest[i].signum()
+                }
+            })
+            .collect();
         // Backtracking line search from the full step.
         let mut step = 1.0;
         let mut accepted = None;
@@ -123,8 +156,20 @@ pub fn minimize<E>(
             for ((t, a), d) in trial.iter_mut().zip(&x).zip(&direction) {
                 *t = a + step * d;
             }
-            let (v, g) = f(&trial)?;
-            if v.is_finite() && v <= value + ARMIJO * step * slope {
+            for (t, o) in trial.iter_mut().zip(&orthant) {
+                if *t * o <= 0.0 {
+                    *t = 0.0;
+                }
+            }
+            let (smooth, g) = f(&trial)?;
+            let v = smooth + penalty(&trial);
+            // Armijo along the step taken (projected, with a penalty).
+            let moved: f64 = steepest
+                .iter()
+                .zip(trial.iter().zip(&x))
+                .map(|(p, (t, a))| p * (t - a))
+                .sum();
+            if v.is_finite() && v <= value + ARMIJO * moved {
                 accepted = Some((v, g));
                 break;
             }
@@ -158,9 +203,10 @@ pub fn minimize<E>(
         std::mem::swap(&mut x, &mut trial);
         value = next_value;
         grad = next_grad;
+        steepest = pseudo_gradient(&x, &grad, l1);
         trace.push(value);
         each(iterations, value)?;
-        converged = max_abs(&grad) <= stop.tol;
+        converged = max_abs(&steepest) <= stop.tol;
         if decrease <= f64::EPSILON * value.abs().max(1.0) {
             break;
         }
@@ -172,6 +218,29 @@ pub fn minimize<E>(
         converged,
         trace,
     })
+}
+
+/// The gradient of `f + Σ l1·|x|` where it exists, and at a zero weight the
+/// one-sided derivative that descends (or 0 when neither side does).
+fn pseudo_gradient(x: &[f64], grad: &[f64], l1: &[f64]) -> Vec<f64> {
+    let mut p = grad.to_vec();
+    for ((pi, &xi), &w) in p.iter_mut().zip(x).zip(l1) {
+        if w == 0.0 {
+            continue;
+        }
+        *pi = if xi > 0.0 {
+            *pi + w
+        } else if xi < 0.0 {
+            *pi - w
+        } else if *pi + w < 0.0 {
+            *pi + w
+        } else if *pi - w > 0.0 {
+            *pi - w
+        } else {
+            0.0
+        };
+    }
+    p
 }
 
 #[cfg(test)]
@@ -223,5 +292,25 @@ mod tests {
             (m.x[0] - 0.2).abs() < 1e-9 && (m.x[1] - 0.4).abs() < 1e-9,
             "{m:?}"
         );
+    }
+
+    #[test]
+    fn an_l1_penalty_zeroes_the_weights_it_does_not_pay_for() {
+        // ½(x − 3)² + ½(y − 0.2)² + |x| + |y|: x = 2, and y = 0 exactly
+        // (its pull, 0.2, is below the penalty's 1).
+        let f = |p: &[f64]| -> Result<(f64, Vec<f64>), ()> {
+            Ok((
+                0.5 * (p[0] - 3.0).powi(2) + 0.5 * (p[1] - 0.2).powi(2),
+                vec![p[0] - 3.0, p[1] - 0.2],
+            ))
+        };
+        let stop = Stop {
+            max_iter: 100,
+            tol: 1e-9,
+        };
+        let m = minimize_l1(f, vec![1.0, 1.0], &[1.0, 1.0], stop, |_, _| Ok(())).unwrap();
+        assert!((m.x[0] - 2.0).abs() < 1e-7, "{m:?}");
+        assert_eq!(m.x[1], 0.0, "{m:?}");
+        assert!(m.converged, "{m:?}");
     }
 }

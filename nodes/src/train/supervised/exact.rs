@@ -8,7 +8,7 @@ use candle_core::{DType, Device, Tensor};
 use kiln_engine::{NodeError, RunContext};
 use serde_json::json;
 
-use super::super::lbfgs::{minimize, Stop};
+use super::super::lbfgs::{minimize_l1, Stop};
 use super::config::Loss;
 use super::examples::Examples;
 use super::fit::{evaluate, Outcome};
@@ -121,9 +121,16 @@ pub(super) fn fit_exact(
             };
             let l2 = cfg.l2;
             let start = vec![0.0; k * d + k];
-            let m = minimize(
+            // The penalty covers the weights, not the biases after them.
+            let l1 = if cfg.l1 > 0.0 {
+                vec![cfg.l1; k * d]
+            } else {
+                Vec::new()
+            };
+            let m = minimize_l1(
                 |p| objective.value_and_gradient(&x, p, d, l2),
                 start,
+                &l1,
                 stop,
                 |iteration, value| {
                     ctx.check_cancelled()?;
@@ -358,6 +365,7 @@ fn naive_bayes(
 mod tests {
     use super::*;
     use crate::sparse::Csr;
+    use crate::train::lbfgs::minimize;
 
     /// Rows of three features, some zero, as both designs.
     fn designs() -> (Design, Design) {
