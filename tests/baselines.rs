@@ -170,7 +170,7 @@ fn a_linear_model_trains_exactly_repeatably_and_compresses() {
         rows[2]["nonzero_params"].as_u64().unwrap(),
     );
     assert_eq!(params, 15);
-    assert!(nonzero < 15 && nonzero >= 5, "{nonzero} non-zero");
+    assert!((5..15).contains(&nonzero), "{nonzero} non-zero");
     assert!(rows[2]["metric"].as_f64().unwrap() >= 0.85, "{}", rows[2]);
     // Quantized to 8 bits, it still places the flowers as well, give or take one.
     let (full, small) = (
