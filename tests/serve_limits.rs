@@ -265,6 +265,12 @@ fn clients_trickling_headers_are_cut_off_and_do_not_slow_the_others() {
         cut, 200,
         "stalled connections still open after the header timeout"
     );
+    // And counted, by reason.
+    let (_, metrics) = server.get("/metrics");
+    assert!(
+        metrics.contains("kiln_connections_closed_total{reason=\"header_timeout\"} 200"),
+        "{metrics}"
+    );
     // A body that stalls halfway gets 408 once the same second is up.
     let mut stalled = TcpStream::connect(&server.addr).unwrap();
     stalled
@@ -297,6 +303,19 @@ fn connections_beyond_the_cap_are_closed_at_once() {
     drop(held);
     std::thread::sleep(Duration::from_millis(200));
     assert_eq!(server.infer(json!([[5.1, 3.5, 1.4, 0.2]])).0, 200);
+    // The refusal is counted; open now: the connection asking (and perhaps
+    // the last request's, not yet counted out), not the four held before.
+    let (_, metrics) = server.get("/metrics");
+    assert!(
+        metrics.contains("kiln_connections_closed_total{reason=\"max_connections\"} 1"),
+        "{metrics}"
+    );
+    let open: i64 = metrics
+        .lines()
+        .find_map(|l| l.strip_prefix("kiln_connections_open "))
+        .and_then(|v| v.trim().parse().ok())
+        .expect("the open-connections gauge");
+    assert!((1..=2).contains(&open), "{open} open");
 }
 
 /// A certificate authority of the test's own and a certificate it signed

@@ -143,6 +143,7 @@ pub fn serve(args: &ServeArgs, registry: Registry) -> Result<(), Failure> {
         } else {
             Vec::new()
         };
+        let connection_metrics = metrics.clone();
         let app = Arc::new(App {
             pipelines,
             metrics,
@@ -155,7 +156,8 @@ pub fn serve(args: &ServeArgs, registry: Registry) -> Result<(), Failure> {
             header_timeout: Duration::from_millis(args.header_timeout_ms),
             tls,
         };
-        crate::serve::listen::serve(listener, router(app), limits, shutdown()).await;
+        crate::serve::listen::serve(listener, router(app), limits, connection_metrics, shutdown())
+            .await;
         stop.cancel();
         for w in watchers {
             let _ = w.join();

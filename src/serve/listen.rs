@@ -13,6 +13,8 @@ use hyper_util::service::TowerToHyperService;
 use tokio::net::TcpListener;
 use tokio::sync::Semaphore;
 
+use super::metrics::Metrics;
+
 /// What one client may hold.
 #[derive(Clone, Debug)]
 pub struct Limits {
@@ -34,8 +36,15 @@ pub async fn serve(
     listener: TcpListener,
     router: Router,
     limits: Limits,
+    metrics: Arc<Metrics>,
     stop: impl Future<Output = ()>,
 ) {
+    let closed = |reason: &str| metrics.connections_closed.with_label_values(&[reason]);
+    let (over_cap, slow_head, bad_tls) = (
+        closed("max_connections"),
+        closed("header_timeout"),
+        closed("tls_handshake"),
+    );
     let open = Arc::new(Semaphore::new(limits.max_connections.max(1)));
     let graceful = GracefulShutdown::new();
     let mut http = hyper::server::conn::http1::Builder::new();
@@ -57,16 +66,23 @@ pub async fn serve(
         };
         let Ok(slot) = open.clone().try_acquire_owned() else {
             tracing::debug!("connection refused: {} are open", limits.max_connections);
+            over_cap.inc();
             continue;
         };
+        let gauge = metrics.connections_open.clone();
+        gauge.inc();
+        let slot = (slot, OpenGuard(gauge));
         let _ = stream.set_nodelay(true);
         let service = TowerToHyperService::new(router.clone());
         match &limits.tls {
             None => {
                 let connection =
                     graceful.watch(http.serve_connection(TokioIo::new(stream), service));
+                let slow_head = slow_head.clone();
                 tokio::spawn(async move {
-                    let _ = connection.await;
+                    if connection.await.is_err_and(|e| e.is_timeout()) {
+                        slow_head.inc();
+                    }
                     drop(slot);
                 });
             }
@@ -77,15 +93,20 @@ pub async fn serve(
                     graceful.watcher(),
                 );
                 let handshake_timeout = limits.header_timeout;
+                let (slow_head, bad_tls) = (slow_head.clone(), bad_tls.clone());
                 tokio::spawn(async move {
                     // Plain HTTP, or a client that never finishes its
                     // handshake, just loses its connection.
-                    if let Ok(Ok(stream)) =
-                        tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await
-                    {
-                        let _ = watcher
-                            .watch(http.serve_connection(TokioIo::new(stream), service))
-                            .await;
+                    match tokio::time::timeout(handshake_timeout, acceptor.accept(stream)).await {
+                        Ok(Ok(stream)) => {
+                            let served = watcher
+                                .watch(http.serve_connection(TokioIo::new(stream), service))
+                                .await;
+                            if served.is_err_and(|e| e.is_timeout()) {
+                                slow_head.inc();
+                            }
+                        }
+                        _ => bad_tls.inc(),
                     }
                     drop(slot);
                 });
@@ -95,5 +116,14 @@ pub async fn serve(
     tokio::select! {
         () = graceful.shutdown() => {}
         () = tokio::time::sleep(DRAIN) => {}
+    }
+}
+
+/// Counts a connection out of `kiln_connections_open` when dropped.
+struct OpenGuard(prometheus::IntGauge);
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.0.dec();
     }
 }

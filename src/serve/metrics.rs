@@ -1,7 +1,7 @@
 //! The service's Prometheus metrics (`GET /metrics`).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
 };
 
 /// Counters and histograms, labelled by pipeline.
@@ -19,6 +19,12 @@ pub struct Metrics {
     pub batch_requests: HistogramVec,
     /// New versions swapped in by `--watch`, by pipeline.
     pub swaps: IntCounterVec,
+    /// Connections closed by the server before a request was answered, by
+    /// reason: `max_connections` (over the cap), `header_timeout` (the
+    /// request's head took too long), `tls_handshake`.
+    pub connections_closed: IntCounterVec,
+    /// Connections open now.
+    pub connections_open: IntGauge,
 }
 
 impl Metrics {
@@ -66,7 +72,17 @@ impl Metrics {
         registry.register(Box::new(latency.clone()))?;
         registry.register(Box::new(batch_rows.clone()))?;
         registry.register(Box::new(batch_requests.clone()))?;
+        let connections_closed = IntCounterVec::new(
+            Opts::new(
+                "kiln_connections_closed_total",
+                "Connections the server closed before answering, by reason.",
+            ),
+            &["reason"],
+        )?;
+        let connections_open = IntGauge::new("kiln_connections_open", "Connections open now.")?;
         registry.register(Box::new(swaps.clone()))?;
+        registry.register(Box::new(connections_closed.clone()))?;
+        registry.register(Box::new(connections_open.clone()))?;
         Ok(Metrics {
             registry,
             requests,
@@ -75,6 +91,8 @@ impl Metrics {
             batch_rows,
             batch_requests,
             swaps,
+            connections_closed,
+            connections_open,
         })
     }
 
