@@ -146,6 +146,25 @@ impl Features {
         })
     }
 
+    /// The features with each example in `shape`: as they are, or reshaped
+    /// when a flat row holds as many values (a served request's 784 grey
+    /// levels for 28×28 images); `None` when the counts differ. Sparse rows
+    /// are rows already.
+    pub fn in_example_shape(&self, shape: &[usize]) -> Result<Option<Features>, NodeError> {
+        let given = self.example_shape();
+        if given != shape && given.iter().product::<usize>() != shape.iter().product::<usize>() {
+            return Ok(None);
+        }
+        Ok(Some(match self {
+            Features::Dense(t) if given != shape => {
+                let mut full = vec![self.len()];
+                full.extend_from_slice(shape);
+                Features::Dense(t.reshape(full)?)
+            }
+            same => same.clone(),
+        }))
+    }
+
     /// `len` examples from `start`.
     pub fn narrow(&self, start: usize, len: usize) -> Result<Features, NodeError> {
         match self {

@@ -97,27 +97,16 @@ pub fn scores(
     batch: usize,
     probabilities: bool,
 ) -> Result<Dataset, NodeError> {
-    let given = &data.features.example_shape()[..];
     let wanted = model.dims.input.as_slice();
-    // Flat rows holding as many values as the model's examples (a served
-    // request's 784 grey levels for a model trained on 28×28 images) are
-    // read in its shape; anything else is an error.
-    if given != wanted && given.iter().product::<usize>() != wanted.iter().product::<usize>() {
+    let Some(x) = data.features.in_example_shape(wanted)? else {
         return Err(NodeError::new(format!(
-            "the model takes examples of shape {wanted:?}, but the data's are {given:?}: preprocess it as the training data was"
+            "the model takes examples of shape {wanted:?}, but the data's are {:?}: preprocess it as the training data was",
+            data.features.example_shape()
         )));
-    }
-    let x = match &data.features {
-        Features::Dense(t) => {
-            let mut shape = vec![data.len()];
-            shape.extend_from_slice(wanted);
-            Features::Dense(
-                t.reshape(shape)?
-                    .to_dtype(DType::F32)?
-                    .to_device(&model.device)?,
-            )
-        }
-        sparse @ Features::Sparse(_) => sparse.clone(),
+    };
+    let x = match x {
+        Features::Dense(t) => Features::Dense(t.to_dtype(DType::F32)?.to_device(&model.device)?),
+        sparse => sparse,
     };
     let out = model.trained.predict(&x, batch)?;
     as_scores(out, model, probabilities, data.target.clone())

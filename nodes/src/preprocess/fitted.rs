@@ -160,30 +160,22 @@ pub fn shift_and_scale(
 
 /// The features of `data` shaped like the fitted ones: as they are, or
 /// reshaped when they hold as many values (a served request's flat row of
-/// 784 grey levels for statistics fitted on 28×28 images); otherwise the
-/// error of [`check_shape`].
+/// 784 grey levels for statistics fitted on 28×28 images); otherwise an
+/// error naming both shapes.
 fn shaped_as_fitted(data: &Dataset, fitted: &[usize]) -> Result<Tensor, NodeError> {
-    let given = data.features.example_shape();
-    if given == fitted || given.iter().product::<usize>() != fitted.iter().product::<usize>() {
-        check_shape(data, fitted)?;
-        return data.features.tensor();
+    match data.features.in_example_shape(fitted)? {
+        Some(features) => features.tensor(),
+        None => Err(shape_error(data, fitted)),
     }
-    let mut shape = vec![data.len()];
-    shape.extend_from_slice(fitted);
-    Ok(data.features.tensor()?.reshape(shape)?)
 }
 
-/// An error unless `data` has examples shaped like the fitted ones.
-pub fn check_shape(data: &Dataset, fitted: &[usize]) -> Result<(), NodeError> {
-    let given = data.features.example_shape();
-    if given == fitted {
-        Ok(())
-    } else {
-        Err(NodeError::new(format!(
-            "`apply` has features of shape {given:?} per example, but `fit` has {fitted:?}: \
-             transform data with the same columns it was fitted on"
-        )))
-    }
+/// Why `data` can't be transformed as fitted: its examples have another shape.
+fn shape_error(data: &Dataset, fitted: &[usize]) -> NodeError {
+    NodeError::new(format!(
+        "`apply` has features of shape {:?} per example, but `fit` has {fitted:?}: \
+         transform data with the same columns it was fitted on",
+        data.features.example_shape()
+    ))
 }
 
 #[cfg(test)]
