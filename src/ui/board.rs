@@ -27,6 +27,8 @@ struct State {
     pipeline: String,
     file: String,
     layout: Json,
+    /// What the layout was computed for: node ids and edges.
+    shape: String,
     /// Node id → its view (`kind`, `status`, `seconds`, `settings`, …).
     nodes: BTreeMap<String, Json>,
     /// Node id → points `{step, <name>: value}`.
@@ -84,10 +86,11 @@ impl Board {
     pub fn started(&self, plan: &Plan, changed: &[PathBuf], out_dir: &Path) {
         let snapshot = {
             let mut s = self.lock();
-            if s.pipeline != plan.name.as_str()
-                || s.nodes.keys().ne(plan.nodes.iter().map(|n| n.id.as_str()))
-            {
+            // Laid out again only when the graph's shape changed.
+            let shape = graph_shape(plan);
+            if s.shape != shape {
                 s.layout = super::layout::layout(plan);
+                s.shape = shape;
             }
             s.pipeline = plan.name.to_string();
             s.file = plan.file.display().to_string();
@@ -253,6 +256,22 @@ impl State {
             "it had no result before".into()
         }
     }
+}
+
+/// The graph's nodes and edges, as one string to compare.
+fn graph_shape(plan: &Plan) -> String {
+    let mut shape = plan.name.to_string();
+    for n in &plan.nodes {
+        shape.push('\n');
+        shape.push_str(n.id.as_str());
+        for (_, outlets) in &n.inputs {
+            for o in outlets {
+                shape.push(' ');
+                shape.push_str(plan.node(o.node).id.as_str());
+            }
+        }
+    }
+    shape
 }
 
 /// Output summaries of node `id`: type and content hash of each output,
