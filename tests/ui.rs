@@ -258,3 +258,44 @@ fn an_address_the_ui_cannot_use_is_a_usage_error() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_large_graph_is_laid_out_at_once() {
+    // 401 nodes: past what layout-rs lays out quickly, so the layered
+    // fallback draws it; every node gets a box, every edge a path.
+    let ws = workspace();
+    let mut yaml = String::from(
+        "pipeline: wide\nseed: 1\nnodes:\n  iris: { kind: source.csv, with: { path: data/iris.csv, target: species } }\n",
+    );
+    let mut prev = "iris".to_string();
+    for i in 0..400 {
+        let from = if i % 3 == 0 {
+            "iris".to_string()
+        } else {
+            prev.clone()
+        };
+        yaml.push_str(&format!(
+            "  s{i}: {{ kind: preprocess.split, inputs: {{ data: {from} }}, with: {{ test: 0.2 }} }}\n"
+        ));
+        prev = format!("s{i}.train");
+    }
+    std::fs::write(ws.path().join("wide.yaml"), yaml).unwrap();
+    let started = Instant::now();
+    let mut run = Running::start(ws.path(), &["run", "wide.yaml", "--ui", "127.0.0.1:0"]);
+    let line = run.wait_for("live view on http://");
+    let addr = line.split("http://").nth(1).unwrap().trim().to_string();
+    run.wait_for("stays up");
+    assert!(
+        started.elapsed() < Duration::from_secs(30),
+        "{:?}",
+        started.elapsed()
+    );
+    let (_, _, body) = crate::serve::exchange(&addr, "GET", "/state", "", b"");
+    let state: Value = serde_json::from_slice(&body).unwrap();
+    let boxes = state["layout"]["nodes"].as_object().unwrap();
+    assert_eq!(boxes.len(), 401);
+    assert_eq!(state["layout"]["edges"].as_array().unwrap().len(), 400);
+    // A node sits right of what it reads.
+    assert!(boxes["s1"]["x"].as_f64().unwrap() > boxes["s0"]["x"].as_f64().unwrap());
+    assert_eq!(run.signal("INT"), Some(0));
+}
