@@ -363,15 +363,20 @@ pub struct BoardObserver(pub Arc<Board>);
 impl Observer for BoardObserver {
     fn node_started(&self, node: &NodeId, _: &str) {
         let id = node.to_string();
+        // When it started (Unix milliseconds), for the time shown while it runs.
+        let since = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_millis() as u64);
         {
             let mut s = self.0.lock();
             s.curves.remove(&id);
             if let Some(view) = s.nodes.get_mut(&id) {
                 view["status"] = json!("running");
+                view["since"] = json!(since);
             }
         }
         self.0
-            .send(json!({ "type": "node", "id": id, "status": "running" }));
+            .send(json!({ "type": "node", "id": id, "status": "running", "since": since }));
     }
 
     fn progress(&self, node: &NodeId, p: &Progress) {
