@@ -45,35 +45,39 @@ pub fn output_types(inputs: &InputTypes) -> Result<OutputTypes, String> {
         .first()
         .copied()
         .unwrap_or(ValueType::Dataset);
-    let mut out = vec![(PortName::new_static("fit"), fit)];
-    let apply = types_at(inputs, "apply");
-    if let Some(ty) = apply.first() {
-        out.push((PortName::new_static("apply"), *ty));
-    }
-    if apply.len() > 1 {
-        for (i, ty) in apply.iter().enumerate() {
-            out.push((apply_port(i)?, *ty));
-        }
-    }
-    out.push((PortName::new_static("transform"), ValueType::Transform));
-    Ok(out)
+    ported(
+        fit,
+        types_at(inputs, "apply").to_vec(),
+        ValueType::Transform,
+    )
 }
 
 /// Output types of a step fitted on documents (`fit` and `apply` are
 /// `text`): `fit`, `apply` when connected and `apply_N` for a list, all
 /// datasets, then `transform`.
 pub fn text_output_types(inputs: &InputTypes) -> Result<OutputTypes, String> {
-    let mut out = vec![(PortName::new_static("fit"), ValueType::Dataset)];
     let applied = types_at(inputs, "apply").len();
-    if applied > 0 {
-        out.push((PortName::new_static("apply"), ValueType::Dataset));
+    ported(
+        ValueType::Dataset,
+        vec![ValueType::Dataset; applied],
+        ValueType::Transform,
+    )
+}
+
+/// `fit`, then `apply` (the first of `applied`) and `apply_N` when there are
+/// several, then `transform`: the ports of every fitted step, with their
+/// types or their values.
+fn ported<T: Clone>(fit: T, applied: Vec<T>, transform: T) -> Result<Vec<(PortName, T)>, String> {
+    let mut out = vec![(PortName::new_static("fit"), fit)];
+    if let Some(first) = applied.first() {
+        out.push((PortName::new_static("apply"), first.clone()));
     }
-    if applied > 1 {
-        for i in 0..applied {
-            out.push((apply_port(i)?, ValueType::Dataset));
+    if applied.len() > 1 {
+        for (i, item) in applied.into_iter().enumerate() {
+            out.push((apply_port(i)?, item));
         }
     }
-    out.push((PortName::new_static("transform"), ValueType::Transform));
+    out.push((PortName::new_static("transform"), transform));
     Ok(out)
 }
 
@@ -86,25 +90,13 @@ pub fn encode_all(
     transform: Value,
     encode: fn(&Value, &Texts) -> Result<Dataset, NodeError>,
 ) -> Result<Outputs, NodeError> {
-    let mut out = vec![(
-        PortName::new_static("fit"),
-        encode(&transform, fit)?.into_value(),
-    )];
+    let fitted = encode(&transform, fit)?.into_value();
     let applied = ctx
         .inputs("apply")
         .iter()
         .map(|v| Ok(encode(&transform, &Texts::from_value(v)?)?.into_value()))
         .collect::<Result<Vec<Value>, NodeError>>()?;
-    if let Some(first) = applied.first() {
-        out.push((PortName::new_static("apply"), first.clone()));
-    }
-    if applied.len() > 1 {
-        for (i, v) in applied.into_iter().enumerate() {
-            out.push((apply_port(i).map_err(NodeError::new)?, v));
-        }
-    }
-    out.push((PortName::new_static("transform"), transform));
-    Ok(out)
+    ported(fitted, applied, transform).map_err(NodeError::new)
 }
 
 /// The outputs of a fitted step: `transform` applied by the kind's own
@@ -117,7 +109,7 @@ pub fn apply_all(
     apply: fn(&Value, &Dataset) -> Result<Dataset, NodeError>,
 ) -> Result<Outputs, NodeError> {
     let step = |d: &Dataset| apply(&transform, d);
-    let mut out = vec![(PortName::new_static("fit"), step(fit)?.into_value())];
+    let fitted = step(fit)?.into_value();
     let applied: Vec<Value> = ctx
         .inputs("apply")
         .iter()
@@ -127,16 +119,7 @@ pub fn apply_all(
                 .map(Dataset::into_value)
         })
         .collect::<Result<_, _>>()?;
-    if let Some(first) = applied.first() {
-        out.push((PortName::new_static("apply"), first.clone()));
-    }
-    if applied.len() > 1 {
-        for (i, v) in applied.into_iter().enumerate() {
-            out.push((apply_port(i).map_err(NodeError::new)?, v));
-        }
-    }
-    out.push((PortName::new_static("transform"), transform));
-    Ok(out)
+    ported(fitted, applied, transform).map_err(NodeError::new)
 }
 
 /// `(x − shift) / scale` per feature, with the fitted shape checked: how
