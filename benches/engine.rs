@@ -118,6 +118,7 @@ fn options(jobs: usize, out: &Path) -> RunOptions {
         jobs,
         cache: CacheMode::Off,
         out_dir: out.to_path_buf(),
+        stores: Default::default(),
         selection: Selection::All,
         cancel: Default::default(),
         observer: Arc::new(Quiet),

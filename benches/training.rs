@@ -100,6 +100,7 @@ pub fn time_fit(text: &str, iters: u64) -> Duration {
         jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
         cache: CacheMode::Off,
         out_dir: dir.path().join("out"),
+        stores: Default::default(),
         selection: Selection::All,
         cancel: Default::default(),
         observer: Arc::new(Quiet),

@@ -50,13 +50,88 @@ pub enum Command {
     },
     /// Print the JSON Schema of the pipeline format (for editor completion).
     Schema,
+    /// Translate a pipeline for another engine to run.
+    #[command(subcommand)]
+    Export(Export),
+}
+
+/// `kiln export` targets.
+#[derive(Subcommand)]
+pub enum Export {
+    /// Print an Argo Workflows manifest: one pod per node, values passed
+    /// through the `--cache` store (the pipeline and its files are uploaded
+    /// there by content).
+    Argo(ArgoArgs),
+}
+
+/// `kiln export argo` arguments.
+#[derive(Args)]
+pub struct ArgoArgs {
+    /// The pipeline file.
+    pub file: PathBuf,
+    /// The kiln image the pods run (see the repository's Dockerfile).
+    #[arg(long, value_name = "IMAGE")]
+    pub image: String,
+    /// The store every pod reads and writes: `s3://bucket/prefix`, `gs://…`, `az://…`.
+    #[arg(long, value_name = "URL")]
+    pub cache: String,
+    /// Where sinks' files go (default: `<cache>/runs/<pipeline>`).
+    #[arg(long, value_name = "URL")]
+    pub out: Option<String>,
+    /// Tasks running at once (`spec.parallelism`; default: no limit).
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub jobs: Option<u16>,
+    /// Override a param, baked into every pod: `--set params.NAME=VALUE`.
+    #[arg(long = "set", value_name = "params.NAME=VALUE")]
+    pub set: Vec<String>,
+    /// Leave out every node whose result is already in the store.
+    #[arg(long)]
+    pub skip_cached: bool,
+    /// Retries of a failed pod.
+    #[arg(long, default_value_t = 2, value_name = "N")]
+    pub retries: u32,
+    /// Emit a `WorkflowTemplate` (named after the pipeline) instead of a `Workflow`.
+    #[arg(long)]
+    pub workflow_template: bool,
+    /// A cluster profile (YAML): namespace, service account, store secret, GPU placement.
+    #[arg(long, value_name = "FILE")]
+    pub profile: Option<PathBuf>,
+    /// The secret whose keys become every pod's environment (the store's credentials).
+    #[arg(long, value_name = "NAME")]
+    pub secret: Option<String>,
+    /// The namespace to create the workflow in.
+    #[arg(long, value_name = "NAME")]
+    pub namespace: Option<String>,
+    /// Where GPU pods may run: `KEY=VALUE` (repeatable).
+    #[arg(long, value_name = "KEY=VALUE")]
+    pub gpu_node_selector: Vec<String>,
+    /// A taint GPU pods tolerate: `KEY[=VALUE][:EFFECT]` (repeatable).
+    #[arg(long, value_name = "TOLERATION")]
+    pub gpu_toleration: Vec<String>,
+    /// Output format.
+    #[arg(long, value_enum, default_value_t = ManifestFormat::Yaml)]
+    pub format: ManifestFormat,
+}
+
+/// Manifest formats.
+#[derive(Clone, Copy, ValueEnum)]
+pub enum ManifestFormat {
+    /// YAML, as `kubectl` and `argo submit` take it.
+    Yaml,
+    /// JSON.
+    Json,
 }
 
 /// `kiln run` arguments.
 #[derive(Args)]
 pub struct RunArgs {
-    /// The pipeline file.
+    /// The pipeline file, or the content hash of one `kiln export` uploaded
+    /// to the `--cache` store (what a pod runs).
     pub file: PathBuf,
+    /// Where results are cached: a folder, `file:///path`, `s3://bucket/prefix`,
+    /// `gs://…` or `az://…` (default: `.kiln/` beside the pipeline file).
+    #[arg(long, value_name = "URL")]
+    pub cache: Option<String>,
     /// Nodes running at once (default: all cores).
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub jobs: Option<u16>,
@@ -67,9 +142,10 @@ pub struct RunArgs {
     /// kept up after the run until Ctrl-C.
     #[arg(long, value_name = "ADDR", num_args = 0..=1, default_missing_value = crate::ui::DEFAULT_ADDR, conflicts_with = "input")]
     pub ui: Option<String>,
-    /// Where results go (default: `runs/<pipeline>/` beside the pipeline file).
-    #[arg(long, value_name = "DIR")]
-    pub out: Option<PathBuf>,
+    /// Where results go: a folder or a store URL (default: `runs/<pipeline>/`
+    /// beside the pipeline file).
+    #[arg(long, value_name = "DIR|URL")]
+    pub out: Option<String>,
     /// Override a param: `--set params.NAME=VALUE` (VALUE is read as YAML).
     #[arg(long = "set", value_name = "params.NAME=VALUE")]
     pub set: Vec<String>,
@@ -93,6 +169,9 @@ pub struct WatchArgs {
     /// Nodes running at once (default: all cores).
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub jobs: Option<u16>,
+    /// Where results are cached: a folder or a store URL (see `kiln run --help`).
+    #[arg(long, value_name = "URL")]
+    pub cache: Option<String>,
     /// Where results go (default: `runs/<pipeline>/` beside the pipeline file).
     #[arg(long, value_name = "DIR")]
     pub out: Option<PathBuf>,
@@ -119,6 +198,10 @@ pub struct ServeArgs {
     /// Rebuild a pipeline when its file or data changes and swap it in.
     #[arg(long)]
     pub watch: bool,
+    /// Where results are cached: a folder or a store URL; serving from the
+    /// store a cluster trained into runs no training here.
+    #[arg(long, value_name = "URL")]
+    pub cache: Option<String>,
     /// Nodes running at once while a pipeline is (re)built (default: all cores).
     #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub jobs: Option<u16>,

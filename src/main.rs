@@ -2,6 +2,7 @@
 //! engine, and maps outcomes to exit codes (0 success, 1 run failure, 2
 //! invalid pipeline or usage). This is the only place that knows exit codes.
 
+mod argo;
 mod cli;
 mod commands;
 mod failure;

@@ -114,10 +114,16 @@ pub struct Running {
 impl Running {
     /// Starts `kiln args...` in `dir`.
     pub fn start(dir: &Path, args: &[&str]) -> Running {
+        Self::start_env(dir, args, &[])
+    }
+
+    /// Starts `kiln args...` in `dir` with extra environment variables.
+    pub fn start_env(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Running {
         let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
             .args(args)
             .current_dir(dir)
             .env_remove("KILN_DEBUG")
+            .envs(env.iter().map(|(k, v)| (k, v)))
             .stdout(Stdio::piped())
             .stderr(Stdio::piped())
             .spawn()
@@ -139,6 +145,11 @@ impl Running {
             lines: rx,
             seen: Vec::new(),
         }
+    }
+
+    /// The lines read so far.
+    pub fn seen(&self) -> &[String] {
+        &self.seen
     }
 
     /// The next line containing `text`, within 60 s.

@@ -3,7 +3,9 @@
 //! files a run leaves (`run.json`, `metrics.json`, the cache).
 
 mod common;
+mod s3;
 
+mod argo;
 mod baselines;
 mod cache;
 mod cli;

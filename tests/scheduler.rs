@@ -79,6 +79,7 @@ fn run(text: &str, jobs: usize, cancel: CancelToken) -> kiln_engine::RunReport {
         jobs,
         cache: CacheMode::Off,
         out_dir: dir.path().join("out"),
+        stores: Default::default(),
         selection: Selection::All,
         cancel,
         observer: Arc::new(Quiet),

@@ -21,10 +21,15 @@ pub(crate) struct Server {
 
 impl Server {
     pub(crate) fn start(dir: &Path, args: &[&str]) -> Server {
+        Self::start_env(dir, args, &[])
+    }
+
+    /// As [`Server::start`], with extra environment variables.
+    pub(crate) fn start_env(dir: &Path, args: &[&str], env: &[(&str, String)]) -> Server {
         let mut all = vec!["serve"];
         all.extend_from_slice(args);
         all.extend_from_slice(&["--addr", "127.0.0.1:0", "--jobs", "2"]);
-        let mut process = Running::start(dir, &all);
+        let mut process = Running::start_env(dir, &all, env);
         let line = process.wait_for("listening on http://");
         let addr = line
             .split("http://")
@@ -33,6 +38,11 @@ impl Server {
             .expect("an address")
             .to_string();
         Server { process, addr }
+    }
+
+    /// What it printed up to the listening line.
+    pub(crate) fn log(&self) -> String {
+        self.process.seen().join("\n")
     }
 
     pub(crate) fn wait_for(&mut self, text: &str) -> String {

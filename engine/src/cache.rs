@@ -1,43 +1,53 @@
-//! The content-addressed result cache in `.kiln/` beside the pipeline file.
+//! The content-addressed result cache, in a [`Store`]: `.kiln/` beside the
+//! pipeline file by default, or any `--cache URL` (a folder, a bucket).
 //!
-//! An entry is one file, `cache/<first two hex digits>/<fingerprint>`: an
-//! 8-byte little-endian header length, a JSON manifest, then one blob per
-//! output port (its safetensors encoding). The manifest records each blob's
-//! content hash, and the content hash of every file the node wrote outside
-//! the cache (sinks). Entries are written to `tmp/` and renamed into place,
-//! so a crash or cancellation never leaves a partial entry visible. A lookup
-//! re-hashes every blob: a corrupt or truncated entry is removed and reported
-//! as a miss, so the node simply runs again; an entry whose written files
-//! were changed or deleted is a miss too.
+//! Two kinds of object:
+//! - `blobs/<2 hex>/<hash>`: one output value (its safetensors encoding),
+//!   named by the blake3 hash of its bytes, so equal values are stored once;
+//! - `entries/<2 hex>/<fingerprint>`: a small JSON record of what a node with
+//!   that fingerprint produced (each output port's blob hash and size) and the
+//!   files it wrote outside the cache (sinks), with their content hashes.
+//!
+//! A node's blobs are written before its record, each put-if-absent, and
+//! every object appears whole or not at all; so a writer killed half-way
+//! leaves no record, and two writers of the same node leave one (both
+//! succeed). A lookup reads the record and checks that each blob is there at
+//! its size; a value is re-hashed whenever it is read. A damaged record or
+//! blob is removed and counts as a miss (the run that found it recomputes
+//! it): a cached result is never wrong. A record whose written files changed
+//! or went missing is a miss too.
 
-use std::fs;
-use std::io::Write;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 
 use serde::{Deserialize, Serialize};
 
 use crate::ids::PortName;
+use crate::store::{Store, StoreError};
 use crate::value::Value;
 
-/// The cache of one pipeline folder.
+/// The result cache.
 #[derive(Clone, Debug)]
 pub struct Cache {
-    root: PathBuf,
+    store: Store,
+    /// Set when a read found damage: the run that saw it runs again.
+    damaged: Arc<AtomicBool>,
 }
 
-/// A verified entry found by [`Cache::lookup`]. Its bytes are not kept:
-/// an output is read again (and re-verified) only when something needs it.
 /// Why a cache entry could not be read or written.
 #[derive(Debug, thiserror::Error)]
 pub enum CacheError {
     /// The entry holds no output of that name.
     #[error("the cache entry has no output `{0}`")]
     NoOutput(PortName),
-    /// The entry's bytes changed between lookup and load.
-    #[error("cache entry {} changed while in use; run again", path.display())]
-    Changed {
-        /// The entry.
-        path: PathBuf,
+    /// A value's bytes are missing or do not match their hash.
+    #[error("cached value {hash} in {url} is damaged or gone; it was removed, and the run computes it again")]
+    Damaged {
+        /// The store.
+        url: String,
+        /// The value's hash.
+        hash: String,
     },
     /// A cached value does not decode.
     #[error("a cached value cannot be decoded: {0}")]
@@ -48,207 +58,261 @@ pub enum CacheError {
     /// A value could not be encoded.
     #[error("{0}")]
     Encode(#[from] crate::error::NodeError),
-    /// The manifest could not be written as JSON.
-    #[error("cannot write the manifest: {0}")]
-    Manifest(#[from] serde_json::Error),
-    /// The file system refused.
-    #[error("cannot write cache entry {}: {source}", path.display())]
-    Write {
-        /// The entry or folder.
-        path: PathBuf,
-        /// Why.
-        #[source]
-        source: std::io::Error,
-    },
+    /// The record could not be written as JSON.
+    #[error("cannot write the record: {0}")]
+    Record(#[from] serde_json::Error),
+    /// The store failed.
+    #[error(transparent)]
+    Store(#[from] StoreError),
 }
 
+/// A found entry. Its values are not read until something needs them.
 #[derive(Clone, Debug)]
 pub struct Entry {
-    path: PathBuf,
-    blobs: Vec<(PortName, String, std::ops::Range<usize>)>,
+    cache: Cache,
+    fingerprint: String,
+    record: Record,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Record {
+    kind: String,
+    outputs: Vec<Blob>,
+    /// Files the node wrote outside the cache (sinks): the name relative to
+    /// the output folder (or an absolute path), and the content hash.
+    files: Vec<(String, String)>,
+}
+
+#[derive(Clone, Debug, Serialize, Deserialize)]
+struct Blob {
+    port: String,
+    hash: String,
+    bytes: u64,
 }
 
 impl Entry {
     /// Output port -> content hash, in the order the node produced them.
-    pub fn outputs(&self) -> impl Iterator<Item = (&PortName, &str)> {
-        self.blobs.iter().map(|(p, h, _)| (p, h.as_str()))
-    }
-
-    /// Reads and decodes one output.
-    pub fn load(&self, port: &PortName) -> Result<Value, CacheError> {
-        let (_, hash, range) = self
-            .blobs
+    pub fn outputs(&self) -> impl Iterator<Item = (PortName, &str)> {
+        self.record
+            .outputs
             .iter()
-            .find(|(p, _, _)| p == port)
+            .filter_map(|b| Some((b.port.parse().ok()?, b.hash.as_str())))
+    }
+
+    /// Reads one output and checks it against its hash.
+    pub fn load(&self, port: &PortName) -> Result<Value, CacheError> {
+        let blob = self
+            .record
+            .outputs
+            .iter()
+            .find(|b| b.port == port.as_str())
             .ok_or_else(|| CacheError::NoOutput(port.clone()))?;
-        let damaged = || CacheError::Changed {
-            path: self.path.clone(),
-        };
-        let bytes = fs::read(&self.path).map_err(|_| damaged())?;
-        let blob = bytes.get(range.clone()).ok_or_else(damaged)?;
-        if blake3::hash(blob).to_hex().as_str() != hash {
-            return Err(damaged());
+        let bytes = self.cache.store.get(&blob_key(&blob.hash))?;
+        match bytes {
+            Some(b) if blake3::hash(&b).to_hex().as_str() == blob.hash => {
+                Ok(Value::from_bytes(&b)?)
+            }
+            _ => {
+                self.cache.damaged.store(true, Ordering::Relaxed);
+                let _ = self.cache.store.delete(&blob_key(&blob.hash));
+                let _ = self.cache.store.delete(&entry_key(&self.fingerprint));
+                Err(CacheError::Damaged {
+                    url: self.cache.store.url().to_string(),
+                    hash: blob.hash.clone(),
+                })
+            }
         }
-        Ok(Value::from_bytes(blob)?)
     }
 }
 
-#[derive(Serialize, Deserialize)]
-struct Manifest {
-    kind: String,
-    outputs: Vec<Blob>,
-    /// Files the node wrote outside the cache (sinks), with their content hashes.
-    files: Vec<(PathBuf, String)>,
+/// Where a run's sinks write: a local folder, published to a store when
+/// `--out` is a URL (files are written locally first, then uploaded).
+#[derive(Clone, Debug)]
+pub struct Out {
+    dir: PathBuf,
+    remote: Option<Store>,
 }
 
-#[derive(Serialize, Deserialize)]
-struct Blob {
-    port: String,
-    hash: String,
-    bytes: usize,
+impl Out {
+    /// Sinks write into `dir`.
+    pub fn local(dir: impl Into<PathBuf>) -> Out {
+        Out {
+            dir: dir.into(),
+            remote: None,
+        }
+    }
+
+    /// Sinks write into `staging`, and what they wrote goes to `store`.
+    pub fn remote(store: Store, staging: impl Into<PathBuf>) -> Out {
+        Out {
+            dir: staging.into(),
+            remote: Some(store),
+        }
+    }
+
+    /// The local folder sinks write into.
+    pub fn dir(&self) -> &Path {
+        &self.dir
+    }
+
+    /// The store written files are published to, if any.
+    pub fn remote_store(&self) -> Option<&Store> {
+        self.remote.as_ref()
+    }
+
+    /// How a written file is recorded: relative to the output folder when
+    /// inside it (so any machine's output folder can hold it), else absolute.
+    fn name(&self, file: &Path) -> String {
+        match file.strip_prefix(&self.dir) {
+            Ok(rel) => rel
+                .components()
+                .map(|c| c.as_os_str().to_string_lossy())
+                .collect::<Vec<_>>()
+                .join("/"),
+            Err(_) => file.display().to_string(),
+        }
+    }
+
+    /// The content hash of a recorded file where it is now.
+    fn hash(&self, name: &str) -> Result<Option<String>, StoreError> {
+        if Path::new(name).is_absolute() {
+            return Ok(crate::fingerprint::hash_path(Path::new(name)).ok());
+        }
+        match &self.remote {
+            Some(store) => Ok(store
+                .get(name)?
+                .map(|b| blake3::hash(&b).to_hex().to_string())),
+            None => Ok(crate::fingerprint::hash_path(&self.dir.join(name)).ok()),
+        }
+    }
+
+    /// Uploads a file a node wrote (when the output folder is a store).
+    pub fn publish(&self, file: &Path) -> Result<(), CacheError> {
+        let (Some(store), name) = (&self.remote, self.name(file)) else {
+            return Ok(());
+        };
+        if Path::new(&name).is_absolute() {
+            return Ok(());
+        }
+        let bytes = std::fs::read(file).map_err(|e| StoreError::Request {
+            url: store.url().to_string(),
+            key: name.clone(),
+            why: format!("cannot read `{}`: {e}", file.display()),
+        })?;
+        Ok(store.put(&name, bytes)?)
+    }
+}
+
+fn blob_key(hash: &str) -> String {
+    format!("blobs/{}/{hash}", hash.get(..2).unwrap_or("00"))
+}
+
+fn entry_key(fingerprint: &str) -> String {
+    format!("entries/{}/{fingerprint}", fingerprint.get(..2).unwrap_or("00"))
 }
 
 impl Cache {
-    /// The cache rooted at `root` (usually `<pipeline folder>/.kiln`); nothing is created until a store.
+    /// The cache in a local folder (usually `<pipeline folder>/.kiln`);
+    /// nothing is created until a store.
     pub fn new(root: impl Into<PathBuf>) -> Self {
-        Cache { root: root.into() }
+        Cache::at(Store::local(&root.into()))
     }
 
-    /// The folder the cache lives in.
-    pub fn root(&self) -> &Path {
-        &self.root
+    /// The cache in a store.
+    pub fn at(store: Store) -> Self {
+        Cache {
+            store,
+            damaged: Arc::default(),
+        }
     }
 
-    fn entry_path(&self, fingerprint: &str) -> PathBuf {
-        let shard = fingerprint.get(..2).unwrap_or("00");
-        self.root.join("cache").join(shard).join(fingerprint)
+    /// The store the cache lives in.
+    pub fn location(&self) -> &Store {
+        &self.store
     }
 
-    /// A verified entry for `fingerprint`, or `None`.
-    pub fn lookup(&self, fingerprint: &str) -> Option<Entry> {
-        let path = self.entry_path(fingerprint);
-        let bytes = fs::read(&path).ok()?;
-        let Some((manifest, blobs)) = parse(&bytes) else {
-            tracing::warn!("cache entry {} is damaged; recomputing", path.display());
-            let _ = fs::remove_file(&path);
-            return None;
+    /// Whether a read found damage since the last call (and clears it).
+    pub fn take_damaged(&self) -> bool {
+        self.damaged.swap(false, Ordering::Relaxed)
+    }
+
+    /// The entry for `fingerprint`, if one is there whole and its written
+    /// files are intact in `out`. `Err` only when the store fails.
+    pub fn lookup(&self, fingerprint: &str, out: &Out) -> Result<Option<Entry>, CacheError> {
+        let key = entry_key(fingerprint);
+        let Some(bytes) = self.store.get(&key)? else {
+            return Ok(None);
         };
-        let files_intact = manifest
-            .files
-            .iter()
-            .all(|(file, hash)| crate::fingerprint::hash_path(file).is_ok_and(|h| h == *hash));
-        files_intact.then_some(Entry { path, blobs })
+        let Ok(record) = serde_json::from_slice::<Record>(&bytes) else {
+            tracing::warn!("cache record {key} is damaged; recomputing");
+            let _ = self.store.delete(&key);
+            return Ok(None);
+        };
+        for blob in &record.outputs {
+            let ok = blob.port.parse::<PortName>().is_ok()
+                && self.store.size(&blob_key(&blob.hash))? == Some(blob.bytes);
+            if !ok {
+                tracing::warn!("cache entry {key} lost a value; recomputing");
+                let _ = self.store.delete(&key);
+                return Ok(None);
+            }
+        }
+        for (name, hash) in &record.files {
+            if out.hash(name)?.as_deref() != Some(hash) {
+                return Ok(None);
+            }
+        }
+        Ok(Some(Entry {
+            cache: self.clone(),
+            fingerprint: fingerprint.to_string(),
+            record,
+        }))
     }
 
-    /// Stores a node's outputs atomically under `fingerprint`, with the
-    /// files it wrote outside the cache (checked again on lookup).
+    /// Stores a node's outputs under `fingerprint`, with the files it wrote
+    /// into `out` (checked again on lookup): blobs first, the record last.
     pub fn store(
         &self,
         fingerprint: &str,
         kind: &str,
         outputs: &[(PortName, Value)],
         files: &[PathBuf],
+        out: &Out,
     ) -> Result<(), CacheError> {
-        let mut manifest = Manifest {
+        let mut record = Record {
             kind: kind.to_string(),
             outputs: Vec::new(),
             files: files
                 .iter()
-                .map(|p| Ok((p.clone(), crate::fingerprint::hash_path(p)?)))
+                .map(|p| Ok((out.name(p), crate::fingerprint::hash_path(p)?)))
                 .collect::<Result<_, crate::fingerprint::HashError>>()?,
         };
-        let mut blobs: Vec<&[u8]> = Vec::new();
         for (port, value) in outputs {
             let bytes = value.to_bytes()?;
-            manifest.outputs.push(Blob {
+            let hash = value.content_hash().to_string();
+            let key = blob_key(&hash);
+            if self.store.size(&key)? != Some(bytes.len() as u64) {
+                // A damaged blob of this hash is replaced; an intact one kept.
+                self.store.delete(&key)?;
+                self.store.put_if_absent(&key, bytes.to_vec())?;
+            }
+            record.outputs.push(Blob {
                 port: port.to_string(),
-                hash: value.content_hash().to_string(),
-                bytes: bytes.len(),
+                hash,
+                bytes: bytes.len() as u64,
             });
-            blobs.push(bytes);
         }
-        let header = serde_json::to_vec(&manifest)?;
-        let dest = self.entry_path(fingerprint);
-        let tmp = self.root.join("tmp").join(unique_name(fingerprint));
-        for dir in [dest.parent(), tmp.parent()].into_iter().flatten() {
-            fs::create_dir_all(dir).map_err(|source| CacheError::Write {
-                path: dir.to_path_buf(),
-                source,
-            })?;
-        }
-        let written = (|| {
-            let mut f = fs::File::create(&tmp)?;
-            f.write_all(&(header.len() as u64).to_le_bytes())?;
-            f.write_all(&header)?;
-            for b in &blobs {
-                f.write_all(b)?;
-            }
-            // No fsync: the entry is renamed into place only when complete, and
-            // every lookup re-hashes it, so a torn write after a crash is a miss.
-            fs::rename(&tmp, &dest)
-        })();
-        written.map_err(|source| {
-            let _ = fs::remove_file(&tmp);
-            CacheError::Write { path: dest, source }
-        })
+        self.store
+            .put_if_absent(&entry_key(fingerprint), serde_json::to_vec(&record)?)?;
+        Ok(())
     }
-
-    /// Removes temporary files that interrupted runs left over an hour ago
-    /// (younger ones may belong to a run still writing them).
-    pub fn sweep(&self) {
-        let Ok(entries) = fs::read_dir(self.root.join("tmp")) else {
-            return;
-        };
-        let hour = std::time::Duration::from_secs(3600);
-        for entry in entries.flatten() {
-            let stale = entry
-                .metadata()
-                .and_then(|m| m.modified())
-                .ok()
-                .and_then(|t| t.elapsed().ok())
-                .is_some_and(|age| age > hour);
-            if stale {
-                let _ = fs::remove_file(entry.path());
-            }
-        }
-    }
-}
-
-type Blobs = Vec<(PortName, String, std::ops::Range<usize>)>;
-
-/// Parses and verifies an entry; `None` when anything is off.
-fn parse(bytes: &[u8]) -> Option<(Manifest, Blobs)> {
-    let len = u64::from_le_bytes(bytes.get(..8)?.try_into().ok()?) as usize;
-    let manifest: Manifest =
-        serde_json::from_slice(bytes.get(8..8usize.checked_add(len)?)?).ok()?;
-    let mut at = 8 + len;
-    let mut blobs = Vec::new();
-    for blob in &manifest.outputs {
-        let range = at..at.checked_add(blob.bytes)?;
-        let data = bytes.get(range.clone())?;
-        if blake3::hash(data).to_hex().as_str() != blob.hash {
-            return None;
-        }
-        blobs.push((blob.port.parse().ok()?, blob.hash.clone(), range.clone()));
-        at = range.end;
-    }
-    (at == bytes.len()).then_some((manifest, blobs))
-}
-
-fn unique_name(fingerprint: &str) -> String {
-    use std::sync::atomic::{AtomicU64, Ordering};
-    static COUNTER: AtomicU64 = AtomicU64::new(0);
-    format!(
-        "{fingerprint}.{}.{}",
-        std::process::id(),
-        COUNTER.fetch_add(1, Ordering::Relaxed)
-    )
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::types::ValueType;
+    use std::fs;
 
     fn value(x: f64) -> Value {
         Value::from_json(ValueType::Metrics, serde_json::json!({ "x": x }))
@@ -258,58 +322,104 @@ mod tests {
         PortName::new_static("metrics")
     }
 
+    fn objects(dir: &Path, kind: &str) -> Vec<PathBuf> {
+        let mut out = Vec::new();
+        for shard in fs::read_dir(dir.join(kind)).unwrap().flatten() {
+            out.extend(fs::read_dir(shard.path()).unwrap().flatten().map(|f| f.path()));
+        }
+        out
+    }
+
     #[test]
     fn stores_and_finds_entries() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::new(dir.path());
+        let out = Out::local(dir.path().join("out"));
         cache
-            .store("abc", "test.kind", &[(port(), value(1.0))], &[])
+            .store("abc", "test.kind", &[(port(), value(1.0))], &[], &out)
             .unwrap();
-        let entry = cache.lookup("abc").expect("hit");
+        let entry = cache.lookup("abc", &out).unwrap().expect("hit");
         assert_eq!(entry.load(&port()).unwrap().meta()["x"], 1.0);
         assert_eq!(entry.outputs().next().unwrap().1, value(1.0).content_hash());
-        assert!(cache.lookup("other").is_none());
+        assert!(cache.lookup("other", &out).unwrap().is_none());
+        // Equal values are one blob.
+        cache
+            .store("def", "test.kind", &[(port(), value(1.0))], &[], &out)
+            .unwrap();
+        assert_eq!(objects(dir.path(), "blobs").len(), 1);
+        assert_eq!(objects(dir.path(), "entries").len(), 2);
     }
 
     #[test]
-    fn damaged_entries_are_misses_and_removed() {
+    fn damaged_records_and_blobs_are_misses_and_removed() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::new(dir.path());
-        let file = dir.path().join("cache/ab/abc");
-        let damages: [fn(&mut Vec<u8>); 4] = [
-            |b| {
-                let last = b.len() - 2;
-                b[last] ^= 0xff;
-            },
+        let out = Out::local(dir.path());
+        let store = || {
+            cache
+                .store("abc", "test.kind", &[(port(), value(1.0))], &[], &out)
+                .unwrap()
+        };
+        let damages: [fn(&mut Vec<u8>); 3] = [
             |b| b.truncate(b.len() / 2),
-            |b| b[10] = b'#',
+            |b| b[1] = b'#',
             |b| b.push(0),
         ];
         for damage in damages {
-            cache
-                .store("abc", "test.kind", &[(port(), value(1.0))], &[])
-                .unwrap();
-            let mut bytes = fs::read(&file).unwrap();
-            damage(&mut bytes);
-            fs::write(&file, &bytes).unwrap();
-            assert!(cache.lookup("abc").is_none());
-            assert!(!file.exists());
+            for kind in ["entries", "blobs"] {
+                store();
+                let file = objects(dir.path(), kind).pop().unwrap();
+                let mut bytes = fs::read(&file).unwrap();
+                damage(&mut bytes);
+                fs::write(&file, &bytes).unwrap();
+                match cache.lookup("abc", &out).unwrap() {
+                    None => {}
+                    // A blob of the right size with other bytes is found
+                    // on reading it, and removed with its record.
+                    Some(entry) => {
+                        assert!(entry.load(&port()).is_err());
+                        assert!(cache.take_damaged());
+                        assert!(cache.lookup("abc", &out).unwrap().is_none());
+                    }
+                }
+            }
         }
+        // A flipped byte inside a blob, same size.
+        store();
+        let file = objects(dir.path(), "blobs").pop().unwrap();
+        let mut bytes = fs::read(&file).unwrap();
+        let last = bytes.len() - 2;
+        bytes[last] ^= 0xff;
+        fs::write(&file, &bytes).unwrap();
+        let entry = cache.lookup("abc", &out).unwrap().expect("same size");
+        let err = entry.load(&port()).unwrap_err().to_string();
+        assert!(err.contains("damaged"), "{err}");
+        assert!(cache.take_damaged() && !file.exists());
+        // Storing again replaces what was removed.
+        store();
+        assert!(cache.lookup("abc", &out).unwrap().unwrap().load(&port()).is_ok());
     }
 
     #[test]
     fn entries_whose_written_files_changed_are_misses() {
         let dir = tempfile::tempdir().unwrap();
         let cache = Cache::new(dir.path().join(".kiln"));
-        let written = dir.path().join("out.csv");
+        let out = Out::local(dir.path().join("out"));
+        fs::create_dir_all(out.dir()).unwrap();
+        let written = out.dir().join("out.csv");
         fs::write(&written, "a\n1\n").unwrap();
         cache
-            .store("abc", "sink.csv", &[], std::slice::from_ref(&written))
+            .store("abc", "sink.csv", &[], std::slice::from_ref(&written), &out)
             .unwrap();
-        assert!(cache.lookup("abc").is_some());
+        assert!(cache.lookup("abc", &out).unwrap().is_some());
         fs::write(&written, "a\n2\n").unwrap();
-        assert!(cache.lookup("abc").is_none());
+        assert!(cache.lookup("abc", &out).unwrap().is_none());
         fs::remove_file(&written).unwrap();
-        assert!(cache.lookup("abc").is_none());
+        assert!(cache.lookup("abc", &out).unwrap().is_none());
+        // Another output folder holding the same file is as good.
+        let other = Out::local(dir.path().join("elsewhere"));
+        fs::create_dir_all(other.dir()).unwrap();
+        fs::write(other.dir().join("out.csv"), "a\n1\n").unwrap();
+        assert!(cache.lookup("abc", &other).unwrap().is_some());
     }
 }

@@ -15,8 +15,19 @@ pub const PREFIX: &str = "$KILN_DATA";
 /// The command that fills the data folder, for messages.
 pub const FETCH_COMMAND: &str = "scripts/fetch-data.sh";
 
+static FOLDER: std::sync::OnceLock<PathBuf> = std::sync::OnceLock::new();
+
+/// Makes `dir` the data folder for the rest of the process (a pipeline
+/// fetched by content brings its own); `false` if one was set already.
+pub fn set_folder(dir: PathBuf) -> bool {
+    FOLDER.set(dir).is_ok()
+}
+
 /// The kiln data folder (it may not exist yet).
 pub fn folder() -> PathBuf {
+    if let Some(dir) = FOLDER.get() {
+        return dir.clone();
+    }
     if let Some(dir) = std::env::var_os("KILN_DATA").filter(|d| !d.is_empty()) {
         return PathBuf::from(dir);
     }

@@ -45,9 +45,22 @@ impl fmt::Display for DeviceSpec {
     }
 }
 
+/// Set when the nodes run elsewhere (`kiln export`): devices are then
+/// checked by the machines that run them, not by this one.
+static RUN_ELSEWHERE: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Validation stops asking this machine for the pipeline's devices, for the
+/// rest of the process (an exported pipeline's GPU nodes run on the cluster's GPUs).
+pub fn check_devices_elsewhere() {
+    RUN_ELSEWHERE.store(true, std::sync::atomic::Ordering::Relaxed);
+}
+
 impl DeviceSpec {
     /// Says why this build or machine can't provide the device, if it can't.
     pub fn check_available(self) -> Result<(), String> {
+        if RUN_ELSEWHERE.load(std::sync::atomic::Ordering::Relaxed) {
+            return Ok(());
+        }
         match self {
             DeviceSpec::Cpu | DeviceSpec::Auto => Ok(()),
             DeviceSpec::Cuda(n) => {

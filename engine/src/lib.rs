@@ -17,6 +17,7 @@
 //!     jobs: 2,
 //!     cache: kiln_engine::CacheMode::Use,
 //!     out_dir: "runs/iris".into(),
+//!     stores: Default::default(),
 //!     selection: kiln_engine::Selection::All,
 //!     cancel: Default::default(),
 //!     observer: std::sync::Arc::new(kiln_engine::Quiet),
@@ -28,6 +29,7 @@
 // The derive macros name `::kiln_engine`; inside this crate too.
 extern crate self as kiln_engine;
 
+pub mod bundle;
 pub mod cache;
 pub mod config;
 pub mod context;
@@ -51,6 +53,7 @@ pub mod run;
 pub mod schema;
 pub mod serve;
 pub mod settings;
+pub mod store;
 pub mod types;
 pub mod validate;
 pub mod value;
@@ -68,9 +71,10 @@ pub use kind::{InputSpec, InputTypes, KindSpec, NodeKind, OutputSpec, OutputType
 pub use plan::{Outlet, Plan, PlanNode, ServeSpec};
 pub use registry::Registry;
 pub use report::{NodeReport, Status};
-pub use run::{run, CacheMode, RunOptions, RunReport, Selection};
+pub use run::{run, CacheMode, RunOptions, RunReport, Selection, Stores};
 pub use serve::{ServeError, Service};
 pub use settings::{SettingDefault, SettingSpec, SettingType, Settings};
+pub use store::{Store, StoreError};
 pub use types::ValueType;
 pub use value::Value;
 

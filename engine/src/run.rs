@@ -14,7 +14,7 @@ use std::time::Instant;
 use petgraph::graph::NodeIndex;
 use petgraph::Direction;
 
-use crate::cache::{Cache, Entry};
+use crate::cache::{Cache, CacheError, Entry, Out};
 use crate::context::{CancelToken, Observer};
 use crate::device::device_name;
 use crate::error::{EngineError, NodeError};
@@ -24,6 +24,7 @@ use crate::invoke::{invoke, Invocation};
 use crate::plan::{Outlet, Plan, PlanNode};
 use crate::report::{NodeReport, Status};
 use crate::settings::SettingType;
+use crate::store::Store;
 use crate::value::Value;
 
 /// How the cache is used.
@@ -36,6 +37,18 @@ pub enum CacheMode {
     Refresh,
     /// Neither read nor write the cache.
     Off,
+    /// Look every result up and run nothing: a node not in the cache fails
+    /// (what `kiln export --skip-cached` asks).
+    Probe,
+}
+
+/// Where the cache and the output folder live when not on this machine.
+#[derive(Clone, Debug, Default)]
+pub struct Stores {
+    /// The cache (`--cache URL`); `None`: `.kiln/` beside the pipeline file.
+    pub cache: Option<Store>,
+    /// Where written files go (`--out URL`); `None`: they stay in `out_dir`.
+    pub out: Option<Store>,
 }
 
 /// Which nodes a run covers.
@@ -59,8 +72,10 @@ pub struct RunOptions {
     pub jobs: usize,
     /// Cache use.
     pub cache: CacheMode,
-    /// Where sinks write.
+    /// Where sinks write (a staging folder when `stores.out` is set).
     pub out_dir: PathBuf,
+    /// The cache's and the output's stores.
+    pub stores: Stores,
     /// Which nodes to run.
     pub selection: Selection,
     /// Stops the run at the next node boundary (and batch, inside nodes that check).
@@ -152,6 +167,7 @@ struct Shared<'a> {
     plan: &'a Plan,
     opts: &'a RunOptions,
     cache: Cache,
+    out: Out,
     modes: Vec<Option<Mode>>,
     state: Mutex<State>,
 }
@@ -170,6 +186,26 @@ struct State {
 /// straight on with one newly ready successor, spawning the others: a chain
 /// runs on one thread without hand-offs, a fan-out spreads over the pool.
 pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport, EngineError> {
+    let cache = match &opts.stores.cache {
+        Some(store) => Cache::at(store.clone()),
+        None => Cache::new(plan.base_dir.join(".kiln")),
+    };
+    let started = Instant::now();
+    let mut report = run_once(plan, opts, &cache)?;
+    // A damaged cached value was found (and removed) while reading it: the
+    // nodes that needed it failed, and run again they compute it afresh.
+    for _ in 0..2 {
+        if !cache.take_damaged() || opts.cancel.is_cancelled() {
+            break;
+        }
+        tracing::warn!("the cache held a damaged value; running again to recompute it");
+        report = run_once(plan, opts, &cache)?;
+    }
+    report.seconds = started.elapsed().as_secs_f64();
+    Ok(report)
+}
+
+fn run_once(plan: &Plan, opts: &RunOptions, cache: &Cache) -> Result<RunReport, EngineError> {
     let started = Instant::now();
     let n = plan.nodes.len();
     std::fs::create_dir_all(&opts.out_dir).map_err(|e| EngineError::Write {
@@ -192,14 +228,15 @@ pub fn run(plan: &Plan, opts: &RunOptions) -> Result<RunReport, EngineError> {
             preds.len()
         })
         .collect();
-    let cache = Cache::new(plan.base_dir.join(".kiln"));
-    if opts.cache != CacheMode::Off {
-        cache.sweep();
-    }
+    let out = match &opts.stores.out {
+        Some(store) => Out::remote(store.clone(), &opts.out_dir),
+        None => Out::local(&opts.out_dir),
+    };
     let shared = Shared {
         plan,
         opts,
-        cache,
+        cache: cache.clone(),
+        out,
         modes: modes(plan, &opts.selection),
         state: Mutex::new(State {
             waiting,
@@ -291,7 +328,7 @@ fn work<'s>(scope: &rayon::Scope<'s>, shared: &'s Shared<'s>, mut idx: NodeIndex
             let why = "it takes its rows from requests: `kiln serve` answers through it";
             (left_out(node, Status::ServeOnly, why), None)
         } else {
-            execute(plan, node, inputs, mode, &shared.cache, opts)
+            execute(plan, node, inputs, mode, shared)
         };
         opts.observer.node_finished(&report);
         let ready = finish(shared, idx, report, outputs);
@@ -434,12 +471,11 @@ fn execute(
     node: &PlanNode,
     inputs: Vec<(PortName, Vec<Arc<Handle>>)>,
     mode: Mode,
-    cache: &Cache,
-    opts: &RunOptions,
+    shared: &Shared<'_>,
 ) -> (NodeReport, Option<NodeOutputs>) {
     let t0 = Instant::now();
     let mut report = report_of(node, Status::Failed);
-    let result = execute_inner(plan, node, inputs, mode, cache, opts, &mut report);
+    let result = execute_inner(plan, node, inputs, mode, shared, &mut report);
     report.seconds = t0.elapsed().as_secs_f64();
     match result {
         Ok((status, outs)) => {
@@ -458,10 +494,11 @@ fn execute_inner(
     node: &PlanNode,
     inputs: Vec<(PortName, Vec<Arc<Handle>>)>,
     mode: Mode,
-    cache: &Cache,
-    opts: &RunOptions,
+    shared: &Shared<'_>,
     report: &mut NodeReport,
 ) -> Result<(Status, NodeOutputs), NodeError> {
+    let (cache, out, opts) = (&shared.cache, &shared.out, shared.opts);
+    let store_failed = |e: CacheError| NodeError::caused_by(e.to_string(), e);
     let device = node
         .device
         .resolve()
@@ -484,15 +521,17 @@ fn execute_inner(
             )
         })
         .collect();
-    let writes: Vec<PathBuf> = node
+    // Written paths enter the fingerprint as written (relative to whichever
+    // output folder the run has), so a result is the same on every machine.
+    let write_names: Vec<String> = node
         .spec
         .settings
         .iter()
         .filter(|s| s.ty == SettingType::OutputPath)
         .filter_map(|s| node.settings.get(s.name).and_then(|v| v.as_str()))
-        .map(|p| opts.out_dir.join(p))
+        .map(str::to_string)
         .collect();
-    let write_names: Vec<String> = writes.iter().map(|p| p.display().to_string()).collect();
+    let writes: Vec<PathBuf> = write_names.iter().map(|p| opts.out_dir.join(p)).collect();
     let fp = fingerprint(&FingerprintInput {
         kind: node.spec.name,
         version: node.spec.version,
@@ -507,12 +546,12 @@ fn execute_inner(
     let cacheable = node.cache && !node.spec.side_effects;
     // `--only` with `--no-cache` re-runs the one node; what it depends on still comes from the cache.
     let may_reuse = match opts.cache {
-        CacheMode::Use => true,
+        CacheMode::Use | CacheMode::Probe => true,
         CacheMode::Refresh => mode == Mode::CacheOnly,
         CacheMode::Off => false,
     };
     if cacheable && may_reuse {
-        if let Some(entry) = cache.lookup(&fp) {
+        if let Some(entry) = cache.lookup(&fp, out).map_err(store_failed)? {
             let entry = Arc::new(entry);
             let outs = entry
                 .outputs()
@@ -522,11 +561,14 @@ fn execute_inner(
                         value: OnceLock::new(),
                         source: Some((entry.clone(), port.clone())),
                     };
-                    (port.clone(), Arc::new(handle))
+                    (port, Arc::new(handle))
                 })
                 .collect();
             return Ok((Status::Cached, outs));
         }
+    }
+    if opts.cache == CacheMode::Probe {
+        return Err(NodeError::new("its result is not in the cache"));
     }
     if mode == Mode::CacheOnly {
         return Err(NodeError::new(
@@ -558,10 +600,19 @@ fn execute_inner(
             observer: opts.observer.as_ref(),
         },
     )?;
+    let written: Vec<PathBuf> = writes.into_iter().filter(|p| p.exists()).collect();
+    for file in &written {
+        out.publish(file).map_err(store_failed)?;
+    }
     if cacheable && opts.cache != CacheMode::Off {
-        let written: Vec<PathBuf> = writes.into_iter().filter(|p| p.exists()).collect();
-        if let Err(e) = cache.store(&fp, node.spec.name, &produced, &written) {
-            tracing::warn!("node `{}`: result not cached: {e}", node.id);
+        let stored = cache.store(&fp, node.spec.name, &produced, &written, out);
+        match stored {
+            // A store the user named that fails is the run's failure, not a warning.
+            Err(e @ CacheError::Store(_)) if opts.stores.cache.is_some() => {
+                return Err(store_failed(e))
+            }
+            Err(e) => tracing::warn!("node `{}`: result not cached: {e}", node.id),
+            Ok(()) => {}
         }
     }
     let outs = produced

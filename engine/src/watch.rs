@@ -32,6 +32,8 @@ pub struct WatchOptions {
     pub jobs: usize,
     /// Where sinks write (default: `runs/<pipeline>/` beside the file).
     pub out_dir: Option<PathBuf>,
+    /// The cache's and the output's stores (`--cache URL`, `--out URL`).
+    pub stores: crate::run::Stores,
     /// `--set params.NAME=VALUE` overrides.
     pub overrides: Vec<(String, serde_json::Value)>,
     /// How long events settle before a re-run.
@@ -198,6 +200,7 @@ fn start(
         jobs: opts.jobs,
         cache: CacheMode::Use,
         out_dir: out_dir.clone(),
+        stores: opts.stores.clone(),
         selection: Selection::All,
         cancel: cancel.clone(),
         observer: events.observer(),

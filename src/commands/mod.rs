@@ -1,8 +1,10 @@
 //! One module per command; shared helpers for loading a pipeline.
 
+mod export;
 mod graph;
 mod load;
 mod nodes;
+mod place;
 mod run;
 mod serve;
 mod watch;
@@ -22,6 +24,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Serve(args) => serve::serve(&args, registry),
         Command::Validate { files, set } => validate(&files, &set, &registry),
         Command::Graph { file, format, set } => graph::graph(&file, format, &set, &registry),
+        Command::Export(crate::cli::Export::Argo(args)) => export::argo(&args, &registry),
         Command::Nodes { kind } => nodes::nodes(kind.as_deref(), &registry),
         Command::Schema => {
             let schema = kiln_engine::schema::pipeline_schema(&registry);

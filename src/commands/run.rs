@@ -12,10 +12,11 @@ use crate::progress::Bars;
 
 /// Runs a pipeline and writes `run.json` and `metrics.json`.
 pub fn run(args: &RunArgs, registry: &Registry) -> Result<(), Failure> {
-    let plan = super::load::load(&args.file, &args.set, registry)?;
+    let place = super::place::resolve(&args.file, args.cache.as_deref(), args.out.as_deref())?;
+    let plan = super::load::load(&place.file, &args.set, registry)?;
     let selection = selection(&plan, args)?;
-    let out_dir = args
-        .out
+    let out_dir = place
+        .out_dir
         .clone()
         .unwrap_or_else(|| plan.base_dir.join("runs").join(plan.name.as_str()));
     let jobs = args.jobs.map_or_else(
@@ -30,6 +31,7 @@ pub fn run(args: &RunArgs, registry: &Registry) -> Result<(), Failure> {
             CacheMode::Use
         },
         out_dir: out_dir.clone(),
+        stores: place.stores.clone(),
         selection,
         cancel: Default::default(),
         observer: Arc::new(Bars::for_stderr()),
@@ -38,7 +40,13 @@ pub fn run(args: &RunArgs, registry: &Registry) -> Result<(), Failure> {
         return answer_input(plan, input, &opts);
     }
     let Some(addr) = &args.ui else {
-        return run_and_report(&plan, &opts);
+        let result = run_and_report(&plan, &opts);
+        // One node's run (a pod's) leaves its result in the cache; the
+        // run-level files describe whole runs only.
+        if args.only.is_none() {
+            super::place::publish(&opts.stores, &out_dir, &["run.json", "metrics.json"])?;
+        }
+        return result;
     };
     // The live view: the same run, its events also drawn in the browser,
     // and the page kept up until Ctrl-C.

@@ -62,12 +62,21 @@ pub fn serve(args: &ServeArgs, registry: Registry) -> Result<(), Failure> {
         plans.push((file.clone(), plan));
     }
 
+    let stores = kiln_engine::Stores {
+        cache: args
+            .cache
+            .as_deref()
+            .map(|url| super::place::open("--cache", url))
+            .transpose()?,
+        out: None,
+    };
     let mut services = Vec::new();
     for (file, plan) in plans {
         let opts = RunOptions {
             jobs,
             cache: CacheMode::Use,
             out_dir: plan.base_dir.join("runs").join(plan.name.as_str()),
+            stores: stores.clone(),
             selection: Selection::All,
             cancel: CancelToken::new(),
             observer: Arc::new(Quiet),
@@ -138,7 +147,9 @@ pub fn serve(args: &ServeArgs, registry: Registry) -> Result<(), Failure> {
         let watchers: Vec<_> = if args.watch {
             files
                 .into_iter()
-                .map(|(file, pipeline)| watch(file, pipeline, jobs, &args.set, stop.clone()))
+                .map(|(file, pipeline)| {
+                    watch(file, pipeline, jobs, &args.set, &stores, stop.clone())
+                })
                 .collect()
         } else {
             Vec::new()
@@ -196,14 +207,17 @@ fn watch(
     pipeline: Arc<Pipeline>,
     jobs: usize,
     sets: &[String],
+    stores: &kiln_engine::Stores,
     stop: CancelToken,
 ) -> std::thread::JoinHandle<()> {
+    let stores = stores.clone();
     let overrides = super::load::parse_sets(sets).unwrap_or_default();
     std::thread::spawn(move || {
         let registry = kiln_nodes::registry();
         let opts = WatchOptions {
             jobs,
             out_dir: None,
+            stores,
             overrides,
             debounce: Duration::from_millis(50),
             stop,

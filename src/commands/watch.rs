@@ -109,6 +109,14 @@ pub fn watch(args: &WatchArgs, registry: &Registry) -> Result<(), Failure> {
     let opts = WatchOptions {
         jobs,
         out_dir: args.out.clone(),
+        stores: kiln_engine::Stores {
+            cache: args
+                .cache
+                .as_deref()
+                .map(|url| super::place::open("--cache", url))
+                .transpose()?,
+            out: None,
+        },
         overrides,
         debounce: Duration::from_millis(args.debounce_ms),
         stop,

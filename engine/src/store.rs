@@ -1,0 +1,337 @@
+//! Where kiln keeps bytes: a local folder or object storage, behind one API.
+//!
+//! A [`Store`] is a URL — `file:///path` (or a plain path), `s3://bucket/prefix`,
+//! `gs://bucket/prefix`, `az://container/prefix` — opened through the
+//! `object_store` crate, so the local cache and a bucket share one code path.
+//! Credentials and endpoints come from the standard environment variables
+//! (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
+//! `AWS_REGION`, `AWS_ALLOW_HTTP`; `GOOGLE_*`; `AZURE_*`).
+//!
+//! `object_store` is async; the engine is not. Every call is handed to one
+//! small runtime of the store's own and waited for, which works from any
+//! thread, including a runtime's (the server's). Requests time out and retry
+//! briefly: a store that cannot be reached is an error naming its URL within
+//! seconds, not a hang.
+
+use std::future::Future;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, OnceLock};
+use std::time::Duration;
+
+use bytes::Bytes;
+use object_store::path::Path as Key;
+use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, RetryConfig};
+
+/// A place to keep bytes under keys (`a/b/c`).
+#[derive(Clone)]
+pub struct Store {
+    url: String,
+    inner: Arc<dyn ObjectStore>,
+    prefix: Key,
+    /// The folder, when the store is local.
+    local: Option<PathBuf>,
+}
+
+impl std::fmt::Debug for Store {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.url)
+    }
+}
+
+/// Why a store could not be opened or answered.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The URL names no store kiln can open.
+    #[error("`{url}` is not a store kiln can use: {why}")]
+    Url {
+        /// As given.
+        url: String,
+        /// What is wrong with it.
+        why: String,
+    },
+    /// The store refused or could not be reached.
+    #[error("the store at `{url}` failed on `{key}`: {why}")]
+    Request {
+        /// The store.
+        url: String,
+        /// The key asked for.
+        key: String,
+        /// The store's answer, or the connection's error.
+        why: String,
+    },
+}
+
+impl Store {
+    /// Opens the store a URL names; a plain path is a local folder.
+    /// Nothing is contacted or created until the first request.
+    pub fn open(url: &str) -> Result<Store, StoreError> {
+        let bad = |why: &str| StoreError::Url {
+            url: url.to_string(),
+            why: why.to_string(),
+        };
+        let Some((scheme, rest)) = url.split_once("://") else {
+            return Ok(Store::local(Path::new(url)));
+        };
+        let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+        if scheme == "file" {
+            if !rest.starts_with('/') {
+                return Err(bad("a file URL needs an absolute path, e.g. file:///srv/kiln"));
+            }
+            return Ok(Store::local(Path::new(rest)));
+        }
+        if bucket.is_empty() {
+            return Err(bad("it names no bucket"));
+        }
+        // Timeouts go in as client settings, so that those the environment
+        // gives (`AWS_ALLOW_HTTP`, proxies) stay.
+        use object_store::{aws::AmazonS3ConfigKey as S3, azure::AzureConfigKey as Az};
+        use object_store::{gcp::GoogleConfigKey as Gcs, ClientConfigKey as C};
+        let retry = RetryConfig {
+            max_retries: 3,
+            retry_timeout: Duration::from_secs(15),
+            ..RetryConfig::default()
+        };
+        let (connect, timeout) = ("5 seconds", "300 seconds");
+        let inner: Arc<dyn ObjectStore> = match scheme {
+            "s3" | "s3a" => Arc::new(
+                object_store::aws::AmazonS3Builder::from_env()
+                    .with_url(url)
+                    .with_config(S3::Client(C::ConnectTimeout), connect)
+                    .with_config(S3::Client(C::Timeout), timeout)
+                    .with_retry(retry)
+                    .build()
+                    .map_err(|e| bad(&e.to_string()))?,
+            ),
+            "gs" => Arc::new(
+                object_store::gcp::GoogleCloudStorageBuilder::from_env()
+                    .with_url(url)
+                    .with_config(Gcs::Client(C::ConnectTimeout), connect)
+                    .with_config(Gcs::Client(C::Timeout), timeout)
+                    .with_retry(retry)
+                    .build()
+                    .map_err(|e| bad(&e.to_string()))?,
+            ),
+            "az" | "azure" | "abfs" | "abfss" => Arc::new(
+                object_store::azure::MicrosoftAzureBuilder::from_env()
+                    .with_url(url)
+                    .with_config(Az::Client(C::ConnectTimeout), connect)
+                    .with_config(Az::Client(C::Timeout), timeout)
+                    .with_retry(retry)
+                    .build()
+                    .map_err(|e| bad(&e.to_string()))?,
+            ),
+            other => {
+                return Err(bad(&format!(
+                    "`{other}://` is not supported (use file://, s3://, gs:// or az://)"
+                )))
+            }
+        };
+        Ok(Store {
+            url: url.trim_end_matches('/').to_string(),
+            inner,
+            prefix: Key::from(prefix.trim_matches('/')),
+            local: None,
+        })
+    }
+
+    /// A local folder (created on the first write).
+    pub fn local(dir: &Path) -> Store {
+        let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
+        Store {
+            url: format!("file://{}", dir.display()),
+            inner: Arc::new(object_store::local::LocalFileSystem::new()),
+            prefix: Key::from_absolute_path(&dir).unwrap_or_else(|_| Key::from("")),
+            local: Some(dir),
+        }
+    }
+
+    /// The store's URL, for messages.
+    pub fn url(&self) -> &str {
+        &self.url
+    }
+
+    /// The folder, when the store is local.
+    pub fn local_dir(&self) -> Option<&Path> {
+        self.local.as_deref()
+    }
+
+    /// A store below this one.
+    pub fn child(&self, sub: &str) -> Store {
+        Store {
+            url: format!("{}/{sub}", self.url),
+            inner: self.inner.clone(),
+            prefix: self.key(sub),
+            local: self.local.as_ref().map(|d| d.join(sub)),
+        }
+    }
+
+    fn key(&self, key: &str) -> Key {
+        key.split('/')
+            .filter(|p| !p.is_empty())
+            .fold(self.prefix.clone(), |k, part| k.child(part))
+    }
+
+    fn failed(&self, key: &str, e: impl std::fmt::Display) -> StoreError {
+        StoreError::Request {
+            url: self.url.clone(),
+            key: key.to_string(),
+            why: e.to_string(),
+        }
+    }
+
+    /// The bytes under `key`, or `None` when there are none.
+    pub fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
+        let (inner, k) = (self.inner.clone(), self.key(key));
+        let got = block(async move {
+            match inner.get(&k).await {
+                Ok(r) => r.bytes().await.map(Some),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        got.map_err(|e| self.failed(key, e))?
+            .map_err(|e| self.failed(key, e))
+    }
+
+    /// The size of what is under `key`, or `None` when there is nothing.
+    pub fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
+        let (inner, k) = (self.inner.clone(), self.key(key));
+        let got = block(async move {
+            match inner.head(&k).await {
+                Ok(meta) => Ok(Some(meta.size)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(e),
+            }
+        });
+        got.map_err(|e| self.failed(key, e))?
+            .map_err(|e| self.failed(key, e))
+    }
+
+    /// Writes `bytes` under `key` unless something is there already (then
+    /// leaves it: under content addressing it holds the same bytes).
+    /// Returns whether this call wrote them. The object appears whole or
+    /// not at all.
+    pub fn put_if_absent(&self, key: &str, bytes: impl Into<Bytes>) -> Result<bool, StoreError> {
+        let (inner, k) = (self.inner.clone(), self.key(key));
+        let payload = PutPayload::from(bytes.into());
+        let got = block(async move {
+            let opts = PutOptions::from(PutMode::Create);
+            match inner.put_opts(&k, payload, opts).await {
+                Ok(_) => Ok(true),
+                Err(
+                    object_store::Error::AlreadyExists { .. }
+                    | object_store::Error::Precondition { .. },
+                ) => Ok(false),
+                Err(e) => Err(e),
+            }
+        });
+        got.map_err(|e| self.failed(key, e))?
+            .map_err(|e| self.failed(key, e))
+    }
+
+    /// Writes `bytes` under `key`, replacing what was there.
+    pub fn put(&self, key: &str, bytes: impl Into<Bytes>) -> Result<(), StoreError> {
+        let (inner, k) = (self.inner.clone(), self.key(key));
+        let payload = PutPayload::from(bytes.into());
+        let got = block(async move { inner.put(&k, payload).await.map(|_| ()) });
+        got.map_err(|e| self.failed(key, e))?
+            .map_err(|e| self.failed(key, e))
+    }
+
+    /// Removes `key` (nothing there is fine).
+    pub fn delete(&self, key: &str) -> Result<(), StoreError> {
+        let (inner, k) = (self.inner.clone(), self.key(key));
+        let got = block(async move {
+            match inner.delete(&k).await {
+                Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+                Err(e) => Err(e),
+            }
+        });
+        got.map_err(|e| self.failed(key, e))?
+            .map_err(|e| self.failed(key, e))
+    }
+}
+
+/// Runs `fut` on the stores' runtime and waits for it.
+fn block<T: Send + 'static>(
+    fut: impl Future<Output = T> + Send + 'static,
+) -> Result<T, &'static str> {
+    static RUNTIME: OnceLock<Option<tokio::runtime::Runtime>> = OnceLock::new();
+    let runtime = RUNTIME
+        .get_or_init(|| {
+            tokio::runtime::Builder::new_multi_thread()
+                .worker_threads(2)
+                .thread_name("kiln-store")
+                .enable_all()
+                .build()
+                .ok()
+        })
+        .as_ref()
+        .ok_or("cannot start the store's threads")?;
+    let (tx, rx) = std::sync::mpsc::sync_channel(1);
+    runtime.spawn(async move {
+        let _ = tx.send(fut.await);
+    });
+    rx.recv().map_err(|_| "the request stopped unexpectedly")
+}
+
+/// Whether a `--cache`/`--out` argument is a URL rather than a folder.
+pub fn is_url(s: &str) -> bool {
+    s.contains("://")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn local_stores_put_once_and_read_back() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Store::open(&format!("file://{}", dir.path().display())).unwrap();
+        assert_eq!(store.get("a/b").unwrap(), None);
+        assert!(store.put_if_absent("a/b", b"one".to_vec()).unwrap());
+        assert!(!store.put_if_absent("a/b", b"two".to_vec()).unwrap());
+        assert_eq!(store.get("a/b").unwrap().as_deref(), Some(&b"one"[..]));
+        assert_eq!(store.size("a/b").unwrap(), Some(3));
+        assert!(dir.path().join("a/b").is_file());
+        store.delete("a/b").unwrap();
+        store.delete("a/b").unwrap();
+        assert_eq!(store.size("a/b").unwrap(), None);
+        assert_eq!(store.child("x").url(), store.url().to_string() + "/x");
+    }
+
+    #[test]
+    fn urls_kiln_cannot_use_are_refused_with_the_reason() {
+        let err = Store::open("ftp://host/x").unwrap_err().to_string();
+        assert!(err.contains("ftp://") && err.contains("s3://"), "{err}");
+        let err = Store::open("file://relative/x").unwrap_err().to_string();
+        assert!(err.contains("absolute"), "{err}");
+        let err = Store::open("s3:///x").unwrap_err().to_string();
+        assert!(err.contains("no bucket"), "{err}");
+    }
+
+    #[test]
+    fn an_unreachable_store_is_an_error_naming_it() {
+        let store = object_store::aws::AmazonS3Builder::new()
+            .with_url("s3://bucket/p")
+            .with_endpoint("http://127.0.0.1:9")
+            .with_allow_http(true)
+            .with_region("us-east-1")
+            .with_access_key_id("k")
+            .with_secret_access_key("s")
+            .with_retry(RetryConfig {
+                max_retries: 0,
+                ..RetryConfig::default()
+            })
+            .build()
+            .unwrap();
+        let store = Store {
+            url: "s3://bucket/p".into(),
+            inner: Arc::new(store),
+            prefix: Key::from("p"),
+            local: None,
+        };
+        let err = store.get("entries/x").unwrap_err().to_string();
+        assert!(err.contains("s3://bucket/p") && err.contains("entries/x"), "{err}");
+    }
+}

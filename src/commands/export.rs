@@ -1,0 +1,197 @@
+//! `kiln export argo`: a pipeline as an Argo Workflows manifest.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use kiln_engine::{CacheMode, Plan, Quiet, Registry, RunOptions, Selection, Status};
+use petgraph::Direction;
+
+use crate::argo::{Profile, Target, Task};
+use crate::cli::{ArgoArgs, ManifestFormat};
+use crate::failure::Failure;
+
+/// Prints the manifest of `args.file` on stdout.
+pub fn argo(args: &ArgoArgs, registry: &Registry) -> Result<(), Failure> {
+    let invalid = |msg: String| Failure::Invalid(format!("error: {msg}"));
+    let place = super::place::resolve(&args.file, Some(&args.cache), None)?;
+    let store = place.stores.cache.clone().ok_or_else(|| invalid("--cache is required".into()))?;
+    if store.local_dir().is_some() {
+        eprintln!(
+            "warning: `--cache {}` is a local folder: pods see it only if every one mounts it at that path; an object store (s3://, gs://, az://) is what a cluster shares",
+            args.cache
+        );
+    }
+    // The cluster's machines provide the devices, not this one.
+    kiln_engine::device::check_devices_elsewhere();
+    let plan = super::load::load(&place.file, &args.set, registry)?;
+    let mut profile = match &args.profile {
+        Some(file) => Profile::read(file).map_err(invalid)?,
+        None => Profile::default(),
+    };
+    for sel in &args.gpu_node_selector {
+        profile.select_gpu_nodes(sel).map_err(invalid)?;
+    }
+    for t in &args.gpu_toleration {
+        profile.tolerate_on_gpu(t).map_err(invalid)?;
+    }
+    if let Some(secret) = &args.secret {
+        profile.secret = Some(secret.clone());
+    }
+    if let Some(ns) = &args.namespace {
+        profile.namespace = Some(ns.clone());
+    }
+    check_passed_through_cache(&plan).map_err(invalid)?;
+
+    let out = args.out.clone().unwrap_or_else(|| {
+        format!("{}/runs/{}", store.url(), plan.name.as_str())
+    });
+    let out_store = super::place::open("--out", &out)?;
+    let bundle = kiln_engine::bundle::upload(&plan, &store).map_err(|e| match e {
+        kiln_engine::bundle::BundleError::Outside { .. } => invalid(e.to_string()),
+        other => Failure::Run(format!("error: {other}")),
+    })?;
+
+    let cached = if args.skip_cached {
+        cached_nodes(&plan, &place.stores.cache, out_store)?
+    } else {
+        HashSet::new()
+    };
+    let tasks = tasks(&plan, &cached);
+    if tasks.is_empty() {
+        // No manifest: Argo refuses a DAG without tasks, and there is nothing to submit.
+        eprintln!(
+            "every node of `{}` is already in the cache: there is no work to export",
+            plan.name
+        );
+        return Ok(());
+    }
+    if !cached.is_empty() {
+        eprintln!(
+            "{} node{} already in the cache left out; {} task{} to run",
+            cached.len(),
+            if cached.len() == 1 { "" } else { "s" },
+            tasks.len(),
+            if tasks.len() == 1 { "" } else { "s" }
+        );
+    }
+    let target = Target {
+        pipeline: plan.name.as_str(),
+        bundle: &bundle,
+        image: &args.image,
+        cache: store.url(),
+        out: &out,
+        sets: &args.set,
+        parallelism: args.jobs.map(usize::from),
+        retries: args.retries,
+        template: args.workflow_template,
+    };
+    let manifest = crate::argo::workflow(&tasks, &target, &profile);
+    match args.format {
+        ManifestFormat::Yaml => print!("{}", crate::argo::yaml::render(&manifest)),
+        ManifestFormat::Json => println!(
+            "{}",
+            serde_json::to_string_pretty(&manifest).unwrap_or_default()
+        ),
+    }
+    Ok(())
+}
+
+/// Pods pass values through the cache: a node kept out of it (`cache: false`)
+/// cannot feed another pod.
+fn check_passed_through_cache(plan: &Plan) -> Result<(), String> {
+    for (i, node) in plan.nodes.iter().enumerate() {
+        let idx = petgraph::graph::NodeIndex::new(i);
+        let feeds = plan
+            .graph
+            .neighbors_directed(idx, Direction::Outgoing)
+            .next()
+            .is_some();
+        if !node.cache && feeds {
+            return Err(format!(
+                "node `{}` has `cache: false`, but on the cluster the nodes it feeds read its result from the cache: remove `cache: false` to export",
+                node.id
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The nodes whose results (and written files) are already in the stores.
+fn cached_nodes(
+    plan: &Plan,
+    cache: &Option<kiln_engine::Store>,
+    out: kiln_engine::Store,
+) -> Result<HashSet<usize>, Failure> {
+    let staging = tempfile::tempdir()
+        .map_err(|e| Failure::Run(format!("error: cannot create a temporary folder: {e}")))?;
+    let opts = RunOptions {
+        jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
+        cache: CacheMode::Probe,
+        out_dir: staging.path().to_path_buf(),
+        stores: kiln_engine::Stores {
+            cache: cache.clone(),
+            out: Some(out),
+        },
+        selection: Selection::All,
+        cancel: Default::default(),
+        observer: Arc::new(Quiet),
+    };
+    let report = kiln_engine::run(plan, &opts)?;
+    // A store that failed is an error, not "not cached".
+    if let Some(n) = report
+        .nodes
+        .iter()
+        .find(|n| n.error.as_deref().is_some_and(|e| e.contains("the store at")))
+    {
+        return Err(Failure::Run(format!(
+            "error: cannot consult the cache: {}",
+            n.error.as_deref().unwrap_or_default()
+        )));
+    }
+    Ok(report
+        .nodes
+        .iter()
+        .filter(|n| n.status == Status::Cached)
+        .filter_map(|n| plan.index_of(&n.id).map(|i| i.index()))
+        .collect())
+}
+
+/// One task per node that runs on the cluster: not serve-only, not cached;
+/// dependencies on tasks only (a cached producer is read from the store).
+fn tasks(plan: &Plan, cached: &HashSet<usize>) -> Vec<Task> {
+    let n = plan.nodes.len();
+    let mut serve_only = vec![false; n];
+    let order = petgraph::algo::toposort(&plan.graph, None).unwrap_or_default();
+    for idx in &order {
+        let node = &plan.nodes[idx.index()];
+        serve_only[idx.index()] = node.kind.serve_only(&node.settings)
+            || plan
+                .graph
+                .neighbors_directed(*idx, Direction::Incoming)
+                .any(|p| serve_only[p.index()]);
+    }
+    let runs: Vec<bool> = (0..n).map(|i| !serve_only[i] && !cached.contains(&i)).collect();
+    let mut position = vec![None; n];
+    let mut tasks = Vec::new();
+    for &idx in &order {
+        let i = idx.index();
+        if !runs[i] {
+            continue;
+        }
+        let mut after: Vec<usize> = plan
+            .graph
+            .neighbors_directed(idx, Direction::Incoming)
+            .filter_map(|p| position[p.index()])
+            .collect();
+        after.sort();
+        after.dedup();
+        let node = &plan.nodes[i];
+        position[i] = Some(tasks.len());
+        tasks.push(Task {
+            id: node.id.to_string(),
+            after,
+            gpu: node.device.to_string().starts_with("cuda"),
+        });
+    }
+    tasks
+}
