@@ -434,3 +434,115 @@ fn bad_export_arguments_are_usage_errors() {
     assert_exit(&out, 2);
     assert!(text(&out).1.contains("--cache"), "{}", text(&out).1);
 }
+
+fn objects(s3: &S3Server, kind: &str) -> BTreeSet<String> {
+    files_below(&s3.bucket_dir().join("kiln/cache").join(kind))
+        .into_keys()
+        .collect()
+}
+
+/// Exports iris-mlp and runs its pods up to (not including) `fit`; returns
+/// the manifest's tasks and fit's pod arguments.
+fn up_to_fit(s3: &S3Server, ws: &Path) -> (Json, Vec<String>) {
+    let (w, _) = export(ws, s3, "iris-mlp.yaml", &[]);
+    let tasks = tasks_of(&w);
+    let fit = tasks.iter().find(|t| t.0 == "fit").unwrap().clone();
+    let mut before = w.clone();
+    let keep: BTreeSet<String> = fit.2.iter().cloned().collect();
+    let dag = &mut before["spec"]["templates"][0]["dag"]["tasks"];
+    let upstream: Vec<Json> = dag
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|t| keep.contains(t["name"].as_str().unwrap()) || t["name"] == "iris" || t["name"] == "split")
+        .cloned()
+        .collect();
+    *dag = Json::Array(upstream);
+    run_pods(&before, s3);
+    (w, fit.1)
+}
+
+fn pod(s3: &S3Server, args: &[String]) -> std::process::Child {
+    let dir = tempfile::tempdir().unwrap().keep();
+    Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .args(args)
+        .current_dir(dir)
+        .envs(s3.env())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap()
+}
+
+#[test]
+fn a_pod_killed_while_writing_leaves_nothing_and_its_retry_completes() {
+    let s3 = S3Server::start();
+    let ws = workspace();
+    let (_, fit) = up_to_fit(&s3, ws.path());
+    let entries = objects(&s3, "entries");
+
+    s3.stall_value_uploads(true);
+    let mut child = pod(&s3, &fit);
+    s3.wait_for_held_upload();
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    s3.stall_value_uploads(false);
+    assert_eq!(objects(&s3, "entries"), entries, "a killed pod left a record");
+
+    // The retry: the same pod again.
+    let out = pod(&s3, &fit).wait_with_output().unwrap();
+    assert_exit(&out, 0);
+    assert!(text(&out).0.contains("ran 1, reused"), "{}", text(&out).0);
+    assert_eq!(objects(&s3, "entries").len(), entries.len() + 1);
+}
+
+#[test]
+fn two_pods_computing_the_same_node_leave_one_entry_and_both_succeed() {
+    let s3 = S3Server::start();
+    let ws = workspace();
+    let (_, fit) = up_to_fit(&s3, ws.path());
+    let entries = objects(&s3, "entries");
+    let (a, b) = (pod(&s3, &fit), pod(&s3, &fit));
+    for out in [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()] {
+        assert_exit(&out, 0);
+    }
+    assert_eq!(objects(&s3, "entries").len(), entries.len() + 1);
+    // What is there reads back: the node is found, not run, by a third pod.
+    let out = pod(&s3, &fit).wait_with_output().unwrap();
+    assert!(text(&out).0.contains("ran 0, reused"), "{}", text(&out).0);
+}
+
+#[test]
+fn a_store_that_dies_mid_run_is_an_error_naming_it_and_caches_nothing_wrong() {
+    let mut s3 = S3Server::start();
+    let ws = workspace();
+    let cache = s3.url("cache");
+    s3.stall_value_uploads(true);
+    let child = {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_kiln"));
+        cmd.args(["run", "iris-mlp.yaml", "--cache", &cache])
+            .current_dir(ws.path())
+            .envs(s3.env())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped());
+        cmd.spawn().unwrap()
+    };
+    s3.wait_for_held_upload();
+    s3.stop();
+    let started = std::time::Instant::now();
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let (_, stderr) = text(&out);
+    assert!(stderr.contains("s3://kiln/cache"), "{stderr}");
+    assert!(started.elapsed().as_secs() < 60, "{:?}", started.elapsed());
+
+    // Back up: the run completes, with what a local run computes.
+    let s3 = s3.restart();
+    let out = kiln_s3(ws.path(), &s3, &["run", "iris-mlp.yaml", "--cache", &cache]);
+    assert_exit(&out, 0);
+    let remote = std::fs::read(ws.path().join("runs/iris-mlp/metrics.json")).unwrap();
+    let local = workspace();
+    assert_exit(&kiln(local.path(), &["run", "iris-mlp.yaml"]), 0);
+    let expected = std::fs::read(local.path().join("runs/iris-mlp/metrics.json")).unwrap();
+    assert!(remote == expected, "the store's results differ from a local run");
+}

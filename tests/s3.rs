@@ -5,6 +5,9 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::Arc;
+
 use hyper_util::rt::TokioIo;
 
 const KEY: &str = "kiln-test";
@@ -15,6 +18,8 @@ pub struct S3Server {
     pub addr: SocketAddr,
     pub root: tempfile::TempDir,
     runtime: Option<tokio::runtime::Runtime>,
+    stall: Arc<AtomicBool>,
+    held: Arc<AtomicUsize>,
 }
 
 impl S3Server {
@@ -34,6 +39,21 @@ impl S3Server {
         let mut service = s3s::service::S3ServiceBuilder::new(fs);
         service.set_auth(s3s::auth::SimpleAuth::from_single(KEY, SECRET));
         let service = service.build();
+        let stall = Arc::new(AtomicBool::new(false));
+        let held = Arc::new(AtomicUsize::new(0));
+        let (stall_flag, held_count) = (stall.clone(), held.clone());
+        let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+            let (service, stall, held) = (service.clone(), stall_flag.clone(), held_count.clone());
+            async move {
+                let value_upload =
+                    req.method() == hyper::Method::PUT && req.uri().path().contains("/blobs/");
+                if value_upload && stall.load(Ordering::SeqCst) {
+                    held.fetch_add(1, Ordering::SeqCst);
+                    std::future::pending::<()>().await;
+                }
+                hyper::service::Service::call(&service, req).await
+            }
+        });
         let listener = runtime
             .block_on(tokio::net::TcpListener::bind(at))
             .unwrap();
@@ -55,7 +75,24 @@ impl S3Server {
             addr,
             root,
             runtime: Some(runtime),
+            stall,
+            held,
         }
+    }
+
+    /// Holds every upload of a value from now on, unanswered (`false` lets them through again).
+    pub fn stall_value_uploads(&self, on: bool) {
+        self.stall.store(on, Ordering::SeqCst);
+    }
+
+    /// Waits until an upload is being held.
+    pub fn wait_for_held_upload(&self) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while self.held.load(Ordering::SeqCst) == 0 {
+            assert!(std::time::Instant::now() < deadline, "no value upload came");
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        self.held.store(0, Ordering::SeqCst);
     }
 
     /// Stops answering (open connections are dropped).
