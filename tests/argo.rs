@@ -55,7 +55,11 @@ fn schema_errors(v: &jsonschema::Validator, manifest: &Json) -> Vec<String> {
 fn controller_problems(w: &Json) -> Vec<String> {
     let mut problems = Vec::new();
     let label = regex::Regex::new("^[a-z0-9]([-a-z0-9]*[a-z0-9])?$").unwrap();
-    let templates = w["spec"]["templates"].as_array().cloned().unwrap_or_default();
+    let task_name = regex::Regex::new("^[a-zA-Z0-9][-a-zA-Z0-9]*$").unwrap();
+    let templates = w["spec"]["templates"]
+        .as_array()
+        .cloned()
+        .unwrap_or_default();
     let mut names = BTreeSet::new();
     for t in &templates {
         let name = t["name"].as_str().unwrap_or_default();
@@ -77,7 +81,6 @@ fn controller_problems(w: &Json) -> Vec<String> {
         let mut deps: HashMap<String, Vec<String>> = HashMap::new();
         for task in tasks {
             let name = task["name"].as_str().unwrap_or_default().to_string();
-            let task_name = regex::Regex::new("^[a-zA-Z0-9][-a-zA-Z0-9]*$").unwrap();
             if !task_name.is_match(&name) {
                 problems.push(format!("task name `{name}` is not allowed"));
             }
@@ -112,7 +115,11 @@ fn controller_problems(w: &Json) -> Vec<String> {
         // Kahn: every task must come out.
         let mut indeg: HashMap<&str, usize> =
             deps.iter().map(|(k, v)| (k.as_str(), v.len())).collect();
-        let mut ready: Vec<&str> = indeg.iter().filter(|(_, &n)| n == 0).map(|(k, _)| *k).collect();
+        let mut ready: Vec<&str> = indeg
+            .iter()
+            .filter(|(_, &n)| n == 0)
+            .map(|(k, _)| *k)
+            .collect();
         let mut seen = 0;
         while let Some(at) = ready.pop() {
             seen += 1;
@@ -140,8 +147,18 @@ fn argos_own_examples_pass_the_checks_and_broken_manifests_do_not() {
     for entry in std::fs::read_dir(root().join("tests/argo/examples")).unwrap() {
         let path = entry.unwrap().path();
         let w = yaml_file(&path);
-        assert_eq!(schema_errors(&v, &w), Vec::<String>::new(), "{}", path.display());
-        assert_eq!(controller_problems(&w), Vec::<String>::new(), "{}", path.display());
+        assert_eq!(
+            schema_errors(&v, &w),
+            Vec::<String>::new(),
+            "{}",
+            path.display()
+        );
+        assert_eq!(
+            controller_problems(&w),
+            Vec::<String>::new(),
+            "{}",
+            path.display()
+        );
         examples += 1;
     }
     assert_eq!(examples, 5);
@@ -160,8 +177,14 @@ fn argos_own_examples_pass_the_checks_and_broken_manifests_do_not() {
     w["spec"]["templates"][0]["dag"]["tasks"][0]["depends"] = "D".into();
     w["spec"]["templates"][0]["dag"]["tasks"][1]["depends"] = "Z".into();
     let problems = controller_problems(&w);
-    assert!(problems.contains(&"the DAG has a cycle".to_string()), "{problems:?}");
-    assert!(problems.iter().any(|p| p.contains("missing task `Z`")), "{problems:?}");
+    assert!(
+        problems.contains(&"the DAG has a cycle".to_string()),
+        "{problems:?}"
+    );
+    assert!(
+        problems.iter().any(|p| p.contains("missing task `Z`")),
+        "{problems:?}"
+    );
 }
 
 /// Exports `file` (in `dir`) as JSON and checks it like Argo would.
@@ -177,7 +200,10 @@ fn export(dir: &Path, s3: &S3Server, file: &str, extra: &[&str]) -> (Json, Strin
         return (Json::Null, stderr);
     }
     let w: Json = serde_json::from_str(&stdout).unwrap();
-    assert_eq!(schema_errors(&workflow_validator(), &w), Vec::<String>::new());
+    assert_eq!(
+        schema_errors(&workflow_validator(), &w),
+        Vec::<String>::new()
+    );
     assert_eq!(controller_problems(&w), Vec::<String>::new());
     (w, stderr)
 }
@@ -196,7 +222,10 @@ fn tasks_of(w: &Json) -> Vec<(String, Vec<String>, Vec<String>)> {
         .iter()
         .map(|t| {
             let template = by_name[t["template"].as_str().unwrap()];
-            assert_eq!(template["container"]["command"], serde_json::json!(["kiln"]));
+            assert_eq!(
+                template["container"]["command"],
+                serde_json::json!(["kiln"])
+            );
             let args = template["container"]["args"]
                 .as_array()
                 .unwrap()
@@ -217,6 +246,17 @@ fn tasks_of(w: &Json) -> Vec<(String, Vec<String>, Vec<String>)> {
 /// Runs every task's pod as its own process in its own empty folder, two
 /// at a time, each once its dependencies finished; returns each pod's output.
 fn run_pods(w: &Json, s3: &S3Server) -> BTreeMap<String, Output> {
+    run_pods_by(w, s3, 2).0
+}
+
+/// As [`run_pods`], `at_once` pods at a time; also the bytes each pod read
+/// from the store (exact when one runs at a time).
+fn run_pods_by(
+    w: &Json,
+    s3: &S3Server,
+    at_once: usize,
+) -> (BTreeMap<String, Output>, BTreeMap<String, u64>) {
+    let mut bytes = BTreeMap::new();
     let tasks = tasks_of(w);
     let mut done: BTreeMap<String, Output> = BTreeMap::new();
     while done.len() < tasks.len() {
@@ -225,8 +265,9 @@ fn run_pods(w: &Json, s3: &S3Server) -> BTreeMap<String, Output> {
             .filter(|(name, _, deps)| {
                 !done.contains_key(name) && deps.iter().all(|d| done.contains_key(d))
             })
-            .take(2)
+            .take(at_once)
             .collect();
+        s3.take_bytes_served();
         assert!(!ready.is_empty(), "no task can start");
         let outputs: Vec<(String, Output)> = std::thread::scope(|scope| {
             let handles: Vec<_> = ready
@@ -241,12 +282,14 @@ fn run_pods(w: &Json, s3: &S3Server) -> BTreeMap<String, Output> {
                 .collect();
             handles.into_iter().map(|h| h.join().unwrap()).collect()
         });
+        let served = s3.take_bytes_served();
         for (name, out) in outputs {
             assert_exit(&out, 0);
+            bytes.insert(name.clone(), served);
             done.insert(name, out);
         }
     }
-    done
+    (done, bytes)
 }
 
 fn files_below(dir: &Path) -> BTreeMap<String, Vec<u8>> {
@@ -254,7 +297,10 @@ fn files_below(dir: &Path) -> BTreeMap<String, Vec<u8>> {
     for entry in walkdir::WalkDir::new(dir).into_iter().flatten() {
         if entry.file_type().is_file() {
             let rel = entry.path().strip_prefix(dir).unwrap();
-            out.insert(rel.display().to_string(), std::fs::read(entry.path()).unwrap());
+            out.insert(
+                rel.display().to_string(),
+                std::fs::read(entry.path()).unwrap(),
+            );
         }
     }
     out
@@ -290,7 +336,14 @@ fn pods_sharing_only_the_store_compute_what_a_local_run_does() {
         let out = kiln_s3(
             check.path(),
             &s3,
-            &["run", file, "--cache", &s3.url("cache"), "--out", &remote_out],
+            &[
+                "run",
+                file,
+                "--cache",
+                &s3.url("cache"),
+                "--out",
+                &remote_out,
+            ],
         );
         assert_exit(&out, 0);
         assert!(text(&out).0.contains("ran 0, reused"), "{}", text(&out).0);
@@ -301,7 +354,10 @@ fn pods_sharing_only_the_store_compute_what_a_local_run_does() {
         let names: Vec<&String> = local_files.keys().filter(|n| *n != "run.json").collect();
         assert!(names.len() >= 2, "{names:?}");
         for n in names {
-            assert!(remote_files.get(n) == local_files.get(n), "{name}: {n} differs");
+            assert!(
+                remote_files.get(n) == local_files.get(n),
+                "{name}: {n} differs"
+            );
         }
 
         // Exported again, only what is not in the store is left: nothing.
@@ -309,6 +365,36 @@ fn pods_sharing_only_the_store_compute_what_a_local_run_does() {
         assert!(w.is_null(), "{w}");
         assert!(stderr.contains("already in the cache"), "{stderr}");
     }
+}
+
+#[test]
+fn a_pod_fetches_only_what_its_node_reads() {
+    let s3 = S3Server::start();
+    let ws = workspace();
+    let (w, _) = export(ws.path(), &s3, "digits-cnn.yaml", &[]);
+    let (_, bytes) = run_pods_by(&w, &s3, 1);
+    let data = std::fs::metadata(ws.path().join("data/digits.csv.gz"))
+        .unwrap()
+        .len();
+    let store = |kind: &str| -> BTreeMap<String, u64> {
+        files_below(&s3.bucket_dir().join("kiln/cache").join(kind))
+            .into_iter()
+            .map(|(k, v)| (k, v.len() as u64))
+            .collect()
+    };
+    let blobs: u64 = store("blobs").values().sum();
+    // The source reads the data file; the network's definition reads nothing
+    // but the pipeline and its record; training reads its inputs, not the
+    // file nor every value in the store.
+    assert!(bytes["digits"] >= data, "{bytes:?}");
+    assert!(
+        bytes["net"] < data / 4,
+        "{bytes:?} (data file: {data} bytes)"
+    );
+    assert!(
+        bytes["fit"] < blobs,
+        "{bytes:?} (all values: {blobs} bytes)"
+    );
 }
 
 #[test]
@@ -337,7 +423,8 @@ fn serve_answers_from_what_the_cluster_trained_without_training() {
 fn names_map_one_to_one_and_gpu_nodes_ask_for_gpus() {
     let s3 = S3Server::start();
     let ws = workspace();
-    let long = "a_very_long_node_id_that_goes_well_past_the_sixty_three_characters_kubernetes_allows";
+    let long =
+        "a_very_long_node_id_that_goes_well_past_the_sixty_three_characters_kubernetes_allows";
     let yaml = format!(
         r#"pipeline: names_and_gpus
 seed: 1
@@ -383,7 +470,10 @@ nodes:
         .filter(|t| !t["container"]["resources"]["limits"]["nvidia.com/gpu"].is_null())
         .collect();
     assert_eq!(gpu.len(), 1);
-    assert_eq!(gpu[0]["container"]["resources"]["limits"]["nvidia.com/gpu"], "1");
+    assert_eq!(
+        gpu[0]["container"]["resources"]["limits"]["nvidia.com/gpu"],
+        "1"
+    );
     assert_eq!(gpu[0]["nodeSelector"]["gpu"], "h200");
     assert_eq!(gpu[0]["tolerations"][0]["key"], "nvidia.com/gpu");
     assert!(templates
@@ -392,7 +482,10 @@ nodes:
         .all(|t| t["retryStrategy"]["limit"] == "2"));
     // The pipeline's name is no label either: it is written as one.
     let generated = w["metadata"]["generateName"].as_str().unwrap();
-    assert!(generated.starts_with("names-and-gpus-") && generated.len() == 22, "{generated}");
+    assert!(
+        generated.starts_with("names-and-gpus-") && generated.len() == 22,
+        "{generated}"
+    );
 }
 
 #[test]
@@ -400,22 +493,41 @@ fn bad_export_arguments_are_usage_errors() {
     let ws = workspace();
     let out = kiln(
         ws.path(),
-        &["export", "argo", "iris-mlp.yaml", "--image", "x", "--cache", "ftp://h/x"],
+        &[
+            "export",
+            "argo",
+            "iris-mlp.yaml",
+            "--image",
+            "x",
+            "--cache",
+            "ftp://h/x",
+        ],
     );
     assert_exit(&out, 2);
     assert!(text(&out).1.contains("ftp://"), "{}", text(&out).1);
     let out = kiln(
         ws.path(),
         &[
-            "export", "argo", "iris-mlp.yaml", "--image", "x", "--cache", "file:///tmp/x",
-            "--gpu-toleration", "k:Often",
+            "export",
+            "argo",
+            "iris-mlp.yaml",
+            "--image",
+            "x",
+            "--cache",
+            "file:///tmp/x",
+            "--gpu-toleration",
+            "k:Often",
         ],
     );
     assert_exit(&out, 2);
     assert!(text(&out).1.contains("NoSchedule"), "{}", text(&out).1);
     // A pipeline reading a file outside its folder cannot be shipped.
     let outside = tempfile::tempdir().unwrap();
-    std::fs::copy(ws.path().join("data/iris.csv"), outside.path().join("iris.csv")).unwrap();
+    std::fs::copy(
+        ws.path().join("data/iris.csv"),
+        outside.path().join("iris.csv"),
+    )
+    .unwrap();
     let yaml = format!(
         "pipeline: away\nnodes:\n  iris: {{ kind: source.csv, with: {{ path: {}/iris.csv, target: species }} }}\n",
         outside.path().display()
@@ -425,10 +537,22 @@ fn bad_export_arguments_are_usage_errors() {
     let url = format!("file://{}", store.path().display());
     let out = kiln(
         ws.path(),
-        &["export", "argo", "away.yaml", "--image", "x", "--cache", &url],
+        &[
+            "export",
+            "argo",
+            "away.yaml",
+            "--image",
+            "x",
+            "--cache",
+            &url,
+        ],
     );
     assert_exit(&out, 2);
-    assert!(text(&out).1.contains("outside the pipeline's folder"), "{}", text(&out).1);
+    assert!(
+        text(&out).1.contains("outside the pipeline's folder"),
+        "{}",
+        text(&out).1
+    );
     // A content hash with no store to fetch it from.
     let out = kiln(ws.path(), &["run", &"ab".repeat(32)]);
     assert_exit(&out, 2);
@@ -454,7 +578,11 @@ fn up_to_fit(s3: &S3Server, ws: &Path) -> (Json, Vec<String>) {
         .as_array()
         .unwrap()
         .iter()
-        .filter(|t| keep.contains(t["name"].as_str().unwrap()) || t["name"] == "iris" || t["name"] == "split")
+        .filter(|t| {
+            keep.contains(t["name"].as_str().unwrap())
+                || t["name"] == "iris"
+                || t["name"] == "split"
+        })
         .cloned()
         .collect();
     *dag = Json::Array(upstream);
@@ -487,7 +615,11 @@ fn a_pod_killed_while_writing_leaves_nothing_and_its_retry_completes() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     s3.stall_value_uploads(false);
-    assert_eq!(objects(&s3, "entries"), entries, "a killed pod left a record");
+    assert_eq!(
+        objects(&s3, "entries"),
+        entries,
+        "a killed pod left a record"
+    );
 
     // The retry: the same pod again.
     let out = pod(&s3, &fit).wait_with_output().unwrap();
@@ -544,5 +676,8 @@ fn a_store_that_dies_mid_run_is_an_error_naming_it_and_caches_nothing_wrong() {
     let local = workspace();
     assert_exit(&kiln(local.path(), &["run", "iris-mlp.yaml"]), 0);
     let expected = std::fs::read(local.path().join("runs/iris-mlp/metrics.json")).unwrap();
-    assert!(remote == expected, "the store's results differ from a local run");
+    assert!(
+        remote == expected,
+        "the store's results differ from a local run"
+    );
 }

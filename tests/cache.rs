@@ -10,7 +10,10 @@ use crate::common::{assert_exit, kiln, statuses, with_status, workspace};
 fn cache_files(root: &Path) -> Vec<std::path::PathBuf> {
     let mut out = Vec::new();
     for kind in ["entries", "blobs"] {
-        for shard in fs::read_dir(root.join(".kiln").join(kind)).unwrap().flatten() {
+        for shard in fs::read_dir(root.join(".kiln").join(kind))
+            .unwrap()
+            .flatten()
+        {
             for f in fs::read_dir(shard.path()).unwrap().flatten() {
                 out.push(f.path());
             }

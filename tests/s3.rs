@@ -5,7 +5,7 @@
 use std::net::SocketAddr;
 use std::path::Path;
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use hyper_util::rt::TokioIo;
@@ -20,6 +20,7 @@ pub struct S3Server {
     runtime: Option<tokio::runtime::Runtime>,
     stall: Arc<AtomicBool>,
     held: Arc<AtomicUsize>,
+    served: Arc<AtomicU64>,
 }
 
 impl S3Server {
@@ -41,22 +42,36 @@ impl S3Server {
         let service = service.build();
         let stall = Arc::new(AtomicBool::new(false));
         let held = Arc::new(AtomicUsize::new(0));
-        let (stall_flag, held_count) = (stall.clone(), held.clone());
-        let service = hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
-            let (service, stall, held) = (service.clone(), stall_flag.clone(), held_count.clone());
-            async move {
-                let value_upload =
-                    req.method() == hyper::Method::PUT && req.uri().path().contains("/blobs/");
-                if value_upload && stall.load(Ordering::SeqCst) {
-                    held.fetch_add(1, Ordering::SeqCst);
-                    std::future::pending::<()>().await;
+        let served = Arc::new(AtomicU64::new(0));
+        let (stall_flag, held_count, served_bytes) = (stall.clone(), held.clone(), served.clone());
+        let service =
+            hyper::service::service_fn(move |req: hyper::Request<hyper::body::Incoming>| {
+                let (service, stall, held, served) = (
+                    service.clone(),
+                    stall_flag.clone(),
+                    held_count.clone(),
+                    served_bytes.clone(),
+                );
+                async move {
+                    let read = req.method() == hyper::Method::GET;
+                    let value_upload =
+                        req.method() == hyper::Method::PUT && req.uri().path().contains("/blobs/");
+                    if value_upload && stall.load(Ordering::SeqCst) {
+                        held.fetch_add(1, Ordering::SeqCst);
+                        std::future::pending::<()>().await;
+                    }
+                    let response = hyper::service::Service::call(&service, req).await;
+                    if let (true, Ok(r)) = (read, &response) {
+                        let length = r
+                            .headers()
+                            .get(hyper::header::CONTENT_LENGTH)
+                            .and_then(|v| v.to_str().ok()?.parse::<u64>().ok());
+                        served.fetch_add(length.unwrap_or(0), Ordering::SeqCst);
+                    }
+                    response
                 }
-                hyper::service::Service::call(&service, req).await
-            }
-        });
-        let listener = runtime
-            .block_on(tokio::net::TcpListener::bind(at))
-            .unwrap();
+            });
+        let listener = runtime.block_on(tokio::net::TcpListener::bind(at)).unwrap();
         let addr = listener.local_addr().unwrap();
         runtime.spawn(async move {
             loop {
@@ -78,6 +93,7 @@ impl S3Server {
             runtime: Some(runtime),
             stall,
             held,
+            served,
         }
     }
 
@@ -96,6 +112,11 @@ impl S3Server {
         self.held.store(0, Ordering::SeqCst);
     }
 
+    /// Bytes of objects read from it since the last call.
+    pub fn take_bytes_served(&self) -> u64 {
+        self.served.swap(0, Ordering::SeqCst)
+    }
+
     /// Stops answering (open connections are dropped).
     pub fn stop(&mut self) {
         if let Some(rt) = self.runtime.take() {
@@ -107,7 +128,10 @@ impl S3Server {
     pub fn restart(self) -> S3Server {
         let mut old = self;
         old.stop();
-        let (addr, root) = (old.addr, std::mem::replace(&mut old.root, tempfile::tempdir().unwrap()));
+        let (addr, root) = (
+            old.addr,
+            std::mem::replace(&mut old.root, tempfile::tempdir().unwrap()),
+        );
         // The port may take a moment to be free again.
         for _ in 0..50 {
             if std::net::TcpListener::bind(addr).is_ok() {

@@ -7,7 +7,9 @@
 //! or `$KILN_DATA/…` for the data folder — with its content hash; the bytes
 //! are under `files/<hash>`, stored once whoever uploads them. The record's
 //! own hash names the bundle: `kiln run <hash> --cache URL` fetches it into a
-//! fresh folder (checking every hash) and runs it there.
+//! fresh folder (checking every hash) and runs it there, fetching only the
+//! input files of the nodes it runs; the others are fingerprinted by the
+//! hashes the bundle recorded (`fingerprint::vouch`).
 
 use std::path::{Component, Path, PathBuf};
 
@@ -61,28 +63,39 @@ struct Record {
     text: String,
     /// Input files as written (relative, or `$KILN_DATA/…`) and their content hashes.
     inputs: Vec<(String, String)>,
+    /// Each path a node reads (a file or a folder) as written, and its
+    /// content hash as the fingerprint takes it.
+    reads: Vec<(String, String)>,
 }
 
 /// Uploads `plan`'s file and every file its nodes read; returns the
 /// bundle's hash. What the store already holds is not sent again.
 pub fn upload(plan: &Plan, store: &Store) -> Result<String, BundleError> {
     let text = read(&plan.file)?;
-    let mut inputs = Vec::new();
+    let (mut inputs, mut reads) = (Vec::new(), Vec::new());
     for node in &plan.nodes {
         for path in &node.files {
-            for (file, written) in files_of(path, &plan.base_dir).map_err(|_| {
-                BundleError::Outside {
-                    node: node.id.to_string(),
-                    path: path.clone(),
-                }
-            })? {
+            let outside = || BundleError::Outside {
+                node: node.id.to_string(),
+                path: path.clone(),
+            };
+            let written = written_form(path, &plan.base_dir).map_err(|_| outside())?;
+            let hash = crate::fingerprint::hash_path(path).map_err(|e| BundleError::Io {
+                what: "read",
+                path: path.clone(),
+                source: std::io::Error::other(e.to_string()),
+            })?;
+            reads.push((written, hash));
+            for (file, written) in files_of(path, &plan.base_dir).map_err(|_| outside())? {
                 let bytes = read(&file)?;
                 inputs.push((written, put_file(store, bytes)?));
             }
         }
     }
-    inputs.sort();
-    inputs.dedup();
+    for list in [&mut inputs, &mut reads] {
+        list.sort();
+        list.dedup();
+    }
     let record = Record {
         pipeline: plan
             .file
@@ -90,6 +103,7 @@ pub fn upload(plan: &Plan, store: &Store) -> Result<String, BundleError> {
             .map_or("pipeline.yaml".into(), |n| n.to_string_lossy().into_owned()),
         text: put_file(store, text)?,
         inputs,
+        reads,
     };
     let bytes = serde_json::to_vec(&record).unwrap_or_default();
     let hash = blake3::hash(&bytes).to_hex().to_string();
@@ -97,40 +111,86 @@ pub fn upload(plan: &Plan, store: &Store) -> Result<String, BundleError> {
     Ok(hash)
 }
 
-/// A fetched bundle: where its pipeline file and data folder are.
+/// A fetched bundle: its pipeline file, written; its input files fetched
+/// on demand ([`Fetched::materialize`]), their hashes vouched for meanwhile.
 pub struct Fetched {
     /// The pipeline file.
     pub file: PathBuf,
     /// The folder standing for `$KILN_DATA`.
     pub data: PathBuf,
+    base: PathBuf,
+    hash: String,
+    store: Store,
+    record: Record,
 }
 
-/// Fetches bundle `hash` into `dir` (the pipeline under `dir/pipeline/`,
-/// data-folder files under `dir/data/`), checking every file's hash.
+/// Fetches bundle `hash` into `dir`: the pipeline under `dir/pipeline/`,
+/// checked against its hash. Input files are fetched by
+/// [`Fetched::materialize`] into `dir/pipeline/` and (data-folder files)
+/// `dir/data/`; make `data` the data folder and vouch for [`Fetched::reads`]
+/// before loading the pipeline.
 pub fn fetch(store: &Store, hash: &str, dir: &Path) -> Result<Fetched, BundleError> {
-    let missing = |what: &str, why: String| BundleError::Missing {
-        url: store.url().to_string(),
-        hash: what.to_string(),
-        why,
-    };
     let bytes = store
         .get(&format!("pipelines/{hash}"))?
         .filter(|b| blake3::hash(b).to_hex().as_str() == hash)
-        .ok_or_else(|| missing(hash, String::new()))?;
+        .ok_or_else(|| missing(store, hash, String::new()))?;
     let record: Record = serde_json::from_slice(&bytes)
-        .map_err(|e| missing(hash, format!(" (its record does not parse: {e})")))?;
-    let (base, data) = (dir.join("pipeline"), dir.join("data"));
-    let mut wanted = vec![(record.pipeline.clone(), record.text.clone())];
-    wanted.extend(record.inputs.iter().cloned());
-    for (written, file_hash) in wanted {
-        let target = match crate::data::in_folder(&written) {
-            Some(rest) => data.join(safe(rest).ok_or_else(|| missing(hash, format!(" (bad path `{written}`)")))?),
-            None => base.join(safe(&written).ok_or_else(|| missing(hash, format!(" (bad path `{written}`)")))?),
-        };
-        let bytes = store
-            .get(&format!("files/{file_hash}"))?
-            .filter(|b| blake3::hash(b).to_hex().as_str() == file_hash)
-            .ok_or_else(|| missing(hash, format!(" (its file `{written}` is missing or damaged)")))?;
+        .map_err(|e| missing(store, hash, format!(" (its record does not parse: {e})")))?;
+    let fetched = Fetched {
+        file: PathBuf::new(),
+        data: dir.join("data"),
+        base: dir.join("pipeline"),
+        hash: hash.to_string(),
+        store: store.clone(),
+        record,
+    };
+    let file = fetched.target(&fetched.record.pipeline)?;
+    fetched.get(&file, &fetched.record.text, &fetched.record.pipeline)?;
+    Ok(Fetched { file, ..fetched })
+}
+
+impl Fetched {
+    /// Every path the pipeline's nodes read, with its recorded content hash.
+    pub fn reads(&self) -> Result<std::collections::HashMap<PathBuf, String>, BundleError> {
+        self.record
+            .reads
+            .iter()
+            .map(|(written, hash)| Ok((self.target(written)?, hash.clone())))
+            .collect()
+    }
+
+    /// Fetches the input files at or below `paths` (what the nodes about
+    /// to run read), each checked against its hash.
+    pub fn materialize(&self, paths: &[PathBuf]) -> Result<(), BundleError> {
+        for (written, hash) in &self.record.inputs {
+            let target = self.target(written)?;
+            if paths.iter().any(|p| target.starts_with(p)) && !target.exists() {
+                self.get(&target, hash, written)?;
+            }
+        }
+        Ok(())
+    }
+
+    fn target(&self, written: &str) -> Result<PathBuf, BundleError> {
+        let bad = || missing(&self.store, &self.hash, format!(" (bad path `{written}`)"));
+        Ok(match crate::data::in_folder(written) {
+            Some(rest) => self.data.join(safe(rest).ok_or_else(bad)?),
+            None => self.base.join(safe(written).ok_or_else(bad)?),
+        })
+    }
+
+    fn get(&self, target: &Path, hash: &str, written: &str) -> Result<(), BundleError> {
+        let bytes = self
+            .store
+            .get(&format!("files/{hash}"))?
+            .filter(|b| blake3::hash(b).to_hex().as_str() == hash)
+            .ok_or_else(|| {
+                missing(
+                    &self.store,
+                    &self.hash,
+                    format!(" (its file `{written}` is missing or damaged)"),
+                )
+            })?;
         if let Some(parent) = target.parent() {
             std::fs::create_dir_all(parent).map_err(|source| BundleError::Io {
                 what: "create",
@@ -138,16 +198,20 @@ pub fn fetch(store: &Store, hash: &str, dir: &Path) -> Result<Fetched, BundleErr
                 source,
             })?;
         }
-        std::fs::write(&target, &bytes).map_err(|source| BundleError::Io {
+        std::fs::write(target, &bytes).map_err(|source| BundleError::Io {
             what: "write",
-            path: target.clone(),
+            path: target.to_path_buf(),
             source,
-        })?;
+        })
     }
-    Ok(Fetched {
-        file: base.join(safe(&record.pipeline).unwrap_or_else(|| "pipeline.yaml".into())),
-        data,
-    })
+}
+
+fn missing(store: &Store, hash: &str, why: String) -> BundleError {
+    BundleError::Missing {
+        url: store.url().to_string(),
+        hash: hash.to_string(),
+        why,
+    }
 }
 
 /// Whether `arg` names a bundle (a content hash) rather than a file.
@@ -172,32 +236,34 @@ fn read(path: &Path) -> Result<Vec<u8>, BundleError> {
     })
 }
 
-/// The files under `path` (itself, or a folder's files), each with the
-/// path a pipeline writes for it; `Err` when it is outside both folders.
-fn files_of(path: &Path, base: &Path) -> Result<Vec<(PathBuf, String)>, ()> {
-    let written = |file: &Path| -> Result<String, ()> {
-        let (prefix, rel) = match file.strip_prefix(base) {
-            Ok(rel) => ("", rel),
-            Err(_) => (
-                "$KILN_DATA/",
-                file.strip_prefix(crate::data::folder()).map_err(|_| ())?,
-            ),
-        };
-        let parts: Vec<String> = rel
-            .components()
-            .map(|c| match c {
-                Component::Normal(p) => Ok(p.to_string_lossy().into_owned()),
-                _ => Err(()),
-            })
-            .collect::<Result<_, ()>>()?;
-        Ok(format!("{prefix}{}", parts.join("/")))
+/// The path a pipeline writes for `file`: relative to `base`, or
+/// `$KILN_DATA/…`; `Err` when it is outside both folders.
+fn written_form(file: &Path, base: &Path) -> Result<String, ()> {
+    let (prefix, rel) = match file.strip_prefix(base) {
+        Ok(rel) => ("", rel),
+        Err(_) => (
+            "$KILN_DATA/",
+            file.strip_prefix(crate::data::folder()).map_err(|_| ())?,
+        ),
     };
+    let parts: Vec<String> = rel
+        .components()
+        .map(|c| match c {
+            Component::Normal(p) => Ok(p.to_string_lossy().into_owned()),
+            _ => Err(()),
+        })
+        .collect::<Result<_, ()>>()?;
+    Ok(format!("{prefix}{}", parts.join("/")))
+}
+
+/// The files under `path` (itself, or a folder's files), each with its written form.
+fn files_of(path: &Path, base: &Path) -> Result<Vec<(PathBuf, String)>, ()> {
     let mut files = Vec::new();
     collect(path, &mut files);
     files.sort();
     files
         .into_iter()
-        .map(|f| Ok((f.clone(), written(&f)?)))
+        .map(|f| Ok((f.clone(), written_form(&f, base)?)))
         .collect()
 }
 
@@ -215,10 +281,7 @@ fn collect(path: &Path, out: &mut Vec<PathBuf>) {
 /// A relative path with plain components only.
 fn safe(written: &str) -> Option<PathBuf> {
     let path = Path::new(written);
-    let ok = !written.is_empty()
-        && path
-            .components()
-            .all(|c| matches!(c, Component::Normal(_)));
+    let ok = !written.is_empty() && path.components().all(|c| matches!(c, Component::Normal(_)));
     ok.then(|| path.to_path_buf())
 }
 

@@ -208,7 +208,10 @@ fn blob_key(hash: &str) -> String {
 }
 
 fn entry_key(fingerprint: &str) -> String {
-    format!("entries/{}/{fingerprint}", fingerprint.get(..2).unwrap_or("00"))
+    format!(
+        "entries/{}/{fingerprint}",
+        fingerprint.get(..2).unwrap_or("00")
+    )
 }
 
 impl Cache {
@@ -325,7 +328,12 @@ mod tests {
     fn objects(dir: &Path, kind: &str) -> Vec<PathBuf> {
         let mut out = Vec::new();
         for shard in fs::read_dir(dir.join(kind)).unwrap().flatten() {
-            out.extend(fs::read_dir(shard.path()).unwrap().flatten().map(|f| f.path()));
+            out.extend(
+                fs::read_dir(shard.path())
+                    .unwrap()
+                    .flatten()
+                    .map(|f| f.path()),
+            );
         }
         out
     }
@@ -360,11 +368,8 @@ mod tests {
                 .store("abc", "test.kind", &[(port(), value(1.0))], &[], &out)
                 .unwrap()
         };
-        let damages: [fn(&mut Vec<u8>); 3] = [
-            |b| b.truncate(b.len() / 2),
-            |b| b[1] = b'#',
-            |b| b.push(0),
-        ];
+        let damages: [fn(&mut Vec<u8>); 3] =
+            [|b| b.truncate(b.len() / 2), |b| b[1] = b'#', |b| b.push(0)];
         for damage in damages {
             for kind in ["entries", "blobs"] {
                 store();
@@ -397,7 +402,12 @@ mod tests {
         assert!(cache.take_damaged() && !file.exists());
         // Storing again replaces what was removed.
         store();
-        assert!(cache.lookup("abc", &out).unwrap().unwrap().load(&port()).is_ok());
+        assert!(cache
+            .lookup("abc", &out)
+            .unwrap()
+            .unwrap()
+            .load(&port())
+            .is_ok());
     }
 
     #[test]

@@ -75,7 +75,9 @@ impl Store {
         let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
         if scheme == "file" {
             if !rest.starts_with('/') {
-                return Err(bad("a file URL needs an absolute path, e.g. file:///srv/kiln"));
+                return Err(bad(
+                    "a file URL needs an absolute path, e.g. file:///srv/kiln",
+                ));
             }
             return Ok(Store::local(Path::new(rest)));
         }
@@ -332,6 +334,9 @@ mod tests {
             local: None,
         };
         let err = store.get("entries/x").unwrap_err().to_string();
-        assert!(err.contains("s3://bucket/p") && err.contains("entries/x"), "{err}");
+        assert!(
+            err.contains("s3://bucket/p") && err.contains("entries/x"),
+            "{err}"
+        );
     }
 }

@@ -135,7 +135,10 @@ fn node_template(task: &Task, label: &str, target: &Target<'_>, profile: &Profil
             .as_object_mut()
             .map(|r| r.entry("limits").or_insert_with(|| json!({})));
         if let Some(Json::Object(limits)) = limits {
-            limits.insert(profile.gpu.resource.clone(), json!(profile.gpu.count.to_string()));
+            limits.insert(
+                profile.gpu.resource.clone(),
+                json!(profile.gpu.count.to_string()),
+            );
         }
     }
     if resources.as_object().is_some_and(|r| !r.is_empty()) {

@@ -124,7 +124,9 @@ impl Profile {
             None => json!({ "key": rest, "operator": "Exists" }),
         };
         if t["key"].as_str().is_some_and(str::is_empty) {
-            return Err(format!("`--gpu-toleration {flag}`: write KEY[=VALUE][:EFFECT]"));
+            return Err(format!(
+                "`--gpu-toleration {flag}`: write KEY[=VALUE][:EFFECT]"
+            ));
         }
         if let Some(e) = effect {
             t["effect"] = json!(e);
@@ -147,8 +149,14 @@ mod tests {
         assert_eq!(p.gpu.node_selector.as_ref().unwrap()["gpu"], "h200");
         assert_eq!(p.gpu.tolerations[0]["operator"], "Exists");
         assert_eq!(p.gpu.tolerations[1]["value"], "ml");
-        assert!(p.select_gpu_nodes("novalue").unwrap_err().contains("KEY=VALUE"));
-        assert!(p.tolerate_on_gpu("k:Sometimes").unwrap_err().contains("NoSchedule"));
+        assert!(p
+            .select_gpu_nodes("novalue")
+            .unwrap_err()
+            .contains("KEY=VALUE"));
+        assert!(p
+            .tolerate_on_gpu("k:Sometimes")
+            .unwrap_err()
+            .contains("NoSchedule"));
     }
 
     #[test]

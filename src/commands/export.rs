@@ -14,7 +14,11 @@ use crate::failure::Failure;
 pub fn argo(args: &ArgoArgs, registry: &Registry) -> Result<(), Failure> {
     let invalid = |msg: String| Failure::Invalid(format!("error: {msg}"));
     let place = super::place::resolve(&args.file, Some(&args.cache), None)?;
-    let store = place.stores.cache.clone().ok_or_else(|| invalid("--cache is required".into()))?;
+    let store = place
+        .stores
+        .cache
+        .clone()
+        .ok_or_else(|| invalid("--cache is required".into()))?;
     if store.local_dir().is_some() {
         eprintln!(
             "warning: `--cache {}` is a local folder: pods see it only if every one mounts it at that path; an object store (s3://, gs://, az://) is what a cluster shares",
@@ -42,9 +46,10 @@ pub fn argo(args: &ArgoArgs, registry: &Registry) -> Result<(), Failure> {
     }
     check_passed_through_cache(&plan).map_err(invalid)?;
 
-    let out = args.out.clone().unwrap_or_else(|| {
-        format!("{}/runs/{}", store.url(), plan.name.as_str())
-    });
+    let out = args
+        .out
+        .clone()
+        .unwrap_or_else(|| format!("{}/runs/{}", store.url(), plan.name.as_str()));
     let out_store = super::place::open("--out", &out)?;
     let bundle = kiln_engine::bundle::upload(&plan, &store).map_err(|e| match e {
         kiln_engine::bundle::BundleError::Outside { .. } => invalid(e.to_string()),
@@ -138,11 +143,11 @@ fn cached_nodes(
     };
     let report = kiln_engine::run(plan, &opts)?;
     // A store that failed is an error, not "not cached".
-    if let Some(n) = report
-        .nodes
-        .iter()
-        .find(|n| n.error.as_deref().is_some_and(|e| e.contains("the store at")))
-    {
+    if let Some(n) = report.nodes.iter().find(|n| {
+        n.error
+            .as_deref()
+            .is_some_and(|e| e.contains("the store at"))
+    }) {
         return Err(Failure::Run(format!(
             "error: cannot consult the cache: {}",
             n.error.as_deref().unwrap_or_default()
@@ -170,7 +175,9 @@ fn tasks(plan: &Plan, cached: &HashSet<usize>) -> Vec<Task> {
                 .neighbors_directed(*idx, Direction::Incoming)
                 .any(|p| serve_only[p.index()]);
     }
-    let runs: Vec<bool> = (0..n).map(|i| !serve_only[i] && !cached.contains(&i)).collect();
+    let runs: Vec<bool> = (0..n)
+        .map(|i| !serve_only[i] && !cached.contains(&i))
+        .collect();
     let mut position = vec![None; n];
     let mut tasks = Vec::new();
     for &idx in &order {

@@ -17,8 +17,31 @@ pub struct Place {
     /// Where sinks write: `--out DIR`, a staging folder for `--out URL`,
     /// or `None` for the default beside the pipeline.
     pub out_dir: Option<PathBuf>,
+    /// A pipeline fetched by content: its input files come on demand.
+    bundle: Option<kiln_engine::bundle::Fetched>,
     /// Keeps fetched pipelines and staged outputs until the command ends.
     _scratch: Option<tempfile::TempDir>,
+}
+
+impl Place {
+    /// Fetches the input files of the nodes a run may execute (of a
+    /// pipeline fetched by content; a local pipeline has them already).
+    pub fn fetch_inputs(
+        &self,
+        plan: &kiln_engine::Plan,
+        selection: &kiln_engine::Selection,
+    ) -> Result<(), Failure> {
+        let Some(bundle) = &self.bundle else {
+            return Ok(());
+        };
+        let paths: Vec<PathBuf> = match selection {
+            kiln_engine::Selection::Only(idx) => plan.node(*idx).files.clone(),
+            _ => plan.nodes.iter().flat_map(|n| n.files.clone()).collect(),
+        };
+        bundle
+            .materialize(&paths)
+            .map_err(|e| Failure::Run(format!("error: {e}")))
+    }
 }
 
 /// Opens a store named on the command line; a bad URL is a usage error.
@@ -29,23 +52,31 @@ pub fn open(flag: &str, url: &str) -> Result<Store, Failure> {
 /// Resolves `file`, `--cache` and `--out`.
 pub fn resolve(file: &Path, cache: Option<&str>, out: Option<&str>) -> Result<Place, Failure> {
     let cache = cache.map(|url| open("--cache", url)).transpose()?;
-    let needs_scratch =
-        out.is_some_and(kiln_engine::store::is_url) || names_bundle(file);
+    let needs_scratch = out.is_some_and(kiln_engine::store::is_url) || names_bundle(file);
     let scratch = if needs_scratch {
-        Some(tempfile::Builder::new().prefix("kiln-").tempdir().map_err(|e| {
-            Failure::Run(format!("error: cannot create a temporary folder: {e}"))
-        })?)
+        Some(
+            tempfile::Builder::new()
+                .prefix("kiln-")
+                .tempdir()
+                .map_err(|e| {
+                    Failure::Run(format!("error: cannot create a temporary folder: {e}"))
+                })?,
+        )
     } else {
         None
     };
     let scratch_dir = scratch.as_ref().map(|d| d.path().to_path_buf());
-    let file = match (names_bundle(file), &cache, &scratch_dir) {
+    let (file, bundle) = match (names_bundle(file), &cache, &scratch_dir) {
         (true, Some(store), Some(dir)) => {
             let hash = file.to_string_lossy();
             let fetched = kiln_engine::bundle::fetch(store, &hash, &dir.join("bundle"))
                 .map_err(|e| Failure::Invalid(format!("error: {e}")))?;
-            kiln_engine::data::set_folder(fetched.data);
-            fetched.file
+            kiln_engine::data::set_folder(fetched.data.clone());
+            let reads = fetched
+                .reads()
+                .map_err(|e| Failure::Invalid(format!("error: {e}")))?;
+            kiln_engine::fingerprint::vouch(reads);
+            (fetched.file.clone(), Some(fetched))
         }
         (true, None, _) => {
             return Err(Failure::Invalid(format!(
@@ -53,7 +84,7 @@ pub fn resolve(file: &Path, cache: Option<&str>, out: Option<&str>) -> Result<Pl
                 file.display()
             )))
         }
-        _ => file.to_path_buf(),
+        _ => (file.to_path_buf(), None),
     };
     let (out_store, out_dir) = match out {
         Some(url) if kiln_engine::store::is_url(url) => (
@@ -70,6 +101,7 @@ pub fn resolve(file: &Path, cache: Option<&str>, out: Option<&str>) -> Result<Pl
             out: out_store,
         },
         out_dir,
+        bundle,
         _scratch: scratch,
     })
 }

@@ -15,6 +15,7 @@ pub fn run(args: &RunArgs, registry: &Registry) -> Result<(), Failure> {
     let place = super::place::resolve(&args.file, args.cache.as_deref(), args.out.as_deref())?;
     let plan = super::load::load(&place.file, &args.set, registry)?;
     let selection = selection(&plan, args)?;
+    place.fetch_inputs(&plan, &selection)?;
     let out_dir = place
         .out_dir
         .clone()

@@ -132,7 +132,7 @@ pub(super) fn check_node(
             continue;
         };
         let path = crate::data::resolve(base_dir, p);
-        if !path.exists() {
+        if !path.exists() && !crate::fingerprint::is_vouched(&path) {
             let pos = n
                 .settings
                 .iter()
