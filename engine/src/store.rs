@@ -1,15 +1,18 @@
 //! Where kiln keeps bytes: a local folder or object storage, behind one API.
 //!
 //! A [`Store`] is a URL — `file:///path` (or a plain path), `s3://bucket/prefix`,
-//! `gs://bucket/prefix`, `az://container/prefix` — opened through the
-//! `object_store` crate, so the local cache and a bucket share one code path.
+//! `gs://bucket/prefix`, `az://container/prefix` — object storage opened
+//! through the `object_store` crate. The cache, the bundles and `--out` use
+//! only this API, so the local cache and a bucket share one code path above it.
 //! Credentials and endpoints come from the standard environment variables
 //! (`AWS_ENDPOINT_URL`, `AWS_ACCESS_KEY_ID`, `AWS_SECRET_ACCESS_KEY`,
 //! `AWS_REGION`, `AWS_ALLOW_HTTP`; `GOOGLE_*`; `AZURE_*`).
 //!
-//! `object_store` is async; the engine is not. Every call is handed to one
-//! small runtime of the store's own and waited for, which works from any
-//! thread, including a runtime's (the server's). Requests time out and retry
+//! `object_store` is async; the engine is not. Every call to object storage
+//! is handed to one small runtime of the stores' own and waited for, which
+//! works from any thread, including a runtime's (the server's). A local
+//! folder is read and written with `std::fs` on the calling thread, with the
+//! same guarantees, because a cached node must cost microseconds. Requests time out and retry
 //! briefly: a store that cannot be reached is an error naming its URL within
 //! seconds, not a hang.
 
@@ -26,10 +29,21 @@ use object_store::{ObjectStore, PutMode, PutOptions, PutPayload, RetryConfig};
 #[derive(Clone)]
 pub struct Store {
     url: String,
-    inner: Arc<dyn ObjectStore>,
-    prefix: Key,
-    /// The folder, when the store is local.
-    local: Option<PathBuf>,
+    backend: Backend,
+}
+
+#[derive(Clone)]
+enum Backend {
+    /// A local folder, written with `std::fs` on the calling thread: the
+    /// same guarantees (whole objects, put-if-absent by hard link) at a few
+    /// microseconds per request, so a cached node costs what it did before
+    /// stores existed.
+    Folder(PathBuf),
+    /// Object storage through `object_store`, on the stores' runtime.
+    Object {
+        inner: Arc<dyn ObjectStore>,
+        prefix: Key,
+    },
 }
 
 impl std::fmt::Debug for Store {
@@ -130,9 +144,10 @@ impl Store {
         };
         Ok(Store {
             url: url.trim_end_matches('/').to_string(),
-            inner,
-            prefix: Key::from(prefix.trim_matches('/')),
-            local: None,
+            backend: Backend::Object {
+                inner,
+                prefix: Key::from(prefix.trim_matches('/')),
+            },
         })
     }
 
@@ -141,9 +156,7 @@ impl Store {
         let dir = std::path::absolute(dir).unwrap_or_else(|_| dir.to_path_buf());
         Store {
             url: format!("file://{}", dir.display()),
-            inner: Arc::new(object_store::local::LocalFileSystem::new()),
-            prefix: Key::from_absolute_path(&dir).unwrap_or_else(|_| Key::from("")),
-            local: Some(dir),
+            backend: Backend::Folder(dir),
         }
     }
 
@@ -154,23 +167,25 @@ impl Store {
 
     /// The folder, when the store is local.
     pub fn local_dir(&self) -> Option<&Path> {
-        self.local.as_deref()
+        match &self.backend {
+            Backend::Folder(dir) => Some(dir),
+            Backend::Object { .. } => None,
+        }
     }
 
     /// A store below this one.
     pub fn child(&self, sub: &str) -> Store {
+        let backend = match &self.backend {
+            Backend::Folder(dir) => Backend::Folder(dir.join(sub)),
+            Backend::Object { inner, prefix } => Backend::Object {
+                inner: inner.clone(),
+                prefix: key_in(prefix, sub),
+            },
+        };
         Store {
             url: format!("{}/{sub}", self.url),
-            inner: self.inner.clone(),
-            prefix: self.key(sub),
-            local: self.local.as_ref().map(|d| d.join(sub)),
+            backend,
         }
-    }
-
-    fn key(&self, key: &str) -> Key {
-        key.split('/')
-            .filter(|p| !p.is_empty())
-            .fold(self.prefix.clone(), |k, part| k.child(part))
     }
 
     fn failed(&self, key: &str, e: impl std::fmt::Display) -> StoreError {
@@ -183,7 +198,12 @@ impl Store {
 
     /// The bytes under `key`, or `None` when there are none.
     pub fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        let (inner, k) = (self.inner.clone(), self.key(key));
+        let (inner, k) = match &self.backend {
+            Backend::Folder(dir) => {
+                return folder::get(&dir.join(key)).map_err(|e| self.failed(key, e))
+            }
+            Backend::Object { inner, prefix } => (inner.clone(), key_in(prefix, key)),
+        };
         let got = block(async move {
             match inner.get(&k).await {
                 Ok(r) => r.bytes().await.map(Some),
@@ -197,7 +217,12 @@ impl Store {
 
     /// The size of what is under `key`, or `None` when there is nothing.
     pub fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
-        let (inner, k) = (self.inner.clone(), self.key(key));
+        let (inner, k) = match &self.backend {
+            Backend::Folder(dir) => {
+                return folder::size(&dir.join(key)).map_err(|e| self.failed(key, e))
+            }
+            Backend::Object { inner, prefix } => (inner.clone(), key_in(prefix, key)),
+        };
         let got = block(async move {
             match inner.head(&k).await {
                 Ok(meta) => Ok(Some(meta.size)),
@@ -214,11 +239,16 @@ impl Store {
     /// Returns whether this call wrote them. The object appears whole or
     /// not at all.
     pub fn put_if_absent(&self, key: &str, bytes: impl Into<Bytes>) -> Result<bool, StoreError> {
-        let (inner, k) = (self.inner.clone(), self.key(key));
-        let payload = PutPayload::from(bytes.into());
+        let bytes = bytes.into();
+        let (inner, k) = match &self.backend {
+            Backend::Folder(dir) => {
+                return folder::put(&dir.join(key), &bytes, false).map_err(|e| self.failed(key, e))
+            }
+            Backend::Object { inner, prefix } => (inner.clone(), key_in(prefix, key)),
+        };
         let got = block(async move {
             let opts = PutOptions::from(PutMode::Create);
-            match inner.put_opts(&k, payload, opts).await {
+            match inner.put_opts(&k, PutPayload::from(bytes), opts).await {
                 Ok(_) => Ok(true),
                 Err(
                     object_store::Error::AlreadyExists { .. }
@@ -233,16 +263,28 @@ impl Store {
 
     /// Writes `bytes` under `key`, replacing what was there.
     pub fn put(&self, key: &str, bytes: impl Into<Bytes>) -> Result<(), StoreError> {
-        let (inner, k) = (self.inner.clone(), self.key(key));
-        let payload = PutPayload::from(bytes.into());
-        let got = block(async move { inner.put(&k, payload).await.map(|_| ()) });
+        let bytes = bytes.into();
+        let (inner, k) = match &self.backend {
+            Backend::Folder(dir) => {
+                return folder::put(&dir.join(key), &bytes, true)
+                    .map(|_| ())
+                    .map_err(|e| self.failed(key, e))
+            }
+            Backend::Object { inner, prefix } => (inner.clone(), key_in(prefix, key)),
+        };
+        let got = block(async move { inner.put(&k, PutPayload::from(bytes)).await.map(|_| ()) });
         got.map_err(|e| self.failed(key, e))?
             .map_err(|e| self.failed(key, e))
     }
 
     /// Removes `key` (nothing there is fine).
     pub fn delete(&self, key: &str) -> Result<(), StoreError> {
-        let (inner, k) = (self.inner.clone(), self.key(key));
+        let (inner, k) = match &self.backend {
+            Backend::Folder(dir) => {
+                return folder::delete(&dir.join(key)).map_err(|e| self.failed(key, e))
+            }
+            Backend::Object { inner, prefix } => (inner.clone(), key_in(prefix, key)),
+        };
         let got = block(async move {
             match inner.delete(&k).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
@@ -251,6 +293,75 @@ impl Store {
         });
         got.map_err(|e| self.failed(key, e))?
             .map_err(|e| self.failed(key, e))
+    }
+}
+
+/// `key` (`a/b/c`) below `prefix`.
+fn key_in(prefix: &Key, key: &str) -> Key {
+    key.split('/')
+        .filter(|p| !p.is_empty())
+        .fold(prefix.clone(), |k, part| k.child(part))
+}
+
+/// A local folder's objects: files, written whole (to a temporary name
+/// beside them, then linked or renamed into place).
+mod folder {
+    use std::io::ErrorKind;
+    use std::path::Path;
+
+    use bytes::Bytes;
+
+    pub fn get(path: &Path) -> std::io::Result<Option<Bytes>> {
+        match std::fs::read(path) {
+            Ok(b) => Ok(Some(Bytes::from(b))),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    pub fn size(path: &Path) -> std::io::Result<Option<u64>> {
+        match std::fs::metadata(path) {
+            Ok(m) if m.is_file() => Ok(Some(m.len())),
+            Ok(_) => Ok(None),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// Writes `bytes` at `path`; unless `replace`, only if nothing is
+    /// there (a hard link fails on an existing name). Whether it wrote.
+    pub fn put(path: &Path, bytes: &[u8], replace: bool) -> std::io::Result<bool> {
+        use std::sync::atomic::{AtomicU64, Ordering};
+        static COUNTER: AtomicU64 = AtomicU64::new(0);
+        let dir = path.parent().unwrap_or(Path::new("."));
+        std::fs::create_dir_all(dir)?;
+        let name = path.file_name().unwrap_or_default().to_string_lossy();
+        let tmp = dir.join(format!(
+            ".{name}.{}.{}.tmp",
+            std::process::id(),
+            COUNTER.fetch_add(1, Ordering::Relaxed)
+        ));
+        let placed = std::fs::write(&tmp, bytes).and_then(|()| {
+            if replace {
+                std::fs::rename(&tmp, path).map(|()| true)
+            } else {
+                match std::fs::hard_link(&tmp, path) {
+                    Ok(()) => Ok(true),
+                    Err(e) if e.kind() == ErrorKind::AlreadyExists => Ok(false),
+                    Err(e) => Err(e),
+                }
+            }
+        });
+        let _ = std::fs::remove_file(&tmp);
+        placed
+    }
+
+    pub fn delete(path: &Path) -> std::io::Result<()> {
+        match std::fs::remove_file(path) {
+            Ok(()) => Ok(()),
+            Err(e) if e.kind() == ErrorKind::NotFound => Ok(()),
+            Err(e) => Err(e),
+        }
     }
 }
 
@@ -329,9 +440,10 @@ mod tests {
             .unwrap();
         let store = Store {
             url: "s3://bucket/p".into(),
-            inner: Arc::new(store),
-            prefix: Key::from("p"),
-            local: None,
+            backend: Backend::Object {
+                inner: Arc::new(store),
+                prefix: Key::from("p"),
+            },
         };
         let err = store.get("entries/x").unwrap_err().to_string();
         assert!(
