@@ -30,6 +30,11 @@ fn yaml_file(path: &Path) -> Json {
 
 /// A validator for Argo's `Workflow` from the schema Argo publishes.
 fn workflow_validator() -> jsonschema::Validator {
+    validator("io.argoproj.workflow.v1alpha1.Workflow")
+}
+
+/// A validator for one of the schema's definitions.
+fn validator(definition: &str) -> jsonschema::Validator {
     let schema: Json = serde_json::from_str(
         &std::fs::read_to_string(root().join("tests/argo/workflow-schema.json")).unwrap(),
     )
@@ -37,7 +42,7 @@ fn workflow_validator() -> jsonschema::Validator {
     let wrapper = serde_json::json!({
         "$schema": schema["$schema"],
         "definitions": schema["definitions"],
-        "$ref": "#/definitions/io.argoproj.workflow.v1alpha1.Workflow",
+        "$ref": format!("#/definitions/{definition}"),
     });
     jsonschema::validator_for(&wrapper).unwrap()
 }
@@ -395,6 +400,40 @@ fn a_pod_fetches_only_what_its_node_reads() {
         bytes["fit"] < blobs,
         "{bytes:?} (all values: {blobs} bytes)"
     );
+}
+
+#[test]
+fn every_example_exports_a_valid_workflow_and_template() {
+    crate::common::data(&["mnist", "minilm"]);
+    let ws = workspace();
+    let store = tempfile::tempdir().unwrap();
+    let cache = format!("file://{}", store.path().display());
+    let (workflow, template) = (
+        workflow_validator(),
+        validator("io.argoproj.workflow.v1alpha1.WorkflowTemplate"),
+    );
+    let mut exported = 0;
+    for entry in std::fs::read_dir(ws.path()).unwrap() {
+        let file = entry.unwrap().path();
+        if file.extension().is_none_or(|e| e != "yaml") {
+            continue;
+        }
+        let name = file.file_name().unwrap().to_str().unwrap();
+        for (kind, validator) in [("--format", &workflow), ("--workflow-template", &template)] {
+            let mut args = vec!["export", "argo", name, "--image", "kiln", "--cache", &cache];
+            args.extend(["--format", "json"]);
+            if kind == "--workflow-template" {
+                args.push(kind);
+            }
+            let out = kiln(ws.path(), &args);
+            assert_exit(&out, 0);
+            let w: Json = serde_json::from_slice(&out.stdout).unwrap();
+            assert_eq!(schema_errors(validator, &w), Vec::<String>::new(), "{name}");
+            assert_eq!(controller_problems(&w), Vec::<String>::new(), "{name}");
+        }
+        exported += 1;
+    }
+    assert!(exported >= 17, "{exported}");
 }
 
 #[test]
