@@ -50,9 +50,34 @@ pub enum Command {
     },
     /// Print the JSON Schema of the pipeline format (for editor completion).
     Schema,
+    /// Run every trial of the file's `sweep:` block (shared nodes once) and rank them.
+    Sweep(SweepArgs),
     /// Translate a pipeline for another engine to run.
     #[command(subcommand)]
     Export(Export),
+}
+
+/// `kiln sweep` arguments.
+#[derive(Args)]
+pub struct SweepArgs {
+    /// The pipeline file, with a `sweep:` block.
+    pub file: PathBuf,
+    /// Threads per trial (default: the cores shared among the trials running at once).
+    #[arg(long, short = 'j', value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub jobs: Option<u16>,
+    /// Trials at once (default: the block's `parallel:`).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
+    pub parallel: Option<u16>,
+    /// Where results are cached: a folder or a store URL (see `kiln run --help`).
+    #[arg(long, value_name = "URL")]
+    pub cache: Option<String>,
+    /// Where the results table, the plots and each trial's results go
+    /// (default: `runs/<pipeline>/sweep/` beside the file).
+    #[arg(long, value_name = "DIR")]
+    pub out: Option<PathBuf>,
+    /// Override a param for every trial: `--set params.NAME=VALUE`.
+    #[arg(long = "set", value_name = "params.NAME=VALUE")]
+    pub set: Vec<String>,
 }
 
 /// `kiln export` targets.

@@ -20,6 +20,7 @@ mod scale;
 mod scheduler;
 mod serve;
 mod serve_limits;
+mod sweep;
 mod text;
 mod training;
 mod ui;

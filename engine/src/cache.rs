@@ -203,6 +203,38 @@ impl Out {
     }
 }
 
+/// A node being computed in this process (by store and fingerprint): runs
+/// that need the same result at once — the trials of a sweep — compute it
+/// once, the others wait for it and take it from the cache.
+struct Flight {
+    done: std::sync::Mutex<bool>,
+    finished: std::sync::Condvar,
+}
+
+type Flights = std::sync::Mutex<std::collections::HashMap<String, Arc<Flight>>>;
+
+fn flights() -> &'static Flights {
+    static FLIGHTS: std::sync::OnceLock<Flights> = std::sync::OnceLock::new();
+    FLIGHTS.get_or_init(Default::default)
+}
+
+/// The right to compute a result; dropping it lets the waiters look again.
+pub struct Claim {
+    key: String,
+    flight: Arc<Flight>,
+}
+
+impl Drop for Claim {
+    fn drop(&mut self) {
+        flights()
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.key);
+        *self.flight.done.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.flight.finished.notify_all();
+    }
+}
+
 fn blob_key(hash: &str) -> String {
     format!("blobs/{}/{hash}", hash.get(..2).unwrap_or("00"))
 }
@@ -232,6 +264,35 @@ impl Cache {
     /// The store the cache lives in.
     pub fn location(&self) -> &Store {
         &self.store
+    }
+
+    /// Claims the computation of `fingerprint` for this caller; `None` when
+    /// another run in this process was computing it (this call waited until
+    /// it finished: look it up again).
+    pub fn claim(&self, fingerprint: &str) -> Option<Claim> {
+        let key = format!("{}#{fingerprint}", self.store.url());
+        let flight = {
+            let mut map = flights().lock().unwrap_or_else(|e| e.into_inner());
+            match map.get(&key) {
+                Some(f) => f.clone(),
+                None => {
+                    let flight = Arc::new(Flight {
+                        done: std::sync::Mutex::new(false),
+                        finished: std::sync::Condvar::new(),
+                    });
+                    map.insert(key.clone(), flight.clone());
+                    return Some(Claim { key, flight });
+                }
+            }
+        };
+        let mut done = flight.done.lock().unwrap_or_else(|e| e.into_inner());
+        while !*done {
+            done = flight
+                .finished
+                .wait(done)
+                .unwrap_or_else(|e| e.into_inner());
+        }
+        None
     }
 
     /// Whether a read found damage since the last call (and clears it).

@@ -48,6 +48,63 @@ pub struct PipelineFile {
     /// What `kiln serve` answers requests with.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub serve: Option<ServeFile>,
+    /// Variants of the pipeline that `kiln sweep` runs and ranks.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sweep: Option<SweepFile>,
+}
+
+/// The `sweep:` block: trials that vary params, ranked by a metric.
+///
+/// ```yaml
+/// sweep:
+///   method: grid
+///   params: { lr: [0.001, 0.01], hidden: [[32], [64, 64]] }
+///   metric: eval.metrics.accuracy
+///   goal: maximize
+///   parallel: 2
+/// ```
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SweepFile {
+    /// `grid` (every combination) or `random` (`trials` draws from the pipeline seed).
+    #[serde(default)]
+    pub method: Option<String>,
+    /// Param -> a list of values, or (random) a range `{ min, max, log, integer }`.
+    pub params: IndexMap<String, SweepDomain>,
+    /// How many trials a random sweep draws.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub trials: Option<u64>,
+    /// The value to rank trials by: `node.port.key` (a key of a `metrics` output).
+    pub metric: String,
+    /// `maximize` or `minimize`.
+    #[serde(default)]
+    pub goal: Option<String>,
+    /// Trials running at once.
+    #[serde(default)]
+    #[schemars(range(min = 1))]
+    pub parallel: Option<u64>,
+}
+
+/// A swept param's values.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum SweepDomain {
+    /// These values (grid: each; random: one drawn uniformly).
+    Values(Vec<Json>),
+    /// A range to draw from (random sweeps).
+    Range {
+        /// The smallest value.
+        min: f64,
+        /// The largest value.
+        max: f64,
+        /// Draw uniformly in log space (learning rates).
+        #[serde(default)]
+        log: bool,
+        /// Draw integers.
+        #[serde(default)]
+        integer: bool,
+    },
 }
 
 /// The `serve:` block: which node takes requests and which output answers them.
@@ -152,7 +209,7 @@ pub enum Refs {
 }
 
 /// Top-level keys, in the order the docs show them.
-pub const PIPELINE_KEYS: [&str; 8] = [
+pub const PIPELINE_KEYS: [&str; 9] = [
     "pipeline",
     "description",
     "seed",
@@ -161,7 +218,14 @@ pub const PIPELINE_KEYS: [&str; 8] = [
     "nodes",
     "outputs",
     "serve",
+    "sweep",
 ];
+
+/// Keys of the `sweep:` block.
+pub const SWEEP_KEYS: [&str; 6] = ["method", "params", "trials", "metric", "goal", "parallel"];
+
+/// Keys of a swept range.
+pub const RANGE_KEYS: [&str; 4] = ["min", "max", "log", "integer"];
 
 /// Keys of the `serve:` block.
 pub const SERVE_KEYS: [&str; 7] = [
@@ -204,5 +268,8 @@ mod tests {
         let mut serve: Vec<String> = SERVE_KEYS.iter().map(|s| s.to_string()).collect();
         serve.sort();
         assert_eq!(keys_of::<ServeFile>(), serve);
+        let mut sweep: Vec<String> = SWEEP_KEYS.iter().map(|s| s.to_string()).collect();
+        sweep.sort();
+        assert_eq!(keys_of::<SweepFile>(), sweep);
     }
 }

@@ -54,6 +54,7 @@ pub mod schema;
 pub mod serve;
 pub mod settings;
 pub mod store;
+pub mod sweep;
 pub mod types;
 pub mod validate;
 pub mod value;

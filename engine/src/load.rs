@@ -38,6 +38,8 @@ pub struct Declaration {
     pub outputs: Vec<Located<PortRef>>,
     /// The `serve:` block.
     pub serve: Option<ServeDecl>,
+    /// The `sweep:` block.
+    pub sweep: Option<crate::sweep::SweepDecl>,
 }
 
 /// The `serve:` block as declared.
@@ -170,6 +172,7 @@ pub fn declaration(doc: &Doc, diags: &mut Diagnostics) -> Declaration {
             "nodes" => nodes_doc = Some(value),
             "outputs" => decl.outputs = refs(value, "`outputs`", diags).1,
             "serve" => decl.serve = serve(value, diags),
+            "sweep" => decl.sweep = crate::sweep::parse(value, diags),
             other => diags.push(unknown_key(key.pos, other, "top-level key", &PIPELINE_KEYS)),
         }
     }
@@ -506,7 +509,7 @@ fn serve(doc: &Doc, diags: &mut Diagnostics) -> Option<ServeDecl> {
     Some(decl)
 }
 
-fn type_error(doc: &Doc, what: &str, expected: &str) -> Diagnostic {
+pub(crate) fn type_error(doc: &Doc, what: &str, expected: &str) -> Diagnostic {
     let found = match &doc.data {
         Data::Seq(_) | Data::Map(_) | Data::Null => doc.type_name().to_string(),
         Data::Str(s) => format!("the string `{s}`"),
@@ -518,7 +521,7 @@ fn type_error(doc: &Doc, what: &str, expected: &str) -> Diagnostic {
     )
 }
 
-fn unknown_key(pos: Pos, key: &str, what: &str, known: &[&str]) -> Diagnostic {
+pub(crate) fn unknown_key(pos: Pos, key: &str, what: &str, known: &[&str]) -> Diagnostic {
     let hint = match did_you_mean(key, known.iter().copied()) {
         Some(m) => format!(" (did you mean `{m}`?)"),
         None => format!(" (expected one of: {})", known.join(", ")),

@@ -74,6 +74,8 @@ pub struct Plan {
     pub outputs: Vec<Outlet>,
     /// The `serve:` block, if any.
     pub serve: Option<ServeSpec>,
+    /// The `sweep:` block, if any.
+    pub sweep: Option<crate::sweep::SweepSpec>,
 }
 
 impl Plan {

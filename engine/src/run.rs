@@ -550,21 +550,27 @@ fn execute_inner(
         CacheMode::Refresh => mode == Mode::CacheOnly,
         CacheMode::Off => false,
     };
+    let found = |cache: &Cache| -> Result<Option<(Status, NodeOutputs)>, NodeError> {
+        let Some(entry) = cache.lookup(&fp, out).map_err(store_failed)? else {
+            return Ok(None);
+        };
+        let entry = Arc::new(entry);
+        let outs = entry
+            .outputs()
+            .map(|(port, hash)| {
+                let handle = Handle {
+                    hash: hash.to_string(),
+                    value: OnceLock::new(),
+                    source: Some((entry.clone(), port.clone())),
+                };
+                (port, Arc::new(handle))
+            })
+            .collect();
+        Ok(Some((Status::Cached, outs)))
+    };
     if cacheable && may_reuse {
-        if let Some(entry) = cache.lookup(&fp, out).map_err(store_failed)? {
-            let entry = Arc::new(entry);
-            let outs = entry
-                .outputs()
-                .map(|(port, hash)| {
-                    let handle = Handle {
-                        hash: hash.to_string(),
-                        value: OnceLock::new(),
-                        source: Some((entry.clone(), port.clone())),
-                    };
-                    (port, Arc::new(handle))
-                })
-                .collect();
-            return Ok((Status::Cached, outs));
+        if let Some(hit) = found(cache)? {
+            return Ok(hit);
         }
     }
     if opts.cache == CacheMode::Probe {
@@ -575,6 +581,24 @@ fn execute_inner(
             "its result is not in the cache, and `--only` runs one node: run with `--until` to compute what it needs",
         ));
     }
+    // Another run in this process computing the same result (a sweep's
+    // trials sharing a prefix): wait for it, then take it from the cache.
+    let _claim = if cacheable && may_reuse && opts.cache != CacheMode::Off {
+        loop {
+            if let Some(claim) = cache.claim(&fp) {
+                // It may have been stored between the lookup and the claim.
+                if let Some(hit) = found(cache)? {
+                    return Ok(hit);
+                }
+                break Some(claim);
+            }
+            if let Some(hit) = found(cache)? {
+                return Ok(hit);
+            }
+        }
+    } else {
+        None
+    };
     if opts.cancel.is_cancelled() {
         return Err(NodeError::new("cancelled"));
     }

@@ -7,6 +7,7 @@ mod nodes;
 mod place;
 mod run;
 mod serve;
+mod sweep;
 mod watch;
 
 use kiln_engine::Registry;
@@ -24,6 +25,7 @@ pub fn dispatch(cli: Cli) -> Result<(), Failure> {
         Command::Serve(args) => serve::serve(&args, registry),
         Command::Validate { files, set } => validate(&files, &set, &registry),
         Command::Graph { file, format, set } => graph::graph(&file, format, &set, &registry),
+        Command::Sweep(args) => sweep::sweep(&args, &registry),
         Command::Export(crate::cli::Export::Argo(args)) => export::argo(&args, &registry),
         Command::Nodes { kind } => nodes::nodes(kind.as_deref(), &registry),
         Command::Schema => {

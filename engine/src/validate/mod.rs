@@ -156,6 +156,11 @@ pub fn validate(
         .as_ref()
         .and_then(|s| serve_spec(s, decl, &kinds, registry, &index, &ids, &outs, &deps, diags));
 
+    let sweep = decl
+        .sweep
+        .as_ref()
+        .and_then(|s| sweep_spec(s, decl, &index, &ids, &outs, diags));
+
     if !diags.is_empty() {
         diags.sort();
         return None;
@@ -215,6 +220,77 @@ pub fn validate(
         graph,
         outputs,
         serve,
+        sweep,
+    })
+}
+
+/// Checks the `sweep:` block against the pipeline: each swept param is
+/// defined, the metric is a `metrics` output of a node.
+fn sweep_spec(
+    s: &crate::sweep::SweepDecl,
+    decl: &Declaration,
+    index: &HashMap<&str, usize>,
+    ids: &[&str],
+    outs: &[Option<OutputTypes>],
+    diags: &mut Diagnostics,
+) -> Option<crate::sweep::SweepSpec> {
+    let mut ok = true;
+    for (name, _) in &s.params {
+        if !decl.params.iter().any(|(p, _)| p.value == name.value) {
+            let known: Vec<&str> = decl.params.iter().map(|(p, _)| p.value.as_str()).collect();
+            let hint = match crate::ids::did_you_mean(&name.value, known.iter().copied()) {
+                Some(m) => format!(" (did you mean `{m}`?)"),
+                None if known.is_empty() => " (the pipeline has no `params:`)".to_string(),
+                None => format!(" (params: {})", known.join(", ")),
+            };
+            diags.push(Diagnostic::at(
+                name.pos,
+                format!(
+                    "`sweep.params.{}` is not a param of the pipeline{hint}",
+                    name.value
+                ),
+            ));
+            ok = false;
+        }
+    }
+    let (r, key) = s.metric.as_ref()?;
+    let Some(&from) = index.get(r.value.node.as_str()) else {
+        diags.push(missing_node(r.pos, &r.value, "sweep.metric", ids));
+        return None;
+    };
+    let o = outs[from].as_ref()?;
+    let (port, ty) = match resolve_port(&r.value, o, &decl.nodes[from].id) {
+        Ok(found) => found,
+        Err(e) => {
+            diags.push(Diagnostic::at(r.pos, format!("`sweep.metric`: {e}")));
+            return None;
+        }
+    };
+    if ty != crate::types::ValueType::Metrics {
+        diags.push(Diagnostic::at(
+            r.pos,
+            format!("`sweep.metric`: `{}` is {ty}, not metrics; rank by a key of a metrics output, e.g. `eval.metrics.accuracy`", r.value),
+        ));
+        return None;
+    }
+    ok.then(|| crate::sweep::SweepSpec {
+        method: s.method,
+        params: s
+            .params
+            .iter()
+            .map(|(n, d)| (n.value.clone(), d.clone()))
+            .collect(),
+        trials: s.trials.unwrap_or(0),
+        metric_output: (
+            r.value.to_string(),
+            Outlet {
+                node: NodeIndex::new(from),
+                port,
+            },
+        ),
+        metric_key: key.clone(),
+        goal: s.goal,
+        parallel: s.parallel,
     })
 }
 

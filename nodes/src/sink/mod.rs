@@ -2,7 +2,7 @@
 
 mod csv;
 mod json;
-mod plot;
+pub mod plot;
 mod safetensors;
 
 /// Registers every sink kind.

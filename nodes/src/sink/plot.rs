@@ -316,3 +316,66 @@ fn to_png(svg: &str) -> Result<Vec<u8>, NodeError> {
         .encode_png()
         .map_err(|e| NodeError::new(format!("cannot encode the PNG: {e}")))
 }
+
+/// One dot per trial of a sweep: `metric` against one swept param, as PNG.
+/// A param whose values are not numbers is drawn by position, each position
+/// labelled with its value (`labels`).
+pub fn sweep_png(
+    title: &str,
+    metric: &str,
+    param: &str,
+    points: &[(f64, f64)],
+    labels: Option<&[String]>,
+) -> Result<Vec<u8>, NodeError> {
+    if points.is_empty() {
+        return Err(NodeError::new("no trial has a value to draw"));
+    }
+    let (mut x0, mut x1, mut y0, mut y1) = (f64::MAX, f64::MIN, f64::MAX, f64::MIN);
+    for &(x, y) in points {
+        (x0, x1, y0, y1) = (x0.min(x), x1.max(x), y0.min(y), y1.max(y));
+    }
+    let pad = |lo: f64, hi: f64| {
+        let d = ((hi - lo) * 0.08).max(hi.abs() * 1e-3).max(1e-9);
+        (lo - d)..(hi + d)
+    };
+    let mut svg = String::new();
+    {
+        let root = SVGBackend::with_string(&mut svg, (640, 420)).into_drawing_area();
+        root.fill(&WHITE).map_err(draw_err)?;
+        let mut chart = ChartBuilder::on(&root)
+            .caption(title, ("sans-serif", 20))
+            .margin(14)
+            .x_label_area_size(40)
+            .y_label_area_size(64)
+            .build_cartesian_2d(pad(x0, x1), pad(y0, y1))
+            .map_err(draw_err)?;
+        let label = |x: &f64| match labels {
+            Some(names) => {
+                let i = x.round();
+                if (x - i).abs() < 1e-6 && i >= 0.0 {
+                    names.get(i as usize).cloned().unwrap_or_default()
+                } else {
+                    String::new()
+                }
+            }
+            None => format!("{x:.3}"),
+        };
+        chart
+            .configure_mesh()
+            .x_desc(param)
+            .y_desc(metric)
+            .x_label_formatter(&label)
+            .x_labels(labels.map_or(8, |l| l.len() * 2 + 1))
+            .draw()
+            .map_err(draw_err)?;
+        chart
+            .draw_series(
+                points
+                    .iter()
+                    .map(|&(x, y)| Circle::new((x, y), 5, BLUE.mix(0.7).filled())),
+            )
+            .map_err(draw_err)?;
+        root.present().map_err(draw_err)?;
+    }
+    to_png(&svg)
+}
