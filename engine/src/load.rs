@@ -7,17 +7,10 @@ use std::collections::HashMap;
 use crate::device::DeviceSpec;
 use crate::diagnostic::{Diagnostic, Diagnostics};
 use crate::format::{NODE_KEYS, PIPELINE_KEYS, SERVE_KEYS};
-use crate::ids::{did_you_mean, NodeId, PipelineName, PortRef};
+use crate::ids::{NodeId, PipelineName, PortRef};
+pub use crate::located::Located;
+use crate::located::{type_error, unknown_key};
 use crate::yaml::{Data, Doc, Pos};
-
-/// A value and where it was written.
-#[derive(Clone, Debug, PartialEq)]
-pub struct Located<T> {
-    /// The value.
-    pub value: T,
-    /// Where it starts.
-    pub pos: Pos,
-}
 
 /// A pipeline as declared, before node kinds are consulted.
 #[derive(Clone, Debug, Default)]
@@ -39,7 +32,7 @@ pub struct Declaration {
     /// The `serve:` block.
     pub serve: Option<ServeDecl>,
     /// The `sweep:` block.
-    pub sweep: Option<crate::sweep::SweepDecl>,
+    pub sweep: Option<crate::sweep_decl::SweepDecl>,
 }
 
 /// The `serve:` block as declared.
@@ -172,7 +165,7 @@ pub fn declaration(doc: &Doc, diags: &mut Diagnostics) -> Declaration {
             "nodes" => nodes_doc = Some(value),
             "outputs" => decl.outputs = refs(value, "`outputs`", diags).1,
             "serve" => decl.serve = serve(value, diags),
-            "sweep" => decl.sweep = crate::sweep::parse(value, diags),
+            "sweep" => decl.sweep = crate::sweep_decl::parse(value, diags),
             other => diags.push(unknown_key(key.pos, other, "top-level key", &PIPELINE_KEYS)),
         }
     }
@@ -507,24 +500,4 @@ fn serve(doc: &Doc, diags: &mut Diagnostics) -> Option<ServeDecl> {
         }
     }
     Some(decl)
-}
-
-pub(crate) fn type_error(doc: &Doc, what: &str, expected: &str) -> Diagnostic {
-    let found = match &doc.data {
-        Data::Seq(_) | Data::Map(_) | Data::Null => doc.type_name().to_string(),
-        Data::Str(s) => format!("the string `{s}`"),
-        _ => format!("`{}`", doc.key_text()),
-    };
-    Diagnostic::at(
-        doc.pos,
-        format!("{what} should be {expected}, but it is {found}"),
-    )
-}
-
-pub(crate) fn unknown_key(pos: Pos, key: &str, what: &str, known: &[&str]) -> Diagnostic {
-    let hint = match did_you_mean(key, known.iter().copied()) {
-        Some(m) => format!(" (did you mean `{m}`?)"),
-        None => format!(" (expected one of: {})", known.join(", ")),
-    };
-    Diagnostic::at(pos, format!("unknown {what} `{key}`{hint}"))
 }

@@ -169,8 +169,12 @@ fn run_trial(
     }
     let outputs = super::run::outputs_json(&plan, &report);
     let _ = super::run::write_results(&plan, &report, &outputs, &dir, jobs);
+    let outlet = kiln_engine::Outlet {
+        node: spec.metric_output.1,
+        port: spec.metric_output.2.clone(),
+    };
     let value = report
-        .value(&spec.metric_output.1)
+        .value(&outlet)
         .and_then(|h| h.get().ok())
         .map(|v| v.meta().clone());
     row.metric = value.as_ref().and_then(|m| spec.metric_in(m));

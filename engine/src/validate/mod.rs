@@ -227,7 +227,7 @@ pub fn validate(
 /// Checks the `sweep:` block against the pipeline: each swept param is
 /// defined, the metric is a `metrics` output of a node.
 fn sweep_spec(
-    s: &crate::sweep::SweepDecl,
+    s: &crate::sweep_decl::SweepDecl,
     decl: &Declaration,
     index: &HashMap<&str, usize>,
     ids: &[&str],
@@ -281,13 +281,7 @@ fn sweep_spec(
             .map(|(n, d)| (n.value.clone(), d.clone()))
             .collect(),
         trials: s.trials.unwrap_or(0),
-        metric_output: (
-            r.value.to_string(),
-            Outlet {
-                node: NodeIndex::new(from),
-                port,
-            },
-        ),
+        metric_output: (r.value.to_string(), NodeIndex::new(from), port),
         metric_key: key.clone(),
         goal: s.goal,
         parallel: s.parallel,
