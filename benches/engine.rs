@@ -115,6 +115,7 @@ fn fan(n: usize) -> String {
 
 fn options(jobs: usize, out: &Path) -> RunOptions {
     RunOptions {
+        memo: None,
         jobs,
         cache: CacheMode::Off,
         out_dir: out.to_path_buf(),

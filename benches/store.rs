@@ -53,6 +53,7 @@ fn main() {
         ),
     ] {
         let opts = RunOptions {
+            memo: None,
             jobs,
             cache: CacheMode::Use,
             out_dir: dir.path().join("out"),

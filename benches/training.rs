@@ -97,6 +97,7 @@ pub fn time_fit(text: &str, iters: u64) -> Duration {
     let plan = kiln_engine::load_str(text, &dir.path().join("bench.yaml"), &registry(), &[])
         .expect("valid");
     let opts = RunOptions {
+        memo: None,
         jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
         cache: CacheMode::Off,
         out_dir: dir.path().join("out"),

@@ -720,3 +720,56 @@ fn a_store_that_dies_mid_run_is_an_error_naming_it_and_caches_nothing_wrong() {
         "the store's results differ from a local run"
     );
 }
+
+#[test]
+fn a_sweep_exports_one_task_per_distinct_node_and_its_pods_complete_it() {
+    let s3 = S3Server::start();
+    let ws = workspace();
+    let file = ws.path().join("iris-mlp.yaml");
+    let pipeline = std::fs::read_to_string(&file).unwrap();
+    std::fs::write(
+        &file,
+        format!("{pipeline}sweep:\n  params: {{ lr: [0.003, 0.03], hidden: [[16], [32], [64, 64]] }}\n  metric: eval.metrics.accuracy\n  parallel: 3\n"),
+    )
+    .unwrap();
+    let (w, _) = export(ws.path(), &s3, "iris-mlp.yaml", &[]);
+    let tasks = tasks_of(&w);
+    // Shared by all six trials: iris, split, scale, request, request_scaled;
+    // `net` by the two trials of each width; the rest once per trial.
+    assert_eq!(
+        tasks.len(),
+        5 + 3 + 6 * 7,
+        "{:?}",
+        tasks.iter().map(|t| &t.0).collect::<Vec<_>>()
+    );
+    for shared in ["iris", "split", "scale"] {
+        let (_, args, _) = tasks.iter().find(|t| t.0 == shared).unwrap();
+        assert!(!args.iter().any(|a| a.starts_with("params.")), "{args:?}");
+    }
+    let fits: Vec<_> = tasks.iter().filter(|t| t.0.starts_with("fit")).collect();
+    assert_eq!(fits.len(), 6);
+    assert!(fits
+        .iter()
+        .all(|t| t.1.iter().any(|a| a.starts_with("params.lr="))));
+    run_pods(&w, &s3);
+    // Each trial's files are under its own folder of the output.
+    let runs = s3.bucket_dir().join("kiln/cache/runs/iris-mlp/sweep");
+    for trial in 1..=6 {
+        assert!(runs
+            .join(format!("trial-{trial}/iris-mlp.safetensors"))
+            .is_file());
+    }
+    // Every result the sweep needs is in the store: run here, it computes
+    // nothing but its sinks' files in its local output folder (two per trial).
+    let out = kiln_s3(
+        ws.path(),
+        &s3,
+        &["sweep", "iris-mlp.yaml", "--cache", &s3.url("cache")],
+    );
+    assert_exit(&out, 0);
+    assert!(
+        text(&out).0.contains("12 node runs over 6 trials"),
+        "{}",
+        text(&out).0
+    );
+}

@@ -76,6 +76,7 @@ fn run(text: &str, jobs: usize, cancel: CancelToken) -> kiln_engine::RunReport {
     let dir = tempfile::tempdir().unwrap();
     let plan = kiln_engine::load_str(text, &dir.path().join("p.yaml"), &registry(), &[]).unwrap();
     let opts = RunOptions {
+        memo: None,
         jobs,
         cache: CacheMode::Off,
         out_dir: dir.path().join("out"),

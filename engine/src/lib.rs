@@ -14,6 +14,7 @@
 //! # fn demo(registry: &kiln_engine::Registry) -> Result<(), kiln_engine::EngineError> {
 //! let plan = kiln_engine::load_file("pipelines/iris.yaml".as_ref(), registry, &[])?;
 //! let report = kiln_engine::run(&plan, &kiln_engine::RunOptions {
+//!     memo: None,
 //!     jobs: 2,
 //!     cache: kiln_engine::CacheMode::Use,
 //!     out_dir: "runs/iris".into(),
@@ -74,7 +75,7 @@ pub use kind::{InputSpec, InputTypes, KindSpec, NodeKind, OutputSpec, OutputType
 pub use plan::{Outlet, Plan, PlanNode, ServeSpec};
 pub use registry::Registry;
 pub use report::{NodeReport, Status};
-pub use run::{run, CacheMode, RunOptions, RunReport, Selection, Stores};
+pub use run::{run, CacheMode, Memo, RunOptions, RunReport, Selection, Stores};
 pub use serve::{ServeError, Service};
 pub use settings::{SettingDefault, SettingSpec, SettingType, Settings};
 pub use store::{Store, StoreError};

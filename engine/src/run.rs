@@ -76,12 +76,38 @@ pub struct RunOptions {
     pub out_dir: PathBuf,
     /// The cache's and the output's stores.
     pub stores: Stores,
+    /// Results kept in memory across runs (a sweep's trials): a node whose
+    /// fingerprint is there takes its values from it, not from the cache.
+    pub memo: Option<Arc<Memo>>,
     /// Which nodes to run.
     pub selection: Selection,
     /// Stops the run at the next node boundary (and batch, inside nodes that check).
     pub cancel: CancelToken,
     /// Told about starts, progress and ends.
     pub observer: Arc<dyn Observer>,
+}
+
+/// Results by fingerprint, kept in memory for the runs that share it: a
+/// value one trial of a sweep computed or loaded is the next trial's
+/// without reading the cache again.
+#[derive(Default)]
+pub struct Memo(Mutex<std::collections::HashMap<String, NodeOutputs>>);
+
+impl Memo {
+    fn get(&self, fingerprint: &str) -> Option<NodeOutputs> {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(fingerprint)
+            .cloned()
+    }
+
+    fn keep(&self, fingerprint: &str, outputs: &NodeOutputs) {
+        self.0
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(fingerprint.to_string(), outputs.clone());
+    }
 }
 
 /// An output value: in memory, or in a cache entry and loaded on first use.
@@ -550,7 +576,15 @@ fn execute_inner(
         CacheMode::Refresh => mode == Mode::CacheOnly,
         CacheMode::Off => false,
     };
+    // Not a node that writes files: each run's output folder must get them.
+    let memo = opts
+        .memo
+        .as_deref()
+        .filter(|_| cacheable && may_reuse && write_names.is_empty());
     let found = |cache: &Cache| -> Result<Option<(Status, NodeOutputs)>, NodeError> {
+        if let Some(outs) = memo.and_then(|m| m.get(&fp)) {
+            return Ok(Some((Status::Cached, outs)));
+        }
         let Some(entry) = cache.lookup(&fp, out).map_err(store_failed)? else {
             return Ok(None);
         };
@@ -566,6 +600,9 @@ fn execute_inner(
                 (port, Arc::new(handle))
             })
             .collect();
+        if let Some(m) = memo {
+            m.keep(&fp, &outs);
+        }
         Ok(Some((Status::Cached, outs)))
     };
     if cacheable && may_reuse {
@@ -639,9 +676,12 @@ fn execute_inner(
             Ok(()) => {}
         }
     }
-    let outs = produced
+    let outs: NodeOutputs = produced
         .into_iter()
         .map(|(port, value)| (port, Arc::new(Handle::memory(value))))
         .collect();
+    if let Some(m) = memo {
+        m.keep(&fp, &outs);
+    }
     Ok((Status::Ran, outs))
 }

@@ -197,6 +197,7 @@ fn start(
         .clone()
         .unwrap_or_else(|| plan.base_dir.join("runs").join(plan.name.as_str()));
     let run_opts = RunOptions {
+        memo: None,
         jobs: opts.jobs,
         cache: CacheMode::Use,
         out_dir: out_dir.clone(),

@@ -20,12 +20,18 @@ const ENTRY: &str = "pipeline";
 
 /// One node to run.
 pub struct Task {
+    /// What the task is called (the node's id, or with its trial: `fit_t3`).
+    pub name: String,
     /// The node's id.
     pub id: String,
     /// The tasks (indices) whose results it reads.
     pub after: Vec<usize>,
     /// It asks for a GPU.
     pub gpu: bool,
+    /// Its own `--set` arguments (a sweep trial's params), after the shared ones.
+    pub sets: Vec<String>,
+    /// Where below the output URL its files go (a sweep trial's `sweep/trial-N`).
+    pub out_below: Option<String>,
 }
 
 /// What every pod runs against.
@@ -52,7 +58,7 @@ pub struct Target<'a> {
 
 /// The manifest.
 pub fn workflow(tasks: &[Task], target: &Target<'_>, profile: &Profile) -> Json {
-    let ids: Vec<&str> = tasks.iter().map(|t| t.id.as_str()).collect();
+    let ids: Vec<&str> = tasks.iter().map(|t| t.name.as_str()).collect();
     let labels = names::labels(&ids, &[ENTRY]);
     let dag_tasks: Vec<Json> = tasks
         .iter()
@@ -108,9 +114,12 @@ fn node_template(task: &Task, label: &str, target: &Target<'_>, profile: &Profil
         "--cache".into(),
         target.cache.to_string(),
         "--out".into(),
-        target.out.to_string(),
+        match &task.out_below {
+            Some(sub) => format!("{}/{sub}", target.out),
+            None => target.out.to_string(),
+        },
     ];
-    for set in target.sets {
+    for set in target.sets.iter().chain(&task.sets) {
         args.push("--set".into());
         args.push(set.clone());
     }

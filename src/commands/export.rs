@@ -44,7 +44,6 @@ pub fn argo(args: &ArgoArgs, registry: &Registry) -> Result<(), Failure> {
     if let Some(ns) = &args.namespace {
         profile.namespace = Some(ns.clone());
     }
-    check_passed_through_cache(&plan).map_err(invalid)?;
 
     let out = args
         .out
@@ -56,12 +55,33 @@ pub fn argo(args: &ArgoArgs, registry: &Registry) -> Result<(), Failure> {
         other => Failure::Run(format!("error: {other}")),
     })?;
 
-    let cached = if args.skip_cached {
-        cached_nodes(&plan, &place.stores.cache, out_store)?
-    } else {
-        HashSet::new()
-    };
-    let tasks = tasks(&plan, &cached);
+    // The pipeline, or one variant per sweep trial (its params baked in);
+    // a node equal in several trials is one task they share.
+    let mut variants = vec![(plan.clone(), Vec::new())];
+    if let Some(spec) = &plan.sweep {
+        variants.clear();
+        for trial in spec.trials(plan.seed) {
+            let trial_sets: Vec<String> = trial
+                .params
+                .iter()
+                .map(|(k, v)| format!("params.{k}={}", kiln_engine::yaml::show(v)))
+                .collect();
+            let all: Vec<String> = args.set.iter().chain(&trial_sets).cloned().collect();
+            variants.push((super::load::load(&place.file, &all, registry)?, trial_sets));
+        }
+    }
+    let mut per_variant = Vec::new();
+    for (variant, _) in &variants {
+        check_passed_through_cache(variant).map_err(invalid)?;
+        let cached = if args.skip_cached {
+            cached_nodes(variant, &place.stores.cache, out_store.clone())?
+        } else {
+            HashSet::new()
+        };
+        per_variant.push((identities(variant), tasks(variant, &cached), cached.len()));
+    }
+    let tasks = merge(&variants, per_variant.iter().map(|(i, t, _)| (i, t)));
+    let cached: usize = per_variant.iter().map(|(_, _, c)| c).sum();
     if tasks.is_empty() {
         // No manifest: Argo refuses a DAG without tasks, and there is nothing to submit.
         eprintln!(
@@ -70,11 +90,10 @@ pub fn argo(args: &ArgoArgs, registry: &Registry) -> Result<(), Failure> {
         );
         return Ok(());
     }
-    if !cached.is_empty() {
+    if cached > 0 {
         eprintln!(
-            "{} node{} already in the cache left out; {} task{} to run",
-            cached.len(),
-            if cached.len() == 1 { "" } else { "s" },
+            "{cached} node{} already in the cache left out; {} task{} to run",
+            if cached == 1 { "" } else { "s" },
             tasks.len(),
             if tasks.len() == 1 { "" } else { "s" }
         );
@@ -86,7 +105,10 @@ pub fn argo(args: &ArgoArgs, registry: &Registry) -> Result<(), Failure> {
         cache: store.url(),
         out: &out,
         sets: &args.set,
-        parallelism: args.jobs.map(usize::from),
+        parallelism: args
+            .jobs
+            .map(usize::from)
+            .or(plan.sweep.as_ref().map(|s| s.parallel)),
         retries: args.retries,
         template: args.workflow_template,
     };
@@ -130,6 +152,7 @@ fn cached_nodes(
     let staging = tempfile::tempdir()
         .map_err(|e| Failure::Run(format!("error: cannot create a temporary folder: {e}")))?;
     let opts = RunOptions {
+        memo: None,
         jobs: std::thread::available_parallelism().map_or(1, |n| n.get()),
         cache: CacheMode::Probe,
         out_dir: staging.path().to_path_buf(),
@@ -163,7 +186,7 @@ fn cached_nodes(
 
 /// One task per node that runs on the cluster: not serve-only, not cached;
 /// dependencies on tasks only (a cached producer is read from the store).
-fn tasks(plan: &Plan, cached: &HashSet<usize>) -> Vec<Task> {
+fn tasks(plan: &Plan, cached: &HashSet<usize>) -> Vec<(usize, Task)> {
     let n = plan.nodes.len();
     let mut serve_only = vec![false; n];
     let order = petgraph::algo::toposort(&plan.graph, None).unwrap_or_default();
@@ -194,11 +217,103 @@ fn tasks(plan: &Plan, cached: &HashSet<usize>) -> Vec<Task> {
         after.dedup();
         let node = &plan.nodes[i];
         position[i] = Some(tasks.len());
-        tasks.push(Task {
-            id: node.id.to_string(),
-            after,
-            gpu: node.device.to_string().starts_with("cuda"),
-        });
+        tasks.push((
+            i,
+            Task {
+                name: node.id.to_string(),
+                id: node.id.to_string(),
+                after,
+                gpu: node.device.to_string().starts_with("cuda"),
+                sets: Vec::new(),
+                out_below: None,
+            },
+        ));
     }
     tasks
+}
+
+/// Each node's identity before anything runs: its kind, settings, device,
+/// seed, the content of the files it reads and its inputs' identities. Two
+/// trials' nodes with one identity compute the same result.
+fn identities(plan: &Plan) -> Vec<String> {
+    let mut ids = vec![String::new(); plan.nodes.len()];
+    for idx in petgraph::algo::toposort(&plan.graph, None).unwrap_or_default() {
+        let node = &plan.nodes[idx.index()];
+        let mut h = blake3::Hasher::new();
+        for part in [
+            node.spec.name.to_string(),
+            node.spec.version.to_string(),
+            node.written_settings.to_string(),
+            node.device.to_string(),
+            node.id.to_string(),
+            plan.seed.to_string(),
+        ] {
+            h.update(part.as_bytes()).update(b"\0");
+        }
+        for file in &node.files {
+            let hash = kiln_engine::fingerprint::hash_path(file)
+                .unwrap_or_else(|_| file.display().to_string());
+            h.update(hash.as_bytes()).update(b"\0");
+        }
+        for (port, outlets) in &node.inputs {
+            h.update(port.as_str().as_bytes());
+            for o in outlets {
+                h.update(ids[o.node.index()].as_bytes())
+                    .update(o.port.as_str().as_bytes());
+            }
+        }
+        ids[idx.index()] = h.finalize().to_hex().to_string();
+    }
+    ids
+}
+
+/// The variants' tasks as one list: one task per distinct node identity,
+/// named after the node when every variant shares it, else after the node
+/// and the first trial that has it (`fit_t3`), running with that trial's
+/// params and writing under `sweep/trial-N` of the output.
+fn merge<'a>(
+    variants: &[(Plan, Vec<String>)],
+    per_variant: impl Iterator<Item = (&'a Vec<String>, &'a Vec<(usize, Task)>)> + Clone,
+) -> Vec<Task> {
+    let mut shared: std::collections::HashMap<&str, usize> = Default::default();
+    for (ids, tasks) in per_variant.clone() {
+        for (node, _) in tasks {
+            *shared.entry(ids[*node].as_str()).or_default() += 1;
+        }
+    }
+    let mut merged: Vec<Task> = Vec::new();
+    let mut by_identity: std::collections::HashMap<&str, usize> = Default::default();
+    for (v, (ids, tasks)) in per_variant.enumerate() {
+        let mut local = Vec::with_capacity(tasks.len());
+        for (node, task) in tasks {
+            let key = ids[*node].as_str();
+            if let Some(&at) = by_identity.get(key) {
+                local.push(at);
+                continue;
+            }
+            let own = variants.len() > 1 && shared[key] < variants.len();
+            let name = if own {
+                format!("{}_t{}", task.id, v + 1)
+            } else {
+                task.id.clone()
+            };
+            by_identity.insert(key, merged.len());
+            local.push(merged.len());
+            merged.push(Task {
+                name,
+                id: task.id.clone(),
+                after: task.after.iter().map(|&a| local[a]).collect(),
+                gpu: task.gpu,
+                // A node every trial shares needs none of their params.
+                sets: if shared[key] == variants.len() {
+                    Vec::new()
+                } else {
+                    variants[v].1.clone()
+                },
+                // As `kiln sweep` lays its output out.
+                out_below: own.then(|| format!("sweep/trial-{}", v + 1)),
+            });
+        }
+    }
+    merged
 }

@@ -25,6 +25,7 @@ pub fn run(args: &RunArgs, registry: &Registry) -> Result<(), Failure> {
         usize::from,
     );
     let opts = RunOptions {
+        memo: None,
         jobs,
         cache: if args.no_cache {
             CacheMode::Refresh

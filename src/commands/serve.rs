@@ -73,6 +73,7 @@ pub fn serve(args: &ServeArgs, registry: Registry) -> Result<(), Failure> {
     let mut services = Vec::new();
     for (file, plan) in plans {
         let opts = RunOptions {
+            memo: None,
             jobs,
             cache: CacheMode::Use,
             out_dir: plan.base_dir.join("runs").join(plan.name.as_str()),

@@ -66,6 +66,8 @@ pub fn sweep(args: &SweepArgs, registry: &Registry) -> Result<(), Failure> {
             .join(" × ")
     );
 
+    // What one trial computed or loaded, the next takes from memory.
+    let memo = Arc::new(kiln_engine::Memo::default());
     let next = Mutex::new(trials.iter().enumerate());
     let rows = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
@@ -74,7 +76,17 @@ pub fn sweep(args: &SweepArgs, registry: &Registry) -> Result<(), Failure> {
                 let Some((i, trial)) = next.lock().unwrap_or_else(|e| e.into_inner()).next() else {
                     return;
                 };
-                let row = run_trial(i + 1, trial, &spec, &sets, &place, registry, &out, jobs);
+                let row = run_trial(
+                    i + 1,
+                    trial,
+                    &spec,
+                    &sets,
+                    &place,
+                    registry,
+                    &out,
+                    jobs,
+                    &memo,
+                );
                 println!("{}", line(&row, &spec, trials.len()));
                 rows.lock().unwrap_or_else(|e| e.into_inner()).push(row);
             });
@@ -118,6 +130,7 @@ fn run_trial(
     registry: &Registry,
     out: &Path,
     jobs: usize,
+    memo: &Arc<kiln_engine::Memo>,
 ) -> Row {
     let mut overrides = sets.to_vec();
     overrides.extend(trial.params.iter().cloned());
@@ -138,6 +151,7 @@ fn run_trial(
     };
     let dir = out.join(format!("trial-{number}"));
     let opts = RunOptions {
+        memo: Some(memo.clone()),
         jobs,
         cache: CacheMode::Use,
         out_dir: dir.clone(),
