@@ -530,34 +530,15 @@ nodes:
 #[test]
 fn bad_export_arguments_are_usage_errors() {
     let ws = workspace();
-    let out = kiln(
-        ws.path(),
-        &[
-            "export",
-            "argo",
-            "iris-mlp.yaml",
-            "--image",
-            "x",
-            "--cache",
-            "ftp://h/x",
-        ],
-    );
+    let export = |extra: &[&str]| {
+        let mut args = vec!["export", "argo", "iris-mlp.yaml", "--image", "x"];
+        args.extend(extra);
+        kiln(ws.path(), &args)
+    };
+    let out = export(&["--cache", "ftp://h/x"]);
     assert_exit(&out, 2);
     assert!(text(&out).1.contains("ftp://"), "{}", text(&out).1);
-    let out = kiln(
-        ws.path(),
-        &[
-            "export",
-            "argo",
-            "iris-mlp.yaml",
-            "--image",
-            "x",
-            "--cache",
-            "file:///tmp/x",
-            "--gpu-toleration",
-            "k:Often",
-        ],
-    );
+    let out = export(&["--cache", "file:///tmp/x", "--gpu-toleration", "k:Often"]);
     assert_exit(&out, 2);
     assert!(text(&out).1.contains("NoSchedule"), "{}", text(&out).1);
     // A pipeline reading a file outside its folder cannot be shipped.

@@ -49,6 +49,14 @@ pub fn open(flag: &str, url: &str) -> Result<Store, Failure> {
     Store::open(url).map_err(|e| Failure::Invalid(format!("error: `{flag} {url}`: {e}")))
 }
 
+/// The stores of a command that takes `--cache` only (`watch`, `serve`).
+pub fn cache_only(cache: Option<&str>) -> Result<Stores, Failure> {
+    Ok(Stores {
+        cache: cache.map(|url| open("--cache", url)).transpose()?,
+        out: None,
+    })
+}
+
 /// Resolves `file`, `--cache` and `--out`.
 pub fn resolve(file: &Path, cache: Option<&str>, out: Option<&str>) -> Result<Place, Failure> {
     let cache = cache.map(|url| open("--cache", url)).transpose()?;

@@ -62,14 +62,7 @@ pub fn serve(args: &ServeArgs, registry: Registry) -> Result<(), Failure> {
         plans.push((file.clone(), plan));
     }
 
-    let stores = kiln_engine::Stores {
-        cache: args
-            .cache
-            .as_deref()
-            .map(|url| super::place::open("--cache", url))
-            .transpose()?,
-        out: None,
-    };
+    let stores = super::place::cache_only(args.cache.as_deref())?;
     let mut services = Vec::new();
     for (file, plan) in plans {
         let opts = RunOptions {

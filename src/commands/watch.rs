@@ -109,14 +109,7 @@ pub fn watch(args: &WatchArgs, registry: &Registry) -> Result<(), Failure> {
     let opts = WatchOptions {
         jobs,
         out_dir: args.out.clone(),
-        stores: kiln_engine::Stores {
-            cache: args
-                .cache
-                .as_deref()
-                .map(|url| super::place::open("--cache", url))
-                .transpose()?,
-            out: None,
-        },
+        stores: super::place::cache_only(args.cache.as_deref())?,
         overrides,
         debounce: Duration::from_millis(args.debounce_ms),
         stop,
