@@ -100,3 +100,34 @@ fn a_change_during_training_cancels_it_and_starts_again() {
         .0
         .contains("ran 0, reused 13, failed 0"));
 }
+
+#[test]
+fn watching_a_sweep_reruns_only_the_trials_a_save_reaches() {
+    let ws = workspace();
+    let file = ws.path().join("iris-mlp.yaml");
+    let text = fs::read_to_string(&file).unwrap();
+    fs::write(
+        &file,
+        format!("{text}sweep:\n  params: {{ lr: [0.003, 0.03], hidden: [[16], [32], [64, 64]] }}\n  metric: eval.metrics.accuracy\n"),
+    )
+    .unwrap();
+    let mut w = watch(ws.path(), "iris-mlp.yaml");
+    // Six trials of 13 nodes: the 5 shared ones once, `net` once per width,
+    // the 7 below training once per trial.
+    let first = w.wait_for("ran ");
+    assert!(first.starts_with("ran 50, reused 28, failed 0"), "{first}");
+    assert!(ws
+        .path()
+        .join("runs/iris-mlp/sweep/trial-6/iris-mlp.safetensors")
+        .is_file());
+
+    // One learning rate changes: its three trials train again, nothing else runs.
+    edit(&file, "lr: [0.003, 0.03]", "lr: [0.003, 0.01]");
+    let line = w.wait_for("ran ");
+    assert!(line.starts_with("ran 21, reused 57, failed 0"), "{line}");
+    assert!(
+        line.contains("trial-4.fit") && !line.contains("trial-1.fit"),
+        "{line}"
+    );
+    assert_eq!(w.signal("INT"), Some(0));
+}

@@ -9,6 +9,10 @@
 //! fingerprint changed (the rest come from the cache, and a node whose output
 //! did not change leaves its descendants alone). A change that lands while a
 //! run is in flight cancels it at the next node or batch boundary first.
+//!
+//! A file with a `sweep:` block runs as its trials, one after another over
+//! one in-memory `Memo`, each into `sweep/trial-N/`; a save re-runs what it
+//! reaches in each trial, so an edited param value re-runs only its trials.
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -110,7 +114,14 @@ pub fn watch(
             match plan {
                 Err(e) => events.invalid(&e),
                 Ok(plan) => {
-                    in_flight = Some(start(plan, opts, events, &std::mem::take(&mut changed)))
+                    let trials = trial_plans(&plan, registry, opts);
+                    in_flight = Some(start(
+                        plan,
+                        trials,
+                        opts,
+                        events,
+                        &std::mem::take(&mut changed),
+                    ))
                 }
             }
         }
@@ -184,8 +195,61 @@ fn absolute(path: &Path) -> PathBuf {
     }
 }
 
+/// A file with a `sweep:` block runs as its trials: each trial's plan
+/// (the params it sets over the `--set` ones). Empty without a sweep.
+fn trial_plans(plan: &Plan, registry: &Registry, opts: &WatchOptions) -> Vec<Plan> {
+    let Some(spec) = &plan.sweep else {
+        return Vec::new();
+    };
+    spec.trials(plan.seed)
+        .into_iter()
+        .enumerate()
+        .filter_map(|(i, trial)| {
+            let mut overrides = opts.overrides.clone();
+            overrides.extend(trial.params);
+            match crate::load_file(&plan.file, registry, &overrides) {
+                Ok(p) => Some(p),
+                Err(e) => {
+                    tracing::warn!("sweep trial {} is invalid: {e}", i + 1);
+                    None
+                }
+            }
+        })
+        .collect()
+}
+
+/// Runs the trials one after another over one `Memo`, each into
+/// `sweep/trial-N/`; one report of them all, node ids as `trial-N.id`.
+fn run_trials(trials: &[Plan], opts: &RunOptions) -> Result<RunReport, EngineError> {
+    let started = std::time::Instant::now();
+    let memo = Arc::new(crate::run::Memo::default());
+    let mut all = RunReport {
+        nodes: Vec::new(),
+        seconds: 0.0,
+        values: Vec::new(),
+    };
+    for (i, trial) in trials.iter().enumerate() {
+        if opts.cancel.is_cancelled() {
+            break;
+        }
+        let trial_opts = RunOptions {
+            out_dir: opts.out_dir.join("sweep").join(format!("trial-{}", i + 1)),
+            memo: Some(memo.clone()),
+            ..opts.clone()
+        };
+        let report = crate::run::run(trial, &trial_opts)?;
+        all.nodes.extend(report.nodes.into_iter().map(|mut n| {
+            n.id = format!("trial-{}.{}", i + 1, n.id);
+            n
+        }));
+    }
+    all.seconds = started.elapsed().as_secs_f64();
+    Ok(all)
+}
+
 fn start(
     plan: Plan,
+    trials: Vec<Plan>,
     opts: &WatchOptions,
     events: &dyn WatchEvents,
     changed: &[PathBuf],
@@ -207,7 +271,11 @@ fn start(
         observer: events.observer(),
     };
     let handle = thread::spawn(move || {
-        let report = crate::run::run(&plan, &run_opts);
+        let report = if trials.is_empty() {
+            crate::run::run(&plan, &run_opts)
+        } else {
+            run_trials(&trials, &run_opts)
+        };
         (plan, report)
     });
     InFlight {
