@@ -196,42 +196,47 @@ impl Store {
         }
     }
 
+    /// One request: on a folder, `local` with the file's path, on this
+    /// thread; on object storage, `remote` with the store and the full key,
+    /// on the stores' runtime.
+    fn request<T, F>(
+        &self,
+        key: &str,
+        local: impl FnOnce(&Path) -> std::io::Result<T>,
+        remote: impl FnOnce(Arc<dyn ObjectStore>, Key) -> F,
+    ) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: Future<Output = Result<T, object_store::Error>> + Send + 'static,
+    {
+        match &self.backend {
+            Backend::Folder(dir) => local(&dir.join(key)).map_err(|e| self.failed(key, e)),
+            Backend::Object { inner, prefix } => block(remote(inner.clone(), key_in(prefix, key)))
+                .map_err(|e| self.failed(key, e))?
+                .map_err(|e| self.failed(key, e)),
+        }
+    }
+
     /// The bytes under `key`, or `None` when there are none.
     pub fn get(&self, key: &str) -> Result<Option<Bytes>, StoreError> {
-        let (inner, k) = match &self.backend {
-            Backend::Folder(dir) => {
-                return folder::get(&dir.join(key)).map_err(|e| self.failed(key, e))
-            }
-            Backend::Object { inner, prefix } => (inner.clone(), key_in(prefix, key)),
-        };
-        let got = block(async move {
-            match inner.get(&k).await {
+        self.request(key, folder::get, |store, k| async move {
+            match store.get(&k).await {
                 Ok(r) => r.bytes().await.map(Some),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(e),
             }
-        });
-        got.map_err(|e| self.failed(key, e))?
-            .map_err(|e| self.failed(key, e))
+        })
     }
 
     /// The size of what is under `key`, or `None` when there is nothing.
     pub fn size(&self, key: &str) -> Result<Option<u64>, StoreError> {
-        let (inner, k) = match &self.backend {
-            Backend::Folder(dir) => {
-                return folder::size(&dir.join(key)).map_err(|e| self.failed(key, e))
-            }
-            Backend::Object { inner, prefix } => (inner.clone(), key_in(prefix, key)),
-        };
-        let got = block(async move {
-            match inner.head(&k).await {
+        self.request(key, folder::size, |store, k| async move {
+            match store.head(&k).await {
                 Ok(meta) => Ok(Some(meta.size)),
                 Err(object_store::Error::NotFound { .. }) => Ok(None),
                 Err(e) => Err(e),
             }
-        });
-        got.map_err(|e| self.failed(key, e))?
-            .map_err(|e| self.failed(key, e))
+        })
     }
 
     /// Writes `bytes` under `key` unless something is there already (then
@@ -240,59 +245,43 @@ impl Store {
     /// not at all.
     pub fn put_if_absent(&self, key: &str, bytes: impl Into<Bytes>) -> Result<bool, StoreError> {
         let bytes = bytes.into();
-        let (inner, k) = match &self.backend {
-            Backend::Folder(dir) => {
-                return folder::put(&dir.join(key), &bytes, false).map_err(|e| self.failed(key, e))
-            }
-            Backend::Object { inner, prefix } => (inner.clone(), key_in(prefix, key)),
-        };
-        let got = block(async move {
-            let opts = PutOptions::from(PutMode::Create);
-            match inner.put_opts(&k, PutPayload::from(bytes), opts).await {
-                Ok(_) => Ok(true),
-                Err(
-                    object_store::Error::AlreadyExists { .. }
-                    | object_store::Error::Precondition { .. },
-                ) => Ok(false),
-                Err(e) => Err(e),
-            }
-        });
-        got.map_err(|e| self.failed(key, e))?
-            .map_err(|e| self.failed(key, e))
+        let local = bytes.clone();
+        self.request(
+            key,
+            |path| folder::put(path, &local, false),
+            |store, k| async move {
+                let opts = PutOptions::from(PutMode::Create);
+                match store.put_opts(&k, PutPayload::from(bytes), opts).await {
+                    Ok(_) => Ok(true),
+                    Err(
+                        object_store::Error::AlreadyExists { .. }
+                        | object_store::Error::Precondition { .. },
+                    ) => Ok(false),
+                    Err(e) => Err(e),
+                }
+            },
+        )
     }
 
     /// Writes `bytes` under `key`, replacing what was there.
     pub fn put(&self, key: &str, bytes: impl Into<Bytes>) -> Result<(), StoreError> {
         let bytes = bytes.into();
-        let (inner, k) = match &self.backend {
-            Backend::Folder(dir) => {
-                return folder::put(&dir.join(key), &bytes, true)
-                    .map(|_| ())
-                    .map_err(|e| self.failed(key, e))
-            }
-            Backend::Object { inner, prefix } => (inner.clone(), key_in(prefix, key)),
-        };
-        let got = block(async move { inner.put(&k, PutPayload::from(bytes)).await.map(|_| ()) });
-        got.map_err(|e| self.failed(key, e))?
-            .map_err(|e| self.failed(key, e))
+        let local = bytes.clone();
+        self.request(
+            key,
+            |path| folder::put(path, &local, true).map(|_| ()),
+            |store, k| async move { store.put(&k, PutPayload::from(bytes)).await.map(|_| ()) },
+        )
     }
 
     /// Removes `key` (nothing there is fine).
     pub fn delete(&self, key: &str) -> Result<(), StoreError> {
-        let (inner, k) = match &self.backend {
-            Backend::Folder(dir) => {
-                return folder::delete(&dir.join(key)).map_err(|e| self.failed(key, e))
-            }
-            Backend::Object { inner, prefix } => (inner.clone(), key_in(prefix, key)),
-        };
-        let got = block(async move {
-            match inner.delete(&k).await {
+        self.request(key, folder::delete, |store, k| async move {
+            match store.delete(&k).await {
                 Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
                 Err(e) => Err(e),
             }
-        });
-        got.map_err(|e| self.failed(key, e))?
-            .map_err(|e| self.failed(key, e))
+        })
     }
 }
 
