@@ -165,17 +165,10 @@ fn cached_nodes(
         observer: Arc::new(Quiet),
     };
     let report = kiln_engine::run(plan, &opts)?;
-    // A store that failed is an error, not "not cached".
-    if let Some(n) = report.nodes.iter().find(|n| {
-        n.error
-            .as_deref()
-            .is_some_and(|e| e.contains("the store at"))
-    }) {
-        return Err(Failure::Run(format!(
-            "error: cannot consult the cache: {}",
-            n.error.as_deref().unwrap_or_default()
-        )));
-    }
+    // Only what was found is left out. A node not found for any reason
+    // (not stored, a device this machine lacks, the store failing mid-probe
+    // after the upload just reached it) stays a task; a pod that finds its
+    // result in the cache runs nothing.
     Ok(report
         .nodes
         .iter()
