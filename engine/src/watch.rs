@@ -195,32 +195,23 @@ fn absolute(path: &Path) -> PathBuf {
     }
 }
 
-/// A file with a `sweep:` block runs as its trials: each trial's plan
-/// (the params it sets over the `--set` ones). Empty without a sweep.
-fn trial_plans(plan: &Plan, registry: &Registry, opts: &WatchOptions) -> Vec<Plan> {
-    let Some(spec) = &plan.sweep else {
-        return Vec::new();
-    };
-    spec.trials(plan.seed)
+/// A file with a `sweep:` block runs as its trials: the valid ones, each
+/// with its number (from 1).
+fn trial_plans(plan: &Plan, registry: &Registry, opts: &WatchOptions) -> Vec<(usize, Plan)> {
+    crate::trials::plans(plan, registry, &opts.overrides)
         .into_iter()
         .enumerate()
-        .filter_map(|(i, trial)| {
-            let mut overrides = opts.overrides.clone();
-            overrides.extend(trial.params);
-            match crate::load_file(&plan.file, registry, &overrides) {
-                Ok(p) => Some(p),
-                Err(e) => {
-                    tracing::warn!("sweep trial {} is invalid: {e}", i + 1);
-                    None
-                }
-            }
+        .filter_map(|(i, (_, loaded))| {
+            let loaded =
+                loaded.inspect_err(|e| tracing::warn!("sweep trial {} is invalid: {e}", i + 1));
+            Some((i + 1, loaded.ok()?))
         })
         .collect()
 }
 
 /// Runs the trials one after another over one `Memo`, each into
 /// `sweep/trial-N/`; one report of them all, node ids as `trial-N.id`.
-fn run_trials(trials: &[Plan], opts: &RunOptions) -> Result<RunReport, EngineError> {
+fn run_trials(trials: &[(usize, Plan)], opts: &RunOptions) -> Result<RunReport, EngineError> {
     let started = std::time::Instant::now();
     let memo = Arc::new(crate::run::Memo::default());
     let mut all = RunReport {
@@ -228,18 +219,14 @@ fn run_trials(trials: &[Plan], opts: &RunOptions) -> Result<RunReport, EngineErr
         seconds: 0.0,
         values: Vec::new(),
     };
-    for (i, trial) in trials.iter().enumerate() {
+    for (number, trial) in trials {
         if opts.cancel.is_cancelled() {
             break;
         }
-        let trial_opts = RunOptions {
-            out_dir: opts.out_dir.join("sweep").join(format!("trial-{}", i + 1)),
-            memo: Some(memo.clone()),
-            ..opts.clone()
-        };
+        let trial_opts = crate::trials::options(opts, &opts.out_dir.join("sweep"), *number, &memo);
         let report = crate::run::run(trial, &trial_opts)?;
         all.nodes.extend(report.nodes.into_iter().map(|mut n| {
-            n.id = format!("trial-{}.{}", i + 1, n.id);
+            n.id = format!("trial-{number}.{}", n.id);
             n
         }));
     }
@@ -249,7 +236,7 @@ fn run_trials(trials: &[Plan], opts: &RunOptions) -> Result<RunReport, EngineErr
 
 fn start(
     plan: Plan,
-    trials: Vec<Plan>,
+    trials: Vec<(usize, Plan)>,
     opts: &WatchOptions,
     events: &dyn WatchEvents,
     changed: &[PathBuf],

@@ -38,7 +38,9 @@ pub fn sweep(args: &SweepArgs, registry: &Registry) -> Result<(), Failure> {
             args.file.display()
         )));
     };
-    let trials = spec.trials(plan.seed);
+    let sets = super::load::parse_sets(&args.set)?;
+    let trials = kiln_engine::trials::plans(&plan, registry, &sets);
+    let total = trials.len();
     let out = args.out.clone().unwrap_or_else(|| {
         plan.base_dir
             .join("runs")
@@ -53,7 +55,6 @@ pub fn sweep(args: &SweepArgs, registry: &Registry) -> Result<(), Failure> {
         .clamp(1, trials.len().max(1));
     let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let jobs = args.jobs.map_or((cores / parallel).max(1), usize::from);
-    let sets = super::load::parse_sets(&args.set)?;
     println!(
         "sweeping {}: {} trial{} ({}), {parallel} at a time",
         plan.name,
@@ -66,28 +67,31 @@ pub fn sweep(args: &SweepArgs, registry: &Registry) -> Result<(), Failure> {
             .join(" × ")
     );
 
+    let base = RunOptions {
+        memo: None,
+        jobs,
+        cache: CacheMode::Use,
+        out_dir: out.clone(),
+        stores: place.stores.clone(),
+        selection: Selection::All,
+        cancel: Default::default(),
+        observer: Arc::new(Quiet),
+    };
     // What one trial computed or loaded, the next takes from memory.
     let memo = Arc::new(kiln_engine::Memo::default());
-    let next = Mutex::new(trials.iter().enumerate());
+    let next = Mutex::new(trials.into_iter().enumerate());
     let rows = Mutex::new(Vec::new());
     std::thread::scope(|scope| {
         for _ in 0..parallel {
             scope.spawn(|| loop {
-                let Some((i, trial)) = next.lock().unwrap_or_else(|e| e.into_inner()).next() else {
+                let Some((i, (trial, loaded))) =
+                    next.lock().unwrap_or_else(|e| e.into_inner()).next()
+                else {
                     return;
                 };
-                let row = run_trial(
-                    i + 1,
-                    trial,
-                    &spec,
-                    &sets,
-                    &place,
-                    registry,
-                    &out,
-                    jobs,
-                    &memo,
-                );
-                println!("{}", line(&row, &spec, trials.len()));
+                let opts = kiln_engine::trials::options(&base, &out, i + 1, &memo);
+                let row = run_trial(i + 1, trial, loaded, &spec, &opts);
+                println!("{}", line(&row, &spec, total));
                 rows.lock().unwrap_or_else(|e| e.into_inner()).push(row);
             });
         }
@@ -120,47 +124,30 @@ pub fn sweep(args: &SweepArgs, registry: &Registry) -> Result<(), Failure> {
     Ok(())
 }
 
-#[allow(clippy::too_many_arguments)]
+/// Runs one trial (its plan, or why it is invalid) and reads its metric.
 fn run_trial(
     number: usize,
-    trial: &Trial,
+    trial: Trial,
+    loaded: Result<Plan, kiln_engine::EngineError>,
     spec: &SweepSpec,
-    sets: &[(String, Json)],
-    place: &super::place::Place,
-    registry: &Registry,
-    out: &Path,
-    jobs: usize,
-    memo: &Arc<kiln_engine::Memo>,
+    opts: &RunOptions,
 ) -> Row {
-    let mut overrides = sets.to_vec();
-    overrides.extend(trial.params.iter().cloned());
     let mut row = Row {
         number,
-        trial: trial.clone(),
+        trial,
         metric: None,
         status: "ok".into(),
         seconds: 0.0,
         ran: Vec::new(),
     };
-    let plan = match kiln_engine::load_file(&place.file, registry, &overrides) {
+    let plan = match loaded {
         Ok(plan) => plan,
         Err(e) => {
             row.status = format!("invalid: {}", e.to_string().lines().next().unwrap_or(""));
             return row;
         }
     };
-    let dir = out.join(format!("trial-{number}"));
-    let opts = RunOptions {
-        memo: Some(memo.clone()),
-        jobs,
-        cache: CacheMode::Use,
-        out_dir: dir.clone(),
-        stores: place.stores.clone(),
-        selection: Selection::All,
-        cancel: Default::default(),
-        observer: Arc::new(Quiet),
-    };
-    let report = match kiln_engine::run(&plan, &opts) {
+    let report = match kiln_engine::run(&plan, opts) {
         Ok(r) => r,
         Err(e) => {
             row.status = format!("failed: {e}");
@@ -182,7 +169,7 @@ fn run_trial(
         );
     }
     let outputs = super::run::outputs_json(&plan, &report);
-    let _ = super::run::write_results(&plan, &report, &outputs, &dir, jobs);
+    let _ = super::run::write_results(&plan, &report, &outputs, &opts.out_dir, opts.jobs);
     let outlet = kiln_engine::Outlet {
         node: spec.metric_output.1,
         port: spec.metric_output.2.clone(),
