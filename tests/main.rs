@@ -15,6 +15,7 @@ mod graph;
 mod invalid;
 mod layers;
 mod pipelines;
+mod pods;
 mod robustness;
 mod scale;
 mod scheduler;
