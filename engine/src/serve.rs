@@ -177,6 +177,14 @@ impl Service {
         &self.fingerprint
     }
 
+    /// The value that stays the same between requests at input `port` of
+    /// the `serve.output` node (a model, a fitted transform), if one does.
+    pub fn fixed_output_input(&self, port: &str) -> Option<&Value> {
+        let node = self.plan.node(self.spec.output.node);
+        let (_, outlets) = node.inputs.iter().find(|(p, _)| p.as_str() == port)?;
+        outlets.iter().find_map(|o| self.fixed.get(o))
+    }
+
     /// The input node's settings as written (they describe what a request holds).
     pub fn input_settings(&self) -> &Json {
         &self.plan.node(self.spec.input).written_settings

@@ -14,6 +14,7 @@ pub mod compress;
 pub mod data;
 pub mod graph;
 pub mod infer;
+pub mod llm;
 pub mod metrics;
 pub mod model;
 pub mod nn;

@@ -6,7 +6,9 @@ pub mod access;
 pub mod batch;
 mod job;
 pub mod listen;
+mod llm;
 pub mod metrics;
+mod openai;
 mod pipeline;
 pub mod tls;
 
@@ -48,13 +50,19 @@ pub struct App {
 
 /// The routes.
 pub fn router(app: Arc<App>) -> Router {
-    let keyed = Router::new().route("/v1/pipelines", get(list)).route(
-        "/v1/pipelines/{name}/infer",
-        post(infer).layer(axum::middleware::from_fn_with_state(
-            app.clone(),
-            body_in_time,
-        )),
-    );
+    let in_time = || axum::middleware::from_fn_with_state(app.clone(), body_in_time);
+    let keyed = Router::new()
+        .route("/v1/pipelines", get(list))
+        .route("/v1/pipelines/{name}/infer", post(infer).layer(in_time()))
+        .route("/v1/models", get(openai::models))
+        .route(
+            "/v1/completions",
+            post(openai::completions).layer(in_time()),
+        )
+        .route(
+            "/v1/chat/completions",
+            post(openai::chat_completions).layer(in_time()),
+        );
     let metrics_route = Router::new().route("/metrics", get(metrics));
     let (keyed, open) = if app.protect_metrics {
         (keyed.merge(metrics_route), Router::new())
@@ -69,7 +77,7 @@ pub fn router(app: Arc<App>) -> Router {
         .fallback(|| async {
             error(
                 StatusCode::NOT_FOUND,
-                "no such route: try GET /v1/pipelines, POST /v1/pipelines/<name>/infer, GET /healthz or GET /metrics",
+                "no such route: try GET /v1/pipelines, POST /v1/pipelines/<name>/infer, GET /v1/models, POST /v1/completions, POST /v1/chat/completions, GET /healthz or GET /metrics",
                 None,
             )
         })

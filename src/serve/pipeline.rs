@@ -7,6 +7,7 @@ use prometheus::{Histogram, IntCounter};
 use tokio::sync::mpsc;
 
 use super::job::Job;
+use super::llm::Generator;
 use super::metrics::Metrics;
 
 /// One served pipeline: the version answering now, and its batch queue.
@@ -14,6 +15,9 @@ pub struct Pipeline {
     /// The pipeline's name (its route).
     pub name: String,
     current: RwLock<Arc<Service>>,
+    /// The language model answering the OpenAI routes, when the output is
+    /// an `infer.generate` node (follows hot swaps).
+    generator: RwLock<Option<Arc<Generator>>>,
     /// Requests waiting for a batch.
     pub queue: mpsc::Sender<Job>,
     /// The service's metrics.
@@ -38,6 +42,7 @@ impl Pipeline {
             latency: metrics.latency.with_label_values(&[&name]),
             batch_rows: metrics.batch_rows.with_label_values(&[&name]),
             batch_requests: metrics.batch_requests.with_label_values(&[&name]),
+            generator: RwLock::new(generator_of(&name, &service)),
             name,
             current: RwLock::new(Arc::new(service)),
             queue: tx,
@@ -70,6 +75,14 @@ impl Pipeline {
             .clone()
     }
 
+    /// The language model of the version answering now, if it has one.
+    pub fn generator(&self) -> Option<Arc<Generator>> {
+        self.generator
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
     /// Swaps in a new version; batches already running finish on the old
     /// one. Returns whether the fingerprint changed (an identical rebuild
     /// is not swapped).
@@ -78,8 +91,19 @@ impl Pipeline {
         if current.fingerprint() == service.fingerprint() {
             return false;
         }
+        *self.generator.write().unwrap_or_else(|e| e.into_inner()) =
+            generator_of(&self.name, &service);
         *current = Arc::new(service);
         self.metrics.swaps.with_label_values(&[&self.name]).inc();
         true
     }
+}
+
+/// The generator of `service`; a model that fails to load leaves the
+/// OpenAI routes off for it, saying why.
+fn generator_of(name: &str, service: &Service) -> Option<Arc<Generator>> {
+    Generator::for_service(service).unwrap_or_else(|e| {
+        eprintln!("warning: pipeline `{name}`: the OpenAI routes are off: {e}");
+        None
+    })
 }

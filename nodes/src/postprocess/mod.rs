@@ -3,6 +3,7 @@
 mod compare;
 mod decide;
 mod metrics;
+mod perplexity;
 
 /// Registers every postprocessing kind.
 pub fn register_all(reg: &mut kiln_engine::Registry) {
@@ -13,4 +14,5 @@ pub fn register_all(reg: &mut kiln_engine::Registry) {
     reg.register(decide::TopK);
     reg.register(decide::Decode);
     reg.register(compare::Compare);
+    reg.register(perplexity::Perplexity);
 }

@@ -1,0 +1,303 @@
+//! `infer.generate`: text from a language model, one answer per document
+//! (or, with `choices`, the likeliest of given answers: zero-shot labels).
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use candle_core::{Device, Tensor};
+use kiln_engine::{
+    Config, InputSpec, InputTypes, KindSpec, NodeError, NodeKind, OutputSpec, OutputTypes, Outputs,
+    PortName, RunContext, Settings, Value, ValueType,
+};
+use serde::Deserialize;
+use serde_json::{json, Value as Json};
+
+use crate::data::{Dataset, Target};
+use crate::llm::generate::generate_all;
+use crate::llm::sample::Sampling;
+use crate::llm::template::Message;
+use crate::llm::LanguageModel;
+use crate::model::ModelValue;
+use crate::text::Texts;
+
+/// The kind's name (the server answers the OpenAI routes for pipelines
+/// whose output is one).
+pub const NAME: &str = "infer.generate";
+
+/// Generates text.
+pub struct Generate;
+
+/// What `infer.generate` reads from `with:` (also the defaults of a served
+/// request).
+#[derive(Config, Deserialize, Clone, Debug)]
+pub struct GenerateSettings {
+    /// the most tokens to generate for a document
+    #[setting(default = 128, min = 1, max = 32768)]
+    pub max_tokens: usize,
+    /// 0 takes the likeliest token each time (greedy); higher values sample more freely
+    #[setting(default = 0.0, min = 0.0, max = 10.0)]
+    pub temperature: f64,
+    /// sample among the k likeliest tokens (0: all)
+    #[setting(default = 40)]
+    pub top_k: usize,
+    /// sample among the likeliest tokens whose probabilities add up to p
+    #[setting(default = 0.95, gt = 0.0, max = 1.0)]
+    pub top_p: f64,
+    /// divides the logits of the tokens of the last 64 (1: off)
+    #[setting(default = 1.0, gt = 0.0, max = 10.0)]
+    pub repetition_penalty: f64,
+    /// generation stops before the first of these texts
+    pub stop: Option<Vec<String>>,
+    /// wrap each document in the model's chat template as a user message
+    #[setting(default = true)]
+    pub chat: bool,
+    /// a system message before each document (with `chat`)
+    pub system: Option<String>,
+    /// documents generated at once (continuous batching); served, the most concurrent streams
+    #[setting(default = 8, min = 1, max = 256)]
+    pub batch: usize,
+    /// zero-shot labels: each class of the documents' target (or each key) and the answer that stands for it; the likeliest answer is the prediction
+    pub choices: Option<BTreeMap<String, String>>,
+}
+
+impl GenerateSettings {
+    /// The sampling these settings ask for, seeded with `seed`.
+    pub fn sampling(&self, seed: u64) -> Sampling {
+        Sampling {
+            temperature: self.temperature as f32,
+            top_k: self.top_k,
+            top_p: self.top_p as f32,
+            repetition_penalty: self.repetition_penalty as f32,
+            seed,
+        }
+    }
+}
+
+impl NodeKind for Generate {
+    fn spec(&self) -> KindSpec {
+        KindSpec {
+            name: NAME,
+            version: 1,
+            doc: "Generates an answer to each document with a language model from `model.pretrained` (a GGUF file): the document as a user message in the model's chat template (`chat`, optional `system`), or as plain text to continue; greedy at `temperature: 0`, else sampled (top-k, top-p, repetition penalty) from the node's seed, so the same file and seed give the same text. Documents run together with continuous batching, each with its own key/value cache.
+Gives the answers as `text` (the documents' target kept) and the counts and speed as `metrics`. With `choices` it generates nothing: it scores each given answer after each prompt and gives `predictions` (log-probabilities, one column per class) for `postprocess.metrics`. Served (`serve.output`), it also answers the OpenAI-compatible routes (SPEC §7).",
+            inputs: vec![
+                InputSpec::required("model", ValueType::Model, "a language model from `model.pretrained`"),
+                InputSpec::required("data", ValueType::Text, "the prompts, one per document"),
+            ],
+            outputs: vec![
+                OutputSpec::new("text", ValueType::Text, "the generated answers"),
+                OutputSpec::new("metrics", ValueType::Metrics, "tokens in and out, seconds, tokens per second"),
+                OutputSpec::new("predictions", ValueType::Dataset, "with `choices`: each answer's log-probability, one column per class"),
+            ],
+            settings: GenerateSettings::specs(),
+            side_effects: false,
+        }
+    }
+
+    fn output_types(
+        &self,
+        _: &KindSpec,
+        _: &InputTypes,
+        settings: &Settings,
+    ) -> Result<OutputTypes, String> {
+        let choices = matches!(settings.get("choices"), Some(Json::Object(_)));
+        Ok(if choices {
+            vec![(PortName::new_static("predictions"), ValueType::Dataset)]
+        } else {
+            vec![
+                (PortName::new_static("text"), ValueType::Text),
+                (PortName::new_static("metrics"), ValueType::Metrics),
+            ]
+        })
+    }
+
+    fn check(&self, settings: &Settings) -> Vec<(String, String)> {
+        let s = match settings.read_checked::<GenerateSettings>() {
+            Ok(s) => s,
+            Err(problems) => return problems,
+        };
+        let mut problems = Vec::new();
+        if let Some(choices) = &s.choices {
+            if choices.len() < 2 {
+                problems.push((
+                    "choices".into(),
+                    "give at least two classes, each with its answer".into(),
+                ));
+            }
+            if choices.values().any(String::is_empty) {
+                problems.push((
+                    "choices".into(),
+                    "an answer is empty; write the text the model would answer".into(),
+                ));
+            }
+        }
+        if s.system.is_some() && !s.chat {
+            problems.push((
+                "system".into(),
+                "a system message needs `chat: true`".into(),
+            ));
+        }
+        problems
+    }
+
+    fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
+        let s: GenerateSettings = ctx.settings().read()?;
+        let lm = language_model(ctx.input("model")?)?;
+        let texts = Texts::from_value(ctx.input("data")?)?;
+        let prompts = texts
+            .texts
+            .iter()
+            .map(|t| prompt_tokens(&lm, &s, t))
+            .collect::<Result<Vec<_>, _>>()?;
+        if let Some(choices) = &s.choices {
+            let predictions = zero_shot(ctx, &lm, &s, choices, &prompts, texts.target)?;
+            return Ok(vec![(PortName::new_static("predictions"), predictions)]);
+        }
+        let n = prompts.len();
+        let started = std::time::Instant::now();
+        let requests = prompts
+            .into_iter()
+            .enumerate()
+            .map(|(i, p)| {
+                let seed = ctx.seed().wrapping_add(i as u64);
+                (
+                    p,
+                    s.sampling(seed),
+                    s.max_tokens,
+                    s.stop.clone().unwrap_or_default(),
+                )
+            })
+            .collect();
+        let finished = generate_all(lm.clone(), requests, s.batch, |done| {
+            ctx.check_cancelled()?;
+            ctx.progress(done as u64, n as u64, "generating");
+            Ok(())
+        })?;
+        let seconds = started.elapsed().as_secs_f64();
+        let prompt_tokens: usize = finished.iter().map(|f| f.prompt_tokens).sum();
+        let completion_tokens: usize = finished.iter().map(|f| f.tokens.len()).sum();
+        let metrics = json!({
+            "documents": n,
+            "prompt_tokens": prompt_tokens,
+            "completion_tokens": completion_tokens,
+            "stopped": finished.iter().filter(|f| f.reason.as_str() == "stop").count(),
+            "seconds": seconds,
+            "completion_tokens_per_second": completion_tokens as f64 / seconds.max(1e-9),
+        });
+        let answers = Texts {
+            texts: finished.into_iter().map(|f| f.text).collect(),
+            target: texts.target,
+        };
+        Ok(vec![
+            (PortName::new_static("text"), answers.into_value()),
+            (
+                PortName::new_static("metrics"),
+                Value::from_json(ValueType::Metrics, metrics),
+            ),
+        ])
+    }
+}
+
+/// The language model a `model` value stands for (loaded once per content).
+pub fn language_model(value: &Value) -> Result<Arc<LanguageModel>, NodeError> {
+    let model = ModelValue::from_value(value)?;
+    match (
+        model.arch_type(),
+        model.arch.get("path").and_then(Json::as_str),
+        model.arch.get("content").and_then(Json::as_str),
+    ) {
+        ("llm", Some(path), Some(content)) => LanguageModel::load(&PathBuf::from(path), content),
+        (other, _, _) => Err(NodeError::new(format!(
+            "`model` is a `{other}` model; text comes from a language model: `model.pretrained` with a `.gguf` file"
+        ))),
+    }
+}
+
+/// The prompt's tokens for a document: in the chat template as a user
+/// message (after `system`), or as it is.
+pub fn prompt_tokens(
+    lm: &LanguageModel,
+    s: &GenerateSettings,
+    document: &str,
+) -> Result<Vec<u32>, NodeError> {
+    let text = if s.chat {
+        let mut messages = Vec::new();
+        if let Some(system) = &s.system {
+            messages.push(Message {
+                role: "system".into(),
+                content: system.clone(),
+            });
+        }
+        messages.push(Message {
+            role: "user".into(),
+            content: document.to_string(),
+        });
+        lm.chat_prompt(&messages).map_err(NodeError::new)?
+    } else {
+        document.to_string()
+    };
+    let tokens = lm.tokenizer.encode(&text)?;
+    if tokens.is_empty() {
+        return Err(NodeError::new(
+            "a document is empty; a prompt needs at least one token",
+        ));
+    }
+    if tokens.len() >= lm.context() {
+        return Err(NodeError::new(format!(
+            "a prompt is {} tokens, and the model's context is {}; shorten the documents",
+            tokens.len(),
+            lm.context()
+        )));
+    }
+    Ok(tokens)
+}
+
+/// Each document's log-probability of each class's answer, in the order of
+/// the target's classes (or of the keys when unlabelled).
+fn zero_shot(
+    ctx: &RunContext<'_>,
+    lm: &LanguageModel,
+    s: &GenerateSettings,
+    choices: &BTreeMap<String, String>,
+    prompts: &[Vec<u32>],
+    target: Option<Target>,
+) -> Result<Value, NodeError> {
+    let classes: Vec<String> = match target.as_ref().and_then(|t| t.labels.clone()) {
+        Some(labels) => {
+            if let Some(missing) = labels.iter().find(|l| !choices.contains_key(*l)) {
+                return Err(NodeError::new(format!(
+                    "setting `choices` has no answer for class `{missing}`; give one for each of {}",
+                    labels.join(", ")
+                )));
+            }
+            labels
+        }
+        None => choices.keys().cloned().collect(),
+    };
+    let answers = classes
+        .iter()
+        .map(|c| lm.tokenizer.encode(&choices[c]))
+        .collect::<Result<Vec<_>, _>>()?;
+    let mut scores = Vec::with_capacity(prompts.len() * classes.len());
+    for (done, group) in prompts.chunks(s.batch).enumerate() {
+        ctx.check_cancelled()?;
+        ctx.progress(
+            (done * s.batch) as u64,
+            prompts.len() as u64,
+            "scoring answers",
+        );
+        for row in lm.answer_log_probs(group, &answers) {
+            scores.extend(row.into_iter().map(|v| v as f32));
+        }
+    }
+    let features = Tensor::from_vec(scores, (prompts.len(), classes.len()), &Device::Cpu)
+        .map_err(NodeError::from)?;
+    let data = Dataset {
+        features: features.into(),
+        columns: Some(classes),
+        target,
+        categories: Default::default(),
+    };
+    Ok(data.into_value())
+}

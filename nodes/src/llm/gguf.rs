@@ -1,0 +1,301 @@
+//! Reading a llama-family language model from a GGUF file: its sizes,
+//! weights, tokenizer data and chat template, with a sentence naming the
+//! file and what is wrong when it is not one kiln can run.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::path::Path;
+
+use candle_core::quantized::gguf_file::{Content, Value as Meta};
+use candle_core::quantized::GgmlDType;
+use candle_core::Device;
+use kiln_engine::NodeError;
+
+use super::quant::QMatrix;
+
+/// The architectures kiln runs.
+pub const ARCHITECTURES: [&str; 1] = ["llama"];
+
+/// A model's sizes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LlamaConfig {
+    /// Transformer blocks.
+    pub layers: usize,
+    /// Width of the residual stream.
+    pub hidden: usize,
+    /// Width of the feed-forward layer.
+    pub ffn: usize,
+    /// Query heads.
+    pub heads: usize,
+    /// Key/value heads (fewer than `heads` with grouped-query attention).
+    pub kv_heads: usize,
+    /// Width of one head.
+    pub head_dim: usize,
+    /// Tokens in the vocabulary.
+    pub vocab: usize,
+    /// The longest sequence the model was trained on.
+    pub context: usize,
+    /// RoPE's base frequency.
+    pub rope_base: f32,
+    /// RMS norm's epsilon.
+    pub eps: f32,
+}
+
+/// The tokenizer as a GGUF describes it.
+#[derive(Clone, Debug)]
+pub struct TokenizerData {
+    /// `tokenizer.ggml.model` (`gpt2` for byte-level BPE).
+    pub model: String,
+    /// `tokenizer.ggml.pre`: which pre-tokenizer splits text before BPE.
+    pub pre: String,
+    /// Every token's text, by id.
+    pub tokens: Vec<String>,
+    /// Each token's type (1 normal, 3 control, 4 user-defined, …).
+    pub types: Vec<i32>,
+    /// BPE merges, `"a b"`, highest priority first.
+    pub merges: Vec<String>,
+    /// Beginning-of-sequence token.
+    pub bos: Option<u32>,
+    /// End-of-sequence token.
+    pub eos: Option<u32>,
+    /// Whether prompts start with `bos`.
+    pub add_bos: bool,
+}
+
+/// What a GGUF file holds, read.
+pub struct GgufModel {
+    /// Sizes.
+    pub config: LlamaConfig,
+    /// Weights by tensor name.
+    pub matrices: HashMap<String, QMatrix>,
+    /// Norm weights (vectors) by tensor name.
+    pub vectors: HashMap<String, Vec<f32>>,
+    /// Tokenizer data.
+    pub tokenizer: TokenizerData,
+    /// The chat template (Jinja), if the file has one.
+    pub chat_template: Option<String>,
+    /// `general.name`.
+    pub name: String,
+}
+
+/// Reads the header of `path`: its metadata and tensor list.
+fn header(path: &Path) -> Result<(File, Content), NodeError> {
+    let shown = path.display();
+    let mut file =
+        File::open(path).map_err(|e| NodeError::new(format!("cannot open `{shown}`: {e}")))?;
+    let content = Content::read(&mut file)
+        .map_err(|e| NodeError::new(format!("`{shown}` is not a GGUF model file: {e}")))?;
+    Ok((file, content))
+}
+
+/// Checks that `path` is a GGUF file of an architecture kiln runs (reads
+/// its header only).
+pub fn check_architecture(path: &Path) -> Result<(), NodeError> {
+    let (_, content) = header(path)?;
+    architecture(&content, path).map(|_| ())
+}
+
+fn architecture(content: &Content, path: &Path) -> Result<String, NodeError> {
+    let meta = Metadata {
+        content,
+        shown: path.display().to_string(),
+    };
+    let arch = meta.string("general.architecture")?;
+    if !ARCHITECTURES.contains(&arch.as_str()) {
+        return Err(NodeError::new(format!(
+            "`{}` is a `{arch}` model; kiln runs GGUF language models of the {} architecture (Llama, SmolLM, TinyLlama and other files that say `llama`)",
+            path.display(),
+            ARCHITECTURES.join(", ")
+        )));
+    }
+    Ok(arch)
+}
+
+/// Reads `path`.
+pub fn read(path: &Path) -> Result<GgufModel, NodeError> {
+    let shown = path.display();
+    let (mut file, content) = header(path)?;
+    let arch = architecture(&content, path)?;
+    let meta = Metadata {
+        content: &content,
+        shown: shown.to_string(),
+    };
+    let key = |k: &str| format!("{arch}.{k}");
+    let hidden = meta.usize(&key("embedding_length"))?;
+    let heads = meta.usize(&key("attention.head_count"))?;
+    let head_dim = hidden / heads.max(1);
+    let tokens = meta.strings("tokenizer.ggml.tokens")?;
+    let config = LlamaConfig {
+        layers: meta.usize(&key("block_count"))?,
+        hidden,
+        ffn: meta.usize(&key("feed_forward_length"))?,
+        heads,
+        kv_heads: meta.usize_or(&key("attention.head_count_kv"), heads),
+        head_dim,
+        vocab: meta.usize_or(&key("vocab_size"), tokens.len()),
+        context: meta.usize_or(&key("context_length"), 2048),
+        rope_base: meta.f32_or(&key("rope.freq_base"), 10_000.0),
+        eps: meta.f32_or(&key("attention.layer_norm_rms_epsilon"), 1e-5),
+    };
+    let rope_dims = meta.usize_or(&key("rope.dimension_count"), head_dim);
+    if heads == 0 || config.kv_heads == 0 || heads % config.kv_heads != 0 || rope_dims != head_dim {
+        return Err(NodeError::new(format!(
+            "`{shown}` has {heads} query heads, {} key/value heads and RoPE over {rope_dims} of {head_dim} dimensions; kiln runs models whose query heads are a multiple of the key/value heads, with RoPE over whole heads",
+            config.kv_heads
+        )));
+    }
+    let tokenizer = TokenizerData {
+        model: meta.string("tokenizer.ggml.model")?,
+        pre: meta.string_or("tokenizer.ggml.pre", "default"),
+        types: meta.ints_or("tokenizer.ggml.token_type", tokens.len()),
+        merges: meta.strings("tokenizer.ggml.merges").unwrap_or_default(),
+        bos: meta.u32_opt("tokenizer.ggml.bos_token_id"),
+        eos: meta.u32_opt("tokenizer.ggml.eos_token_id"),
+        add_bos: meta.bool_or("tokenizer.ggml.add_bos_token", false),
+        tokens,
+    };
+    let mut matrices = HashMap::new();
+    let mut vectors = HashMap::new();
+    let names: Vec<String> = content.tensor_infos.keys().cloned().collect();
+    for name in names {
+        let tensor = content
+            .tensor(&mut file, &name, &Device::Cpu)
+            .map_err(|e| {
+                NodeError::new(format!("cannot read tensor `{name}` of `{shown}`: {e}"))
+            })?;
+        let bad = |e: candle_core::Error| {
+            NodeError::new(format!("cannot decode tensor `{name}` of `{shown}`: {e}"))
+        };
+        let dims = tensor.shape().dims().to_vec();
+        match dims.as_slice() {
+            [n] => {
+                let v = tensor.dequantize(&Device::Cpu).map_err(bad)?;
+                let v: Vec<f32> = v.to_vec1().map_err(bad)?;
+                debug_assert_eq!(v.len(), *n);
+                vectors.insert(name, v);
+            }
+            [rows, cols] => {
+                let (rows, cols) = (*rows, *cols);
+                let raw = tensor.data().map_err(bad)?;
+                let matrix = match tensor.dtype() {
+                    GgmlDType::Q4_1 if QMatrix::fits(rows, cols, raw.len(), 20) => {
+                        QMatrix::from_q4_1(rows, cols, &raw)
+                    }
+                    GgmlDType::Q8_0 if QMatrix::fits(rows, cols, raw.len(), 34) => {
+                        QMatrix::from_q8_0(rows, cols, &raw)
+                    }
+                    _ => {
+                        let v = tensor.dequantize(&Device::Cpu).map_err(bad)?;
+                        let v = v.flatten_all().and_then(|v| v.to_vec1()).map_err(bad)?;
+                        QMatrix {
+                            rows,
+                            cols,
+                            weights: super::quant::Weights::F32(v),
+                        }
+                    }
+                };
+                matrices.insert(name, matrix);
+            }
+            other => {
+                return Err(NodeError::new(format!(
+                    "tensor `{name}` of `{shown}` has shape {other:?}; a llama model's tensors are vectors and matrices"
+                )))
+            }
+        }
+    }
+    Ok(GgufModel {
+        config,
+        matrices,
+        vectors,
+        tokenizer,
+        chat_template: meta.string("tokenizer.chat_template").ok(),
+        name: meta.string_or("general.name", "a language model"),
+    })
+}
+
+/// Typed reads of the metadata, with errors naming the file and the key.
+struct Metadata<'a> {
+    content: &'a Content,
+    shown: String,
+}
+
+impl Metadata<'_> {
+    fn get(&self, key: &str) -> Result<&Meta, NodeError> {
+        self.content.metadata.get(key).ok_or_else(|| {
+            NodeError::new(format!(
+                "`{}` has no `{key}` in its metadata; is it a complete GGUF model?",
+                self.shown
+            ))
+        })
+    }
+
+    fn wrong(&self, key: &str, want: &str) -> NodeError {
+        NodeError::new(format!("`{}`: metadata `{key}` is not {want}", self.shown))
+    }
+
+    fn string(&self, key: &str) -> Result<String, NodeError> {
+        self.get(key)?
+            .to_string()
+            .cloned()
+            .map_err(|_| self.wrong(key, "a string"))
+    }
+
+    fn string_or(&self, key: &str, default: &str) -> String {
+        self.string(key).unwrap_or_else(|_| default.to_string())
+    }
+
+    fn usize(&self, key: &str) -> Result<usize, NodeError> {
+        let v = self.get(key)?;
+        v.to_u64()
+            .map(|n| n as usize)
+            .or_else(|_| v.to_u32().map(|n| n as usize))
+            .or_else(|_| v.to_i32().map(|n| n.max(0) as usize))
+            .map_err(|_| self.wrong(key, "a count"))
+    }
+
+    fn usize_or(&self, key: &str, default: usize) -> usize {
+        self.usize(key).unwrap_or(default)
+    }
+
+    fn u32_opt(&self, key: &str) -> Option<u32> {
+        self.usize(key).ok().map(|n| n as u32)
+    }
+
+    fn f32_or(&self, key: &str, default: f32) -> f32 {
+        self.content
+            .metadata
+            .get(key)
+            .and_then(|v| v.to_f32().ok())
+            .unwrap_or(default)
+    }
+
+    fn bool_or(&self, key: &str, default: bool) -> bool {
+        self.content
+            .metadata
+            .get(key)
+            .and_then(|v| v.to_bool().ok())
+            .unwrap_or(default)
+    }
+
+    fn strings(&self, key: &str) -> Result<Vec<String>, NodeError> {
+        let list = self
+            .get(key)?
+            .to_vec()
+            .map_err(|_| self.wrong(key, "a list"))?;
+        list.iter()
+            .map(|v| {
+                v.to_string()
+                    .cloned()
+                    .map_err(|_| self.wrong(key, "a list of strings"))
+            })
+            .collect()
+    }
+
+    fn ints_or(&self, key: &str, n: usize) -> Vec<i32> {
+        let read = || -> Option<Vec<i32>> {
+            let list = self.content.metadata.get(key)?.to_vec().ok()?;
+            list.iter().map(|v| v.to_i32().ok()).collect()
+        };
+        read().unwrap_or_else(|| vec![1; n])
+    }
+}

@@ -1,0 +1,177 @@
+//! Decoder language models from GGUF files (llama family): loading
+//! ([`gguf`]), the quantized products ([`quant`]), the forward pass over
+//! several sequences at once ([`model`]), the tokenizer ([`tokenizer`]),
+//! the chat template ([`template`]), sampling ([`sample`]), and generation
+//! with continuous batching ([`generate`]), which both `infer.generate`
+//! and `kiln serve`'s OpenAI-compatible routes use.
+
+pub mod generate;
+pub mod gguf;
+pub mod model;
+pub mod quant;
+pub mod sample;
+pub mod template;
+pub mod tokenizer;
+
+use std::path::Path;
+use std::sync::Arc;
+
+use candle_core::Device;
+use kiln_engine::NodeError;
+
+use crate::nn::kept::Kept;
+use model::{KvCache, Llama, Logits, Step};
+use template::{ChatTemplate, Message};
+use tokenizer::LlmTokenizer;
+
+/// Control tokens that end a turn, besides the model's end-of-sequence.
+const END_OF_TURN: [&str; 4] = [
+    "<|im_end|>",
+    "<|endoftext|>",
+    "<|eot_id|>",
+    "<|end_of_text|>",
+];
+
+/// A language model ready to generate: weights, tokenizer, chat template.
+pub struct LanguageModel {
+    /// The network.
+    pub model: Llama,
+    /// Text to tokens and back.
+    pub tokenizer: LlmTokenizer,
+    template: ChatTemplate,
+    /// `general.name` from the file.
+    pub name: String,
+    /// The GGUF file's content hash.
+    pub content: String,
+}
+
+impl LanguageModel {
+    /// Whether `path` names a GGUF file (by its extension).
+    pub fn is_gguf(path: &Path) -> bool {
+        path.extension()
+            .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
+    }
+
+    /// The model in the GGUF file `path`, whose content hashes to `content`
+    /// (loaded once per content; the last two stay loaded).
+    pub fn load(path: &Path, content: &str) -> Result<Arc<LanguageModel>, NodeError> {
+        static LOADED: Kept<LanguageModel> = Kept::new(2);
+        LOADED.get_or_load(content, &Device::Cpu, || LanguageModel::read(path, content))
+    }
+
+    fn read(path: &Path, content: &str) -> Result<LanguageModel, NodeError> {
+        let mut g = gguf::read(path)?;
+        let beside = path.with_file_name("tokenizer.json");
+        let tokenizer = LlmTokenizer::new(&g.tokenizer, Some(&beside))?;
+        let text_of = |t: Option<u32>| {
+            t.and_then(|t| g.tokenizer.tokens.get(t as usize).cloned())
+                .unwrap_or_default()
+        };
+        let template = ChatTemplate::new(
+            g.chat_template.as_deref(),
+            &text_of(g.tokenizer.bos),
+            &text_of(g.tokenizer.eos),
+        )?;
+        let model = Llama::from_gguf(&mut g)
+            .map_err(|e| NodeError::new(format!("`{}`: {e}", path.display())))?;
+        Ok(LanguageModel {
+            model,
+            tokenizer,
+            template,
+            name: g.name,
+            content: content.to_string(),
+        })
+    }
+
+    /// The prompt text for a conversation (the model's chat template).
+    pub fn chat_prompt(&self, messages: &[Message]) -> Result<String, String> {
+        self.template.render(messages)
+    }
+
+    /// Whether generation ends at `token`.
+    pub fn ends_turn(&self, token: u32) -> bool {
+        Some(token) == self.tokenizer.eos
+            || self
+                .tokenizer
+                .control_text(token)
+                .is_some_and(|t| END_OF_TURN.contains(&t))
+    }
+
+    /// The longest sequence (prompt and answer) the model takes.
+    pub fn context(&self) -> usize {
+        self.model.config.context
+    }
+
+    /// For each prompt, the log-probability of each answer's tokens
+    /// following it (the prompts run as one batch; each answer reuses their
+    /// key/value caches).
+    pub fn answer_log_probs(&self, prompts: &[Vec<u32>], answers: &[Vec<u32>]) -> Vec<Vec<f64>> {
+        let mut caches = vec![KvCache::default(); prompts.len()];
+        let mut steps: Vec<Step<'_>> = caches
+            .iter_mut()
+            .zip(prompts)
+            .map(|(cache, p)| Step {
+                cache,
+                tokens: p,
+                logits: Logits::Last,
+            })
+            .collect();
+        let last = self.model.forward(&mut steps);
+        let mut scores = vec![Vec::with_capacity(answers.len()); prompts.len()];
+        let vocab = self.model.vocab();
+        for answer in answers {
+            if answer.is_empty() {
+                scores.iter_mut().for_each(|s| s.push(f64::NEG_INFINITY));
+                continue;
+            }
+            let mut copies = caches.clone();
+            let mut steps: Vec<Step<'_>> = copies
+                .iter_mut()
+                .map(|cache| Step {
+                    cache,
+                    tokens: answer,
+                    logits: Logits::All,
+                })
+                .collect();
+            let logits = self.model.forward(&mut steps);
+            for (p, rows) in logits.iter().enumerate() {
+                let mut total = sample::log_prob(&last[p], answer[0]);
+                for (i, &next) in answer.iter().enumerate().skip(1) {
+                    total += sample::log_prob(&rows[(i - 1) * vocab..i * vocab], next);
+                }
+                scores[p].push(total);
+            }
+        }
+        scores
+    }
+
+    /// The log-probability of each token of `tokens` after the ones before
+    /// it (the first token is not scored), in windows of `window` tokens
+    /// scored on their second half, as llama.cpp's perplexity tool does:
+    /// returns (sum of negative log-probabilities, tokens scored).
+    pub fn score(&self, tokens: &[u32], window: usize) -> (f64, usize) {
+        let mut nll = 0.0;
+        let mut count = 0;
+        let mut start = 0;
+        while start + window <= tokens.len() {
+            let w = &tokens[start..start + window];
+            let mut cache = KvCache::default();
+            let logits = self.model.forward(&mut [Step {
+                cache: &mut cache,
+                tokens: w,
+                logits: Logits::All,
+            }]);
+            let vocab = self.model.vocab();
+            for i in window / 2..window - 1 {
+                let row = &logits[0][i * vocab..(i + 1) * vocab];
+                nll -= sample::log_prob(row, w[i + 1]);
+                count += 1;
+            }
+            start += window;
+        }
+        (nll, count)
+    }
+}
+
+#[cfg(test)]
+mod tests;

@@ -1,0 +1,602 @@
+//! Weight matrices in ggml's block formats and their products with
+//! activations, with vector code chosen at run time.
+//!
+//! A weight matrix keeps its rows in the GGUF's blocks of 32 (Q4_1: a scale,
+//! a minimum and 32 four-bit values; Q8_0: a scale and 32 bytes), with the
+//! scales widened to f32 once at load. Activations are quantized to Q8 blocks
+//! (a scale, the 32 bytes and their scaled sum, as ggml's Q8_1) and each dot
+//! product runs on integers, as llama.cpp computes it. Formats without a
+//! kernel here are decoded to f32 at load.
+//!
+//! candle's own Q4_1 product is scalar code, and its vector kernels are
+//! chosen when candle is compiled; these are chosen on the machine that runs
+//! them ([`Isa::detected`]): AVX-512 VNNI, AVX2 + FMA, or portable code.
+
+use rayon::prelude::*;
+
+/// Values per block.
+pub const BLOCK: usize = 32;
+
+/// The vector code a product runs on.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Isa {
+    /// Portable Rust.
+    Generic,
+    /// AVX2 and FMA.
+    Avx2,
+    /// AVX-512 VNNI (with VL): integer dot products in one instruction.
+    Avx512Vnni,
+}
+
+impl Isa {
+    /// The best this CPU has (checked once).
+    pub fn detected() -> Isa {
+        static DETECTED: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
+        *DETECTED.get_or_init(|| {
+            #[cfg(target_arch = "x86_64")]
+            {
+                if std::is_x86_feature_detected!("avx512vnni")
+                    && std::is_x86_feature_detected!("avx512vl")
+                    && std::is_x86_feature_detected!("avx512bw")
+                    && std::is_x86_feature_detected!("fma")
+                {
+                    return Isa::Avx512Vnni;
+                }
+                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
+                    return Isa::Avx2;
+                }
+            }
+            Isa::Generic
+        })
+    }
+
+    /// Every path this CPU can run, the portable one first (for tests).
+    pub fn available() -> Vec<Isa> {
+        match Isa::detected() {
+            Isa::Generic => vec![Isa::Generic],
+            Isa::Avx2 => vec![Isa::Generic, Isa::Avx2],
+            Isa::Avx512Vnni => vec![Isa::Generic, Isa::Avx2, Isa::Avx512Vnni],
+        }
+    }
+}
+
+/// A weight matrix's values.
+#[derive(Clone, Debug)]
+pub enum Weights {
+    /// ggml Q4_1: per block, `d` and `m` (value = d·q + m) and 16 bytes of
+    /// four-bit `q` (the low nibbles are values 0..16, the high ones 16..32).
+    Q4_1 { qs: Vec<u8>, dm: Vec<[f32; 2]> },
+    /// ggml Q8_0: per block, `d` (value = d·q) and 32 signed bytes.
+    Q8_0 { qs: Vec<i8>, d: Vec<f32> },
+    /// Plain f32, row-major.
+    F32(Vec<f32>),
+}
+
+/// A `rows × cols` weight matrix (a linear layer's `out × in`).
+#[derive(Clone, Debug)]
+pub struct QMatrix {
+    /// Output features.
+    pub rows: usize,
+    /// Input features.
+    pub cols: usize,
+    /// The values.
+    pub weights: Weights,
+}
+
+/// Activations quantized to Q8 blocks, row by row.
+#[derive(Default)]
+pub struct Q8Rows {
+    blocks: usize,
+    qs: Vec<i8>,
+    d: Vec<f32>,
+    /// d · Σq per block (what Q4_1's minimum multiplies).
+    s: Vec<f32>,
+}
+
+impl Q8Rows {
+    /// Quantizes `m` rows of `cols` values (`cols` a multiple of 32).
+    pub fn quantize(&mut self, x: &[f32], cols: usize) {
+        let blocks = cols / BLOCK;
+        let total = x.len() / BLOCK;
+        self.blocks = blocks;
+        self.qs.resize(total * BLOCK, 0);
+        self.d.resize(total, 0.0);
+        self.s.resize(total, 0.0);
+        let work = self
+            .qs
+            .par_chunks_mut(BLOCK * 64)
+            .zip(self.d.par_chunks_mut(64))
+            .zip(self.s.par_chunks_mut(64))
+            .zip(x.par_chunks(BLOCK * 64));
+        work.for_each(|(((qs, d), s), x)| {
+            for (b, xs) in x.chunks_exact(BLOCK).enumerate() {
+                let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
+                let scale = amax / 127.0;
+                let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+                let mut sum = 0i32;
+                // Rounded half to even, as ggml's vector code rounds.
+                for (q, v) in qs[b * BLOCK..(b + 1) * BLOCK].iter_mut().zip(xs) {
+                    let r = (v * inv).round_ties_even() as i32;
+                    *q = r as i8;
+                    sum += r;
+                }
+                // Stored as f16, as ggml's Q8_1 stores them.
+                d[b] = half::f16::from_f32(scale).to_f32();
+                s[b] = half::f16::from_f32(d[b] * sum as f32).to_f32();
+            }
+        });
+    }
+
+    fn row(&self, r: usize) -> ActRow<'_> {
+        let (a, b) = (r * self.blocks, (r + 1) * self.blocks);
+        ActRow {
+            qs: &self.qs[a * BLOCK..b * BLOCK],
+            d: &self.d[a..b],
+            s: &self.s[a..b],
+        }
+    }
+}
+
+/// One quantized activation row.
+#[derive(Clone, Copy)]
+struct ActRow<'a> {
+    qs: &'a [i8],
+    d: &'a [f32],
+    s: &'a [f32],
+}
+
+/// Output rows computed by one task.
+const ROWS_PER_TASK: usize = 16;
+
+/// Scratch for products: the quantized activations.
+#[derive(Default)]
+pub struct Scratch {
+    q8: Q8Rows,
+}
+
+impl QMatrix {
+    /// A `rows × cols` matrix from Q4_1 block bytes, as a GGUF stores them.
+    pub fn from_q4_1(rows: usize, cols: usize, raw: &[u8]) -> QMatrix {
+        let blocks = rows * cols / BLOCK;
+        let mut qs = Vec::with_capacity(blocks * 16);
+        let mut dm = Vec::with_capacity(blocks);
+        for b in raw.chunks_exact(20).take(blocks) {
+            dm.push([f16(b[0], b[1]), f16(b[2], b[3])]);
+            qs.extend_from_slice(&b[4..20]);
+        }
+        QMatrix {
+            rows,
+            cols,
+            weights: Weights::Q4_1 { qs, dm },
+        }
+    }
+
+    /// A matrix from Q8_0 block bytes.
+    pub fn from_q8_0(rows: usize, cols: usize, raw: &[u8]) -> QMatrix {
+        let blocks = rows * cols / BLOCK;
+        let mut qs = Vec::with_capacity(blocks * BLOCK);
+        let mut d = Vec::with_capacity(blocks);
+        for b in raw.chunks_exact(34).take(blocks) {
+            d.push(f16(b[0], b[1]));
+            qs.extend(b[2..34].iter().map(|&v| v as i8));
+        }
+        QMatrix {
+            rows,
+            cols,
+            weights: Weights::Q8_0 { qs, d },
+        }
+    }
+
+    /// Whether the raw sizes fit: `raw` holds `rows × cols` values in a
+    /// block format of `block_bytes` per 32.
+    pub fn fits(rows: usize, cols: usize, raw: usize, block_bytes: usize) -> bool {
+        cols % BLOCK == 0 && raw >= rows * cols / BLOCK * block_bytes
+    }
+
+    /// These matrices' rows one after the other (same columns); formats that
+    /// differ are all decoded to f32.
+    pub fn stacked(parts: Vec<QMatrix>) -> QMatrix {
+        let cols = parts[0].cols;
+        let rows = parts.iter().map(|p| p.rows).sum();
+        let same = |f: fn(&Weights) -> bool| parts.iter().all(|p| f(&p.weights));
+        let weights = if same(|w| matches!(w, Weights::Q4_1 { .. })) {
+            let (mut qs, mut dm) = (Vec::new(), Vec::new());
+            for p in parts {
+                if let Weights::Q4_1 { qs: q, dm: m } = p.weights {
+                    qs.extend(q);
+                    dm.extend(m);
+                }
+            }
+            Weights::Q4_1 { qs, dm }
+        } else if same(|w| matches!(w, Weights::Q8_0 { .. })) {
+            let (mut qs, mut d) = (Vec::new(), Vec::new());
+            for p in parts {
+                if let Weights::Q8_0 { qs: q, d: s } = p.weights {
+                    qs.extend(q);
+                    d.extend(s);
+                }
+            }
+            Weights::Q8_0 { qs, d }
+        } else {
+            Weights::F32(parts.iter().flat_map(QMatrix::to_f32).collect())
+        };
+        QMatrix {
+            rows,
+            cols,
+            weights,
+        }
+    }
+
+    /// Every value, row-major.
+    pub fn to_f32(&self) -> Vec<f32> {
+        (0..self.rows).flat_map(|r| self.row_f32(r)).collect()
+    }
+
+    /// Row `r`'s values (an embedding lookup).
+    pub fn row_f32(&self, r: usize) -> Vec<f32> {
+        let nb = self.cols / BLOCK;
+        match &self.weights {
+            Weights::Q4_1 { qs, dm } => (0..nb)
+                .flat_map(|b| {
+                    let [d, m] = dm[r * nb + b];
+                    let q = &qs[(r * nb + b) * 16..(r * nb + b + 1) * 16];
+                    let lo = q.iter().map(move |&v| (v & 0x0F) as f32 * d + m);
+                    let hi = q.iter().map(move |&v| (v >> 4) as f32 * d + m);
+                    lo.chain(hi).collect::<Vec<_>>()
+                })
+                .collect(),
+            Weights::Q8_0 { qs, d } => qs[r * self.cols..(r + 1) * self.cols]
+                .iter()
+                .enumerate()
+                .map(|(i, &q)| q as f32 * d[r * nb + i / BLOCK])
+                .collect(),
+            Weights::F32(w) => w[r * self.cols..(r + 1) * self.cols].to_vec(),
+        }
+    }
+
+    /// Bytes the values take in memory.
+    pub fn bytes(&self) -> usize {
+        match &self.weights {
+            Weights::Q4_1 { qs, dm } => qs.len() + dm.len() * 8,
+            Weights::Q8_0 { qs, d } => qs.len() + d.len() * 4,
+            Weights::F32(w) => w.len() * 4,
+        }
+    }
+
+    /// `out[i][j] = Σ_k x[i][k] · W[j][k]` for the `x.len() / cols` rows of
+    /// `x`, on the best path this CPU has, across the thread pool.
+    pub fn matmul(&self, x: &[f32], out: &mut [f32], scratch: &mut Scratch) {
+        self.matmul_on(Isa::detected(), x, out, scratch)
+    }
+
+    /// [`QMatrix::matmul`] on the given path (`isa` must be one of
+    /// [`Isa::available`]).
+    pub fn matmul_on(&self, isa: Isa, x: &[f32], out: &mut [f32], scratch: &mut Scratch) {
+        let m = x.len() / self.cols;
+        assert_eq!(out.len(), m * self.rows, "product output size");
+        if !matches!(self.weights, Weights::F32(_)) {
+            scratch.q8.quantize(x, self.cols);
+        }
+        let q8 = &scratch.q8;
+        let n = self.rows;
+        let out_at = SyncPtr(out.as_mut_ptr());
+        let tasks = n.div_ceil(ROWS_PER_TASK);
+        (0..tasks).into_par_iter().for_each(|t| {
+            let out_at = &out_at;
+            let rows = t * ROWS_PER_TASK..((t + 1) * ROWS_PER_TASK).min(n);
+            for i in 0..m {
+                for j in rows.clone() {
+                    let v = self.dot_row(isa, j, i, x, q8);
+                    // SAFETY: each (i, j) is written by exactly one task, and
+                    // `out` holds m × n values (asserted above).
+                    unsafe { *out_at.0.add(i * n + j) = v };
+                }
+            }
+        });
+    }
+
+    fn dot_row(&self, isa: Isa, j: usize, i: usize, x: &[f32], q8: &Q8Rows) -> f32 {
+        let nb = self.cols / BLOCK;
+        let (a, b) = (j * nb, (j + 1) * nb);
+        match &self.weights {
+            Weights::Q4_1 { qs, dm } => dot_q4_1(isa, &qs[a * 16..b * 16], &dm[a..b], q8.row(i)),
+            Weights::Q8_0 { qs, d } => {
+                dot_q8_0(isa, &qs[a * BLOCK..b * BLOCK], &d[a..b], q8.row(i))
+            }
+            Weights::F32(w) => dot_f32(
+                &w[j * self.cols..(j + 1) * self.cols],
+                &x[i * self.cols..(i + 1) * self.cols],
+            ),
+        }
+    }
+}
+
+struct SyncPtr(*mut f32);
+// SAFETY: tasks write disjoint elements through it (see `matmul_on`).
+unsafe impl Sync for SyncPtr {}
+
+/// An IEEE half from its two little-endian bytes, as f32.
+fn f16(lo: u8, hi: u8) -> f32 {
+    half::f16::from_bits(u16::from_le_bytes([lo, hi])).to_f32()
+}
+
+/// Σ a·b in f32, eight lanes at a time (vectorised by the compiler).
+pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
+    let mut acc = [0f32; 8];
+    let (ca, cb) = (a.chunks_exact(8), b.chunks_exact(8));
+    let tail: f32 = ca
+        .remainder()
+        .iter()
+        .zip(cb.remainder())
+        .map(|(x, y)| x * y)
+        .sum();
+    for (x, y) in ca.zip(cb) {
+        for l in 0..8 {
+            acc[l] += x[l] * y[l];
+        }
+    }
+    acc.iter().sum::<f32>() + tail
+}
+
+fn dot_q4_1(isa: Isa, qs: &[u8], dm: &[[f32; 2]], act: ActRow<'_>) -> f32 {
+    debug_assert_eq!(qs.len(), act.qs.len() / 2);
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: `Isa::Avx2` and `Isa::Avx512Vnni` are only chosen where
+        // the CPU has the features; slices hold `dm.len()` blocks each.
+        Isa::Avx2 => unsafe { x86::dot_q4_1_avx2(qs, dm, act.qs, act.d, act.s) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { x86::dot_q4_1_vnni(qs, dm, act.qs, act.d, act.s) },
+        _ => {
+            let mut sum = 0f32;
+            for (b, &[d, m]) in dm.iter().enumerate() {
+                let q = &qs[b * 16..b * 16 + 16];
+                let y = &act.qs[b * BLOCK..b * BLOCK + BLOCK];
+                let mut int = 0i32;
+                for k in 0..16 {
+                    int +=
+                        (q[k] & 0x0F) as i32 * y[k] as i32 + (q[k] >> 4) as i32 * y[k + 16] as i32;
+                }
+                sum += int as f32 * d * act.d[b] + m * act.s[b];
+            }
+            sum
+        }
+    }
+}
+
+fn dot_q8_0(isa: Isa, qs: &[i8], d: &[f32], act: ActRow<'_>) -> f32 {
+    debug_assert_eq!(qs.len(), act.qs.len());
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `dot_q4_1`.
+        Isa::Avx2 => unsafe { x86::dot_q8_0_avx2(qs, d, act.qs, act.d) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512Vnni => unsafe { x86::dot_q8_0_vnni(qs, d, act.qs, act.d) },
+        _ => {
+            let mut sum = 0f32;
+            for (b, &db) in d.iter().enumerate() {
+                let int: i32 = qs[b * BLOCK..(b + 1) * BLOCK]
+                    .iter()
+                    .zip(&act.qs[b * BLOCK..(b + 1) * BLOCK])
+                    .map(|(&w, &y)| w as i32 * y as i32)
+                    .sum();
+                sum += int as f32 * db * act.d[b];
+            }
+            sum
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx2,fma")]
+    fn hsum(v: __m256) -> f32 {
+        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
+        _mm_cvtss_f32(s)
+    }
+
+    /// The 32 four-bit values of a Q4_1 block as bytes, in value order.
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn nibbles(q: *const u8) -> __m256i {
+        let raw = _mm_loadu_si128(q as *const __m128i);
+        let mask = _mm_set1_epi8(0x0F);
+        let lo = _mm_and_si128(raw, mask);
+        let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+        _mm256_set_m128i(hi, lo)
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_q4_1_avx2(
+        qs: &[u8],
+        dm: &[[f32; 2]],
+        y: &[i8],
+        yd: &[f32],
+        ys: &[f32],
+    ) -> f32 {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = _mm256_setzero_ps();
+        let mut mins = 0f32;
+        for (b, &[d, m]) in dm.iter().enumerate() {
+            let w = nibbles(qs.as_ptr().add(b * 16));
+            let v = _mm256_loadu_si256(y.as_ptr().add(b * 32) as *const __m256i);
+            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, v), ones);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * yd[b]), acc);
+            mins += m * ys[b];
+        }
+        hsum(acc) + mins
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl,avx512bw,avx512f")]
+    pub unsafe fn dot_q4_1_vnni(
+        qs: &[u8],
+        dm: &[[f32; 2]],
+        y: &[i8],
+        yd: &[f32],
+        ys: &[f32],
+    ) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        let mut mins = 0f32;
+        for (b, &[d, m]) in dm.iter().enumerate() {
+            let w = nibbles(qs.as_ptr().add(b * 16));
+            let v = _mm256_loadu_si256(y.as_ptr().add(b * 32) as *const __m256i);
+            let p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, v);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * yd[b]), acc);
+            mins += m * ys[b];
+        }
+        hsum(acc) + mins
+    }
+
+    #[target_feature(enable = "avx2,fma")]
+    pub unsafe fn dot_q8_0_avx2(qs: &[i8], d: &[f32], y: &[i8], yd: &[f32]) -> f32 {
+        let ones = _mm256_set1_epi16(1);
+        let mut acc = _mm256_setzero_ps();
+        for (b, &db) in d.iter().enumerate() {
+            let w = _mm256_loadu_si256(qs.as_ptr().add(b * 32) as *const __m256i);
+            let v = _mm256_loadu_si256(y.as_ptr().add(b * 32) as *const __m256i);
+            // |w| · (v with w's sign): unsigned × signed, as maddubs needs.
+            let p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(v, w));
+            let p = _mm256_madd_epi16(p, ones);
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(db * yd[b]), acc);
+        }
+        hsum(acc)
+    }
+
+    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl,avx512bw,avx512f")]
+    pub unsafe fn dot_q8_0_vnni(qs: &[i8], d: &[f32], y: &[i8], yd: &[f32]) -> f32 {
+        let mut acc = _mm256_setzero_ps();
+        for (b, &db) in d.iter().enumerate() {
+            let w = _mm256_loadu_si256(qs.as_ptr().add(b * 32) as *const __m256i);
+            let v = _mm256_loadu_si256(y.as_ptr().add(b * 32) as *const __m256i);
+            let p = _mm256_dpbusd_epi32(
+                _mm256_setzero_si256(),
+                _mm256_sign_epi8(w, w),
+                _mm256_sign_epi8(v, w),
+            );
+            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(db * yd[b]), acc);
+        }
+        hsum(acc)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn random(n: usize, seed: u64) -> Vec<f32> {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(seed);
+        (0..n).map(|_| rng.random_range(-1.0f32..1.0)).collect()
+    }
+
+    /// Raw Q4_1 blocks for `values` (as ggml quantizes: d = (max-min)/15, m = min).
+    fn q4_1_bytes(values: &[f32]) -> Vec<u8> {
+        let mut raw = Vec::new();
+        for b in values.chunks(BLOCK) {
+            let (lo, hi) = b
+                .iter()
+                .fold((f32::MAX, f32::MIN), |(l, h), &v| (l.min(v), h.max(v)));
+            let d = (hi - lo) / 15.0;
+            let dh = half::f16::from_f32(d);
+            let mh = half::f16::from_f32(lo);
+            raw.extend(dh.to_bits().to_le_bytes());
+            raw.extend(mh.to_bits().to_le_bytes());
+            let q = |v: f32| (((v - lo) / d).round().clamp(0.0, 15.0)) as u8;
+            for k in 0..16 {
+                raw.push(q(b[k]) | (q(b[k + 16]) << 4));
+            }
+        }
+        raw
+    }
+
+    fn q8_0_bytes(values: &[f32]) -> Vec<u8> {
+        let mut raw = Vec::new();
+        for b in values.chunks(BLOCK) {
+            let d = b.iter().fold(0f32, |a, v| a.max(v.abs())) / 127.0;
+            raw.extend(half::f16::from_f32(d).to_bits().to_le_bytes());
+            raw.extend(b.iter().map(|v| (v / d).round() as i8 as u8));
+        }
+        raw
+    }
+
+    fn reference(w: &[f32], x: &[f32], rows: usize, cols: usize) -> Vec<f32> {
+        let m = x.len() / cols;
+        let mut out = vec![0f32; m * rows];
+        for i in 0..m {
+            for j in 0..rows {
+                out[i * rows + j] = (0..cols)
+                    .map(|k| (w[j * cols + k] as f64) * (x[i * cols + k] as f64))
+                    .sum::<f64>() as f32;
+            }
+        }
+        out
+    }
+
+    #[test]
+    fn products_match_the_decoded_weights_on_every_path_and_odd_shapes() {
+        for (rows, cols, m) in [
+            (1, 32, 1),
+            (3, 64, 1),
+            (17, 96, 3),
+            (255, 32, 2),
+            (257, 576, 5),
+        ] {
+            let w = random(rows * cols, rows as u64);
+            let x = random(m * cols, 7 + cols as u64);
+            for q in [
+                QMatrix::from_q4_1(rows, cols, &q4_1_bytes(&w)),
+                QMatrix::from_q8_0(rows, cols, &q8_0_bytes(&w)),
+            ] {
+                // The product of the decoded weights is the reference; the
+                // activations' own 8-bit rounding is what remains.
+                let want = reference(&q.to_f32(), &x, rows, cols);
+                let scale = (cols as f32).sqrt() * 0.02;
+                let mut first: Option<Vec<f32>> = None;
+                for isa in Isa::available() {
+                    let mut out = vec![0f32; m * rows];
+                    q.matmul_on(isa, &x, &mut out, &mut Scratch::default());
+                    for (a, b) in out.iter().zip(&want) {
+                        assert!((a - b).abs() <= scale, "{isa:?} {rows}x{cols}: {a} vs {b}");
+                    }
+                    // The vector paths sum in another order than the portable one.
+                    if let Some(f) = &first {
+                        for (a, b) in out.iter().zip(f) {
+                            assert!(
+                                (a - b).abs() <= 1e-4 * (1.0 + b.abs()),
+                                "{isa:?}: {a} vs {b}"
+                            );
+                        }
+                    }
+                    first.get_or_insert(out);
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn q4_1_decodes_as_ggml_lays_it_out() {
+        let w: Vec<f32> = (0..32).map(|i| i as f32 / 31.0).collect();
+        let q = QMatrix::from_q4_1(1, 32, &q4_1_bytes(&w));
+        let back = q.row_f32(0);
+        for (a, b) in back.iter().zip(&w) {
+            assert!((a - b).abs() < 0.04, "{a} vs {b}");
+        }
+    }
+
+    #[test]
+    fn stacking_keeps_rows_in_order() {
+        let a = QMatrix::from_q4_1(2, 32, &q4_1_bytes(&random(64, 1)));
+        let b = QMatrix::from_q4_1(3, 32, &q4_1_bytes(&random(96, 2)));
+        let s = QMatrix::stacked(vec![a.clone(), b.clone()]);
+        assert_eq!(s.rows, 5);
+        assert_eq!(s.row_f32(3), b.row_f32(1));
+        assert_eq!(s.row_f32(1), a.row_f32(1));
+        let c = QMatrix::from_q8_0(1, 32, &q8_0_bytes(&random(32, 3)));
+        let mixed = QMatrix::stacked(vec![a.clone(), c.clone()]);
+        assert!(matches!(mixed.weights, Weights::F32(_)));
+        assert_eq!(mixed.row_f32(2), c.row_f32(0));
+    }
+}

@@ -1,0 +1,220 @@
+//! SmolLM2-135M-Instruct (Q4_1 GGUF) against llama.cpp's own answers on the
+//! same file (tests/fixtures/smollm2-llama-cpp.json, written by
+//! benches/peers/llama_cpp_reference.py): token ids, greedy text, each
+//! position's log-probabilities, perplexity; and batching that changes
+//! nothing.
+
+use std::sync::Arc;
+
+use serde_json::Value as Json;
+
+use super::generate::{generate_all, FinishReason};
+use super::model::{KvCache, Logits, Step};
+use super::sample::{argmax, log_prob, Sampling};
+use super::LanguageModel;
+
+fn model() -> Arc<LanguageModel> {
+    let dir = crate::test_data(&["smollm2"]);
+    let path = dir.join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    LanguageModel::load(&path, "smollm2-test").unwrap()
+}
+
+fn reference() -> Json {
+    let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../tests/fixtures/smollm2-llama-cpp.json");
+    serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap()
+}
+
+fn ids(v: &Json) -> Vec<u32> {
+    v.as_array()
+        .unwrap()
+        .iter()
+        .map(|t| t.as_u64().unwrap() as u32)
+        .collect()
+}
+
+#[test]
+fn tokens_equal_llama_cpps_and_decode_back_to_the_text() {
+    let lm = model();
+    let r = reference();
+    let tokenized = r["tokenized"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (&c["text"], &c["tokens"]));
+    let prompts = r["prompts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| (&c["prompt"], &c["prompt_tokens"]));
+    let mut checked = 0;
+    for (text, want) in tokenized.chain(prompts) {
+        let text = text.as_str().unwrap();
+        let got = lm.tokenizer.encode(text).unwrap();
+        assert_eq!(got, ids(want), "tokens of {text:?}");
+        // Control tokens decode to nothing; everything else round-trips.
+        if !text.contains("<|") {
+            assert_eq!(lm.tokenizer.decode(&got), text);
+        }
+        checked += 1;
+    }
+    assert_eq!(checked, 35);
+}
+
+#[test]
+fn greedy_text_equals_llama_cpps_up_to_its_first_near_tie() {
+    let lm = model();
+    let r = reference();
+    let prompts = r["prompts"].as_array().unwrap();
+    let requests = prompts
+        .iter()
+        .map(|p| {
+            (
+                ids(&p["prompt_tokens"]),
+                Sampling::default(),
+                32,
+                Vec::new(),
+            )
+        })
+        .collect();
+    // All ten prompts in one batch: continuous batching must not change them.
+    let finished = generate_all(lm.clone(), requests, 10, |_| Ok(())).unwrap();
+    let mut equal_prefix = 0;
+    for (p, f) in prompts.iter().zip(&finished) {
+        let want = ids(&p["tokens"]);
+        // Up to llama.cpp's first near-tie, or the first position where its
+        // own batched pass and its token-by-token decoding disagree.
+        let safe = p["safe_prefix_tokens"]
+            .as_u64()
+            .min(p["self_consistent_prefix_tokens"].as_u64())
+            .unwrap() as usize;
+        assert_eq!(
+            f.tokens[..safe.min(f.tokens.len())],
+            want[..safe],
+            "prompt {:?}",
+            p["user"]
+        );
+        equal_prefix += safe;
+    }
+    assert!(equal_prefix >= 100, "{equal_prefix} tokens compared");
+}
+
+#[test]
+fn teacher_forced_top_tokens_and_log_probs_agree_with_llama_cpp() {
+    let lm = model();
+    let r = reference();
+    let (mut positions, mut same_top, mut diff) = (0usize, 0usize, 0f64);
+    let vocab = lm.model.vocab();
+    for p in r["prompts"].as_array().unwrap() {
+        let prompt = ids(&p["prompt_tokens"]);
+        let greedy = ids(&p["tokens"]);
+        let want_logp: Vec<f64> = p["token_logprobs"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|v| v.as_f64().unwrap())
+            .collect();
+        let seq: Vec<u32> = prompt.iter().chain(&greedy).copied().collect();
+        let mut cache = KvCache::default();
+        let logits = lm.model.forward(&mut [Step {
+            cache: &mut cache,
+            tokens: &seq,
+            logits: Logits::All,
+        }]);
+        for (k, &next) in greedy.iter().enumerate() {
+            let i = prompt.len() - 1 + k;
+            let row = &logits[0][i * vocab..(i + 1) * vocab];
+            same_top += usize::from(argmax(row) == next);
+            diff += (log_prob(row, next) - want_logp[k]).abs();
+            positions += 1;
+        }
+    }
+    let agree = same_top as f64 / positions as f64;
+    let mean_diff = diff / positions as f64;
+    eprintln!("teacher-forced: {positions} positions, top token equal {agree:.4}, mean |Δ log p| {mean_diff:.4}");
+    assert!(
+        agree >= 0.98,
+        "top token equal at {agree:.3} of {positions}"
+    );
+    assert!(
+        mean_diff <= 0.05,
+        "mean log-probability difference {mean_diff:.4}"
+    );
+}
+
+#[test]
+fn perplexity_on_the_reviews_is_within_two_percent_of_llama_cpps() {
+    let lm = model();
+    let r = reference();
+    let csv = std::path::Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("../pipelines/data/rotten_tomatoes.csv");
+    let mut reader = csv::Reader::from_path(csv).unwrap();
+    let texts: Vec<String> = reader
+        .deserialize::<std::collections::HashMap<String, String>>()
+        .map(|row| row.unwrap()["text"].clone())
+        .collect();
+    let mut tokens = lm.tokenizer.encode(&texts.join("\n")).unwrap();
+    tokens.truncate(2048);
+    let (nll, count) = lm.score(&tokens, 512);
+    let ppl = (nll / count as f64).exp();
+    let want = r["perplexity"]["perplexity"].as_f64().unwrap();
+    eprintln!("perplexity {ppl:.3}, llama.cpp {want:.3}");
+    assert_eq!(count, 1020);
+    assert!(
+        (ppl / want - 1.0).abs() <= 0.02,
+        "perplexity {ppl} vs llama.cpp {want}"
+    );
+}
+
+#[test]
+fn seeded_sampling_repeats_and_stops_where_asked() {
+    let lm = model();
+    let prompt = lm
+        .tokenizer
+        .encode("<|im_start|>user\nTell me a story.<|im_end|>\n<|im_start|>assistant\n")
+        .unwrap();
+    let warm = Sampling {
+        temperature: 0.9,
+        top_k: 40,
+        top_p: 0.95,
+        repetition_penalty: 1.1,
+        seed: 5,
+    };
+    let run = |sampling: Sampling, stop: Vec<String>| {
+        generate_all(
+            lm.clone(),
+            vec![(prompt.clone(), sampling, 24, stop)],
+            1,
+            |_| Ok(()),
+        )
+        .unwrap()
+        .remove(0)
+    };
+    let a = run(warm.clone(), vec![]);
+    assert_eq!(
+        a,
+        Finished {
+            first_token_seconds: a.first_token_seconds,
+            decode_seconds: a.decode_seconds,
+            ..run(warm.clone(), vec![])
+        }
+    );
+    let b = run(
+        Sampling {
+            seed: 6,
+            ..warm.clone()
+        },
+        vec![],
+    );
+    assert_ne!(a.tokens, b.tokens, "another seed, another story");
+    assert_eq!(a.tokens.len(), 24);
+    assert_eq!(a.reason, FinishReason::Length);
+    // A stop text taken from the middle of the answer ends it just before.
+    let words: Vec<&str> = a.text.split(' ').collect();
+    let stop = words[words.len() / 2].to_string();
+    let cut = run(warm, vec![stop.clone()]);
+    assert_eq!(cut.reason, FinishReason::Stop);
+    assert_eq!(cut.text, a.text[..a.text.find(&stop).unwrap()]);
+}
+
+use super::generate::Finished;
