@@ -14,6 +14,7 @@ mod content;
 mod graph;
 mod invalid;
 mod layers;
+mod llm;
 mod pipelines;
 mod pods;
 mod robustness;

@@ -66,7 +66,7 @@ fn every_kind_is_named_documented_and_used() {
 #[test]
 fn every_example_validates_and_runs() {
     // In place; examples may read the kiln data folder.
-    crate::common::data(&["mnist", "minilm"]);
+    crate::common::data(&["mnist", "minilm", "smollm2"]);
     let dir = root().join("pipelines");
     let out = tempfile::tempdir().unwrap();
     for name in examples() {

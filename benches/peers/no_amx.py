@@ -7,7 +7,7 @@ llama.cpp on its AVX2/AVX-512 kernels, then runs the script as __main__.
 
     python benches/peers/no_amx.py SCRIPT [ARGS ...]
 """
-import runpy, sys
+import os, runpy, sys
 import llama_cpp
 
 _default = llama_cpp.llama_model_default_params
@@ -20,4 +20,5 @@ def _params():
 llama_cpp.llama_model_default_params = _params
 llama_cpp.llama_cpp.llama_model_default_params = _params
 sys.argv = sys.argv[1:]
+sys.path.insert(0, os.path.dirname(os.path.abspath(sys.argv[0])))
 runpy.run_path(sys.argv[0], run_name="__main__")

@@ -78,6 +78,11 @@ impl Generator {
         self.engine.load().0
     }
 
+    /// Requests waiting, and sequences generating.
+    pub fn load(&self) -> (usize, usize) {
+        self.engine.load()
+    }
+
     /// Starts generating; events arrive on the receiver. Dropping it stops
     /// the sequence at its next token.
     pub fn start(&self, ask: Ask) -> mpsc::UnboundedReceiver<Event> {

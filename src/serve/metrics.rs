@@ -1,7 +1,8 @@
 //! The service's Prometheus metrics (`GET /metrics`).
 
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGauge, IntGaugeVec, Opts, Registry,
+    TextEncoder,
 };
 
 /// Counters and histograms, labelled by pipeline.
@@ -25,6 +26,9 @@ pub struct Metrics {
     pub connections_closed: IntCounterVec,
     /// Connections open now.
     pub connections_open: IntGauge,
+    /// Sequences a language model is generating now, and requests waiting
+    /// to join them, by pipeline (set when scraped).
+    pub sequences: IntGaugeVec,
 }
 
 impl Metrics {
@@ -83,7 +87,16 @@ impl Metrics {
         registry.register(Box::new(swaps.clone()))?;
         registry.register(Box::new(connections_closed.clone()))?;
         registry.register(Box::new(connections_open.clone()))?;
+        let sequences = IntGaugeVec::new(
+            Opts::new(
+                "kiln_generate_sequences",
+                "Language-model sequences by state: generating, waiting.",
+            ),
+            &["pipeline", "state"],
+        )?;
+        registry.register(Box::new(sequences.clone()))?;
         Ok(Metrics {
+            sequences,
             registry,
             requests,
             errors,

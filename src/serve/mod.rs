@@ -166,6 +166,19 @@ async fn body_in_time(
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
+    for p in app.pipelines.values() {
+        if let Some(g) = p.generator() {
+            let (waiting, generating) = g.load();
+            let gauge = |state: &str, n: usize| {
+                app.metrics
+                    .sequences
+                    .with_label_values(&[p.name.as_str(), state])
+                    .set(n as i64)
+            };
+            gauge("generating", generating);
+            gauge("waiting", waiting);
+        }
+    }
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         app.metrics.render(),

@@ -407,6 +407,7 @@ fn run(model: Arc<LanguageModel>, concurrent: usize, shared: &(Mutex<Queue>, Con
     loop {
         {
             let mut q = lock.lock().unwrap_or_else(|e| e.into_inner());
+            q.active = batch.len();
             while batch.is_empty() && q.waiting.is_empty() && !q.stopped {
                 q = wake.wait(q).unwrap_or_else(|e| e.into_inner());
             }

@@ -163,7 +163,7 @@ impl Llama {
                 ("feed-forward", &l.gate_up, (2 * c.ffn, c.hidden)),
                 ("feed-forward output", &l.down, (c.hidden, c.ffn)),
             ] {
-                if shape(m) != want || m.cols % super::quant::BLOCK != 0 {
+                if shape(m) != want || !m.cols.is_multiple_of(super::quant::BLOCK) {
                     return Err(wrong(what, shape(m), want));
                 }
             }

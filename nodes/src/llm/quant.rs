@@ -190,7 +190,7 @@ impl QMatrix {
     /// Whether the raw sizes fit: `raw` holds `rows × cols` values in a
     /// block format of `block_bytes` per 32.
     pub fn fits(rows: usize, cols: usize, raw: usize, block_bytes: usize) -> bool {
-        cols % BLOCK == 0 && raw >= rows * cols / BLOCK * block_bytes
+        cols.is_multiple_of(BLOCK) && raw >= rows * cols / BLOCK * block_bytes
     }
 
     /// These matrices' rows one after the other (same columns); formats that
