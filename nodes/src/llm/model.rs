@@ -190,6 +190,13 @@ impl Llama {
     /// (`vocab` values for [`Logits::Last`], one row per token for
     /// [`Logits::All`]). Tokens must be below [`Llama::vocab`].
     pub fn forward(&self, steps: &mut [Step<'_>]) -> Vec<Vec<f32>> {
+        // On a pool thread: the products, norms and attention below hand
+        // work to the pool hundreds of times a step, which costs a thread
+        // wake-up each when asked from outside it.
+        rayon::scope(|_| self.forward_on_pool(steps))
+    }
+
+    fn forward_on_pool(&self, steps: &mut [Step<'_>]) -> Vec<Vec<f32>> {
         let c = &self.config;
         let (hd, q_dim, kv_dim) = (c.head_dim, c.heads * c.head_dim, c.kv_heads * c.head_dim);
         // Each row's sequence and position.

@@ -29,25 +29,46 @@ pub enum Isa {
 }
 
 impl Isa {
-    /// The best this CPU has (checked once).
+    /// The best this CPU has (checked once), or a lesser path named by
+    /// `KILN_VECTOR` (`generic`, `avx2`; for comparing them).
     pub fn detected() -> Isa {
         static DETECTED: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
         *DETECTED.get_or_init(|| {
-            #[cfg(target_arch = "x86_64")]
-            {
-                if std::is_x86_feature_detected!("avx512vnni")
-                    && std::is_x86_feature_detected!("avx512vl")
-                    && std::is_x86_feature_detected!("avx512bw")
-                    && std::is_x86_feature_detected!("fma")
-                {
-                    return Isa::Avx512Vnni;
-                }
-                if std::is_x86_feature_detected!("avx2") && std::is_x86_feature_detected!("fma") {
-                    return Isa::Avx2;
-                }
+            let best = Isa::best();
+            match std::env::var("KILN_VECTOR").as_deref() {
+                Ok("generic") => Isa::Generic,
+                Ok("avx2") if best != Isa::Generic => Isa::Avx2,
+                _ => best,
             }
-            Isa::Generic
         })
+    }
+
+    fn best() -> Isa {
+        #[cfg(target_arch = "x86_64")]
+        {
+            let has = |f: &str| match f {
+                "avx512vnni" => std::is_x86_feature_detected!("avx512vnni"),
+                "avx512vl" => std::is_x86_feature_detected!("avx512vl"),
+                "avx512bw" => std::is_x86_feature_detected!("avx512bw"),
+                "avx512dq" => std::is_x86_feature_detected!("avx512dq"),
+                "avx2" => std::is_x86_feature_detected!("avx2"),
+                "fma" => std::is_x86_feature_detected!("fma"),
+                "f16c" => std::is_x86_feature_detected!("f16c"),
+                _ => false,
+            };
+            let avx2 = ["avx2", "fma", "f16c"].into_iter().all(has);
+            if avx2
+                && ["avx512vnni", "avx512vl", "avx512bw", "avx512dq"]
+                    .into_iter()
+                    .all(has)
+            {
+                return Isa::Avx512Vnni;
+            }
+            if avx2 {
+                return Isa::Avx2;
+            }
+        }
+        Isa::Generic
     }
 
     /// Every path this CPU can run, the portable one first (for tests).
@@ -63,9 +84,11 @@ impl Isa {
 /// A weight matrix's values.
 #[derive(Clone, Debug)]
 pub enum Weights {
-    /// ggml Q4_1: per block, `d` and `m` (value = d·q + m) and 16 bytes of
-    /// four-bit `q` (the low nibbles are values 0..16, the high ones 16..32).
-    Q4_1 { qs: Vec<u8>, dm: Vec<[f32; 2]> },
+    /// ggml Q4_1: per block, `d` and `m` (value = d·q + m) as f16 bits,
+    /// as the file has them (decoding is memory-bound: wider scales would
+    /// be 20% more bytes per token), and 16 bytes of four-bit `q` (the low
+    /// nibbles are values 0..16, the high ones 16..32).
+    Q4_1 { qs: Vec<u8>, dm: Vec<[u16; 2]> },
     /// ggml Q8_0: per block, `d` (value = d·q) and 32 signed bytes.
     Q8_0 { qs: Vec<i8>, d: Vec<f32> },
     /// Plain f32, row-major.
@@ -108,22 +131,15 @@ impl Q8Rows {
             .zip(self.d.par_chunks_mut(64))
             .zip(self.s.par_chunks_mut(64))
             .zip(x.par_chunks(BLOCK * 64));
+        let vector = Isa::detected() != Isa::Generic;
         work.for_each(|(((qs, d), s), x)| {
-            for (b, xs) in x.chunks_exact(BLOCK).enumerate() {
-                let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
-                let scale = amax / 127.0;
-                let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-                let mut sum = 0i32;
-                // Rounded half to even, as ggml's vector code rounds.
-                for (q, v) in qs[b * BLOCK..(b + 1) * BLOCK].iter_mut().zip(xs) {
-                    let r = (v * inv).round_ties_even() as i32;
-                    *q = r as i8;
-                    sum += r;
-                }
-                // Stored as f16, as ggml's Q8_1 stores them.
-                d[b] = half::f16::from_f32(scale).to_f32();
-                s[b] = half::f16::from_f32(d[b] * sum as f32).to_f32();
+            #[cfg(target_arch = "x86_64")]
+            if vector {
+                // SAFETY: AVX2 is there (`Isa::detected`).
+                return unsafe { quantize_avx2(qs, d, s, x) };
             }
+            let _ = vector;
+            quantize_blocks(qs, d, s, x)
         });
     }
 
@@ -135,6 +151,34 @@ impl Q8Rows {
             s: &self.s[a..b],
         }
     }
+}
+
+/// Quantizes `x` into blocks: 8-bit values, scale and scaled sum.
+#[inline(always)]
+fn quantize_blocks(qs: &mut [i8], d: &mut [f32], s: &mut [f32], x: &[f32]) {
+    for (b, xs) in x.chunks_exact(BLOCK).enumerate() {
+        let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
+        let scale = amax / 127.0;
+        let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
+        let mut sum = 0i32;
+        // Rounded half to even, as ggml's vector code rounds.
+        for (q, v) in qs[b * BLOCK..(b + 1) * BLOCK].iter_mut().zip(xs) {
+            let r = (v * inv).round_ties_even() as i32;
+            *q = r as i8;
+            sum += r;
+        }
+        // Stored as f16, as ggml's Q8_1 stores them.
+        d[b] = half::f16::from_f32(scale).to_f32();
+        s[b] = half::f16::from_f32(d[b] * sum as f32).to_f32();
+    }
+}
+
+/// [`quantize_blocks`] compiled for AVX2 (rounding in one instruction, not
+/// a call to libm).
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn quantize_avx2(qs: &mut [i8], d: &mut [f32], s: &mut [f32], x: &[f32]) {
+    quantize_blocks(qs, d, s, x)
 }
 
 /// One quantized activation row.
@@ -161,7 +205,10 @@ impl QMatrix {
         let mut qs = Vec::with_capacity(blocks * 16);
         let mut dm = Vec::with_capacity(blocks);
         for b in raw.chunks_exact(20).take(blocks) {
-            dm.push([f16(b[0], b[1]), f16(b[2], b[3])]);
+            dm.push([
+                u16::from_le_bytes([b[0], b[1]]),
+                u16::from_le_bytes([b[2], b[3]]),
+            ]);
             qs.extend_from_slice(&b[4..20]);
         }
         QMatrix {
@@ -238,7 +285,7 @@ impl QMatrix {
         match &self.weights {
             Weights::Q4_1 { qs, dm } => (0..nb)
                 .flat_map(|b| {
-                    let [d, m] = dm[r * nb + b];
+                    let [d, m] = halves(dm[r * nb + b]);
                     let q = &qs[(r * nb + b) * 16..(r * nb + b + 1) * 16];
                     let lo = q.iter().map(move |&v| (v & 0x0F) as f32 * d + m);
                     let hi = q.iter().map(move |&v| (v >> 4) as f32 * d + m);
@@ -257,7 +304,7 @@ impl QMatrix {
     /// Bytes the values take in memory.
     pub fn bytes(&self) -> usize {
         match &self.weights {
-            Weights::Q4_1 { qs, dm } => qs.len() + dm.len() * 8,
+            Weights::Q4_1 { qs, dm } => qs.len() + dm.len() * 4,
             Weights::Q8_0 { qs, d } => qs.len() + d.len() * 4,
             Weights::F32(w) => w.len() * 4,
         }
@@ -280,40 +327,79 @@ impl QMatrix {
         let q8 = &scratch.q8;
         let n = self.rows;
         let out_at = SyncPtr(out.as_mut_ptr());
-        let tasks = n.div_ceil(ROWS_PER_TASK);
+        // A few tasks per thread: enough to balance, few enough that a
+        // one-token step is not spent handing out work.
+        let per_task = (n / (rayon::current_num_threads() * 4)).max(ROWS_PER_TASK);
+        let tasks = n.div_ceil(per_task);
         (0..tasks).into_par_iter().for_each(|t| {
             let out_at = &out_at;
-            let rows = t * ROWS_PER_TASK..((t + 1) * ROWS_PER_TASK).min(n);
-            for i in 0..m {
+            let rows = t * per_task..((t + 1) * per_task).min(n);
+            // Up to eight activation rows share each weight row's decoding.
+            for i0 in (0..m).step_by(TILE) {
+                let r = TILE.min(m - i0);
+                let tile: [ActRow<'_>; TILE] = std::array::from_fn(|k| q8.row(i0 + k.min(r - 1)));
                 for j in rows.clone() {
-                    let v = self.dot_row(isa, j, i, x, q8);
-                    // SAFETY: each (i, j) is written by exactly one task, and
-                    // `out` holds m × n values (asserted above).
-                    unsafe { *out_at.0.add(i * n + j) = v };
+                    let v = self.dot_rows(isa, j, i0, &tile[..r], x);
+                    for (k, v) in v.into_iter().take(r).enumerate() {
+                        // SAFETY: each (i, j) is written by exactly one task,
+                        // and `out` holds m × n values (asserted above).
+                        unsafe { *out_at.0.add((i0 + k) * n + j) = v };
+                    }
                 }
             }
         });
     }
 
-    fn dot_row(&self, isa: Isa, j: usize, i: usize, x: &[f32], q8: &Q8Rows) -> f32 {
+    /// Weight row `j` against the activation rows `acts` (quantized rows
+    /// `i0..i0 + acts.len()` of `x`, at most [`TILE`]).
+    fn dot_rows(
+        &self,
+        isa: Isa,
+        j: usize,
+        i0: usize,
+        acts: &[ActRow<'_>],
+        x: &[f32],
+    ) -> [f32; TILE] {
         let nb = self.cols / BLOCK;
         let (a, b) = (j * nb, (j + 1) * nb);
+        let mut out = [0f32; TILE];
         match &self.weights {
-            Weights::Q4_1 { qs, dm } => dot_q4_1(isa, &qs[a * 16..b * 16], &dm[a..b], q8.row(i)),
-            Weights::Q8_0 { qs, d } => {
-                dot_q8_0(isa, &qs[a * BLOCK..b * BLOCK], &d[a..b], q8.row(i))
+            Weights::Q4_1 { qs, dm } => {
+                dot_q4_1_rows(isa, &qs[a * 16..b * 16], &dm[a..b], acts, &mut out);
             }
-            Weights::F32(w) => dot_f32(
-                &w[j * self.cols..(j + 1) * self.cols],
-                &x[i * self.cols..(i + 1) * self.cols],
-            ),
+            Weights::Q8_0 { qs, d } => {
+                for (o, act) in out.iter_mut().zip(acts) {
+                    *o = dot_q8_0(isa, &qs[a * BLOCK..b * BLOCK], &d[a..b], *act);
+                }
+            }
+            Weights::F32(w) => {
+                for (k, o) in out.iter_mut().take(acts.len()).enumerate() {
+                    let i = i0 + k;
+                    *o = dot_f32(
+                        &w[j * self.cols..(j + 1) * self.cols],
+                        &x[i * self.cols..(i + 1) * self.cols],
+                    );
+                }
+            }
         }
+        out
     }
 }
+
+/// Activation rows computed together against one weight row.
+const TILE: usize = 8;
 
 struct SyncPtr(*mut f32);
 // SAFETY: tasks write disjoint elements through it (see `matmul_on`).
 unsafe impl Sync for SyncPtr {}
+
+/// A Q4_1 block's `d` and `m` from their f16 bits.
+fn halves([d, m]: [u16; 2]) -> [f32; 2] {
+    [
+        half::f16::from_bits(d).to_f32(),
+        half::f16::from_bits(m).to_f32(),
+    ]
+}
 
 /// An IEEE half from its two little-endian bytes, as f32.
 fn f16(lo: u8, hi: u8) -> f32 {
@@ -338,28 +424,32 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
     acc.iter().sum::<f32>() + tail
 }
 
-fn dot_q4_1(isa: Isa, qs: &[u8], dm: &[[f32; 2]], act: ActRow<'_>) -> f32 {
-    debug_assert_eq!(qs.len(), act.qs.len() / 2);
+/// Σ over blocks of Q4_1 weights times each activation row in `acts`.
+fn dot_q4_1_rows(isa: Isa, qs: &[u8], dm: &[[u16; 2]], acts: &[ActRow<'_>], out: &mut [f32; TILE]) {
+    for a in acts {
+        debug_assert_eq!(qs.len(), a.qs.len() / 2);
+    }
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: `Isa::Avx2` and `Isa::Avx512Vnni` are only chosen where
-        // the CPU has the features; slices hold `dm.len()` blocks each.
-        Isa::Avx2 => unsafe { x86::dot_q4_1_avx2(qs, dm, act.qs, act.d, act.s) },
+        // SAFETY: the vector paths are only chosen where the CPU has their
+        // features (`Isa::detected`), and every slice holds `dm.len()` blocks.
+        Isa::Avx512Vnni => unsafe { x86::q4_1_rows_vnni(qs, dm, acts, out) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => unsafe { x86::dot_q4_1_vnni(qs, dm, act.qs, act.d, act.s) },
+        Isa::Avx2 => unsafe { x86::q4_1_rows_avx2(qs, dm, acts, out) },
         _ => {
-            let mut sum = 0f32;
-            for (b, &[d, m]) in dm.iter().enumerate() {
-                let q = &qs[b * 16..b * 16 + 16];
-                let y = &act.qs[b * BLOCK..b * BLOCK + BLOCK];
-                let mut int = 0i32;
-                for k in 0..16 {
-                    int +=
-                        (q[k] & 0x0F) as i32 * y[k] as i32 + (q[k] >> 4) as i32 * y[k + 16] as i32;
+            for (o, act) in out.iter_mut().zip(acts) {
+                for (b, &bits) in dm.iter().enumerate() {
+                    let [d, m] = halves(bits);
+                    let q = &qs[b * 16..b * 16 + 16];
+                    let y = &act.qs[b * BLOCK..b * BLOCK + BLOCK];
+                    let mut int = 0i32;
+                    for k in 0..16 {
+                        int += (q[k] & 0x0F) as i32 * y[k] as i32
+                            + (q[k] >> 4) as i32 * y[k + 16] as i32;
+                    }
+                    *o += int as f32 * d * act.d[b] + m * act.s[b];
                 }
-                sum += int as f32 * d * act.d[b] + m * act.s[b];
             }
-            sum
         }
     }
 }
@@ -368,7 +458,7 @@ fn dot_q8_0(isa: Isa, qs: &[i8], d: &[f32], act: ActRow<'_>) -> f32 {
     debug_assert_eq!(qs.len(), act.qs.len());
     match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: as in `dot_q4_1`.
+        // SAFETY: as in `dot_q4_1_rows`.
         Isa::Avx2 => unsafe { x86::dot_q8_0_avx2(qs, d, act.qs, act.d) },
         #[cfg(target_arch = "x86_64")]
         Isa::Avx512Vnni => unsafe { x86::dot_q8_0_vnni(qs, d, act.qs, act.d) },
@@ -391,6 +481,18 @@ fn dot_q8_0(isa: Isa, qs: &[i8], d: &[f32], act: ActRow<'_>) -> f32 {
 mod x86 {
     use std::arch::x86_64::*;
 
+    /// A Q4_1 block's `d` and `m` from their f16 bits, by F16C.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    fn halves_f16c(bits: [u16; 2]) -> [f32; 2] {
+        let v = _mm_cvtph_ps(_mm_cvtsi32_si128(
+            (bits[0] as u32 | (bits[1] as u32) << 16) as i32,
+        ));
+        let mut s = [0f32; 4];
+        // SAFETY: four floats into four.
+        unsafe { _mm_storeu_ps(s.as_mut_ptr(), v) };
+        [s[0], s[1]]
+    }
+
     #[target_feature(enable = "avx2,fma")]
     fn hsum(v: __m256) -> f32 {
         let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -409,45 +511,88 @@ mod x86 {
         _mm256_set_m128i(hi, lo)
     }
 
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_q4_1_avx2(
+    /// Adds Σ_b d_b·dy_b·(w_b · y_b) to `out` for each activation row,
+    /// unpacking each weight block once for all rows.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    pub unsafe fn q4_1_rows_avx2(
         qs: &[u8],
-        dm: &[[f32; 2]],
-        y: &[i8],
-        yd: &[f32],
-        ys: &[f32],
-    ) -> f32 {
+        dm: &[[u16; 2]],
+        acts: &[super::ActRow<'_>],
+        out: &mut [f32; super::TILE],
+    ) {
         let ones = _mm256_set1_epi16(1);
-        let mut acc = _mm256_setzero_ps();
-        let mut mins = 0f32;
-        for (b, &[d, m]) in dm.iter().enumerate() {
+        let mut acc = [_mm256_setzero_ps(); super::TILE];
+        let mut mins = [0f32; super::TILE];
+        for (b, &bits) in dm.iter().enumerate() {
+            let [d, m] = halves_f16c(bits);
             let w = nibbles(qs.as_ptr().add(b * 16));
-            let v = _mm256_loadu_si256(y.as_ptr().add(b * 32) as *const __m256i);
-            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, v), ones);
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * yd[b]), acc);
-            mins += m * ys[b];
+            for ((acc, mins), a) in acc.iter_mut().zip(&mut mins).zip(acts) {
+                let v = _mm256_loadu_si256(a.qs.as_ptr().add(b * 32) as *const __m256i);
+                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, v), ones);
+                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * a.d[b]), *acc);
+                *mins += m * a.s[b];
+            }
         }
-        hsum(acc) + mins
+        for ((o, acc), mins) in out.iter_mut().zip(acc).zip(mins).take(acts.len()) {
+            *o = hsum(acc) + mins;
+        }
     }
 
-    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl,avx512bw,avx512f")]
-    pub unsafe fn dot_q4_1_vnni(
+    /// As [`q4_1_rows_avx2`], two blocks per 512-bit step, the integer
+    /// products by VNNI.
+    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+    pub unsafe fn q4_1_rows_vnni(
         qs: &[u8],
-        dm: &[[f32; 2]],
-        y: &[i8],
-        yd: &[f32],
-        ys: &[f32],
-    ) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        let mut mins = 0f32;
-        for (b, &[d, m]) in dm.iter().enumerate() {
-            let w = nibbles(qs.as_ptr().add(b * 16));
-            let v = _mm256_loadu_si256(y.as_ptr().add(b * 32) as *const __m256i);
-            let p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, v);
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * yd[b]), acc);
-            mins += m * ys[b];
+        dm: &[[u16; 2]],
+        acts: &[super::ActRow<'_>],
+        out: &mut [f32; super::TILE],
+    ) {
+        let nb = dm.len();
+        let mask = _mm256_set1_epi8(0x0F);
+        let mut acc = [_mm512_setzero_ps(); super::TILE];
+        let mut mins = [0f32; super::TILE];
+        let mut b = 0;
+        while b + 2 <= nb {
+            // Two blocks' 64 values in order: block b's low and high
+            // nibbles, then block b+1's.
+            let raw = _mm256_loadu_si256(qs.as_ptr().add(b * 16) as *const __m256i);
+            let lo = _mm256_and_si256(raw, mask);
+            let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
+            let w = _mm512_inserti64x4(
+                _mm512_castsi256_si512(_mm256_permute2x128_si256(lo, hi, 0x20)),
+                _mm256_permute2x128_si256(lo, hi, 0x31),
+                1,
+            );
+            // d0, m0, d1, m1 in one conversion.
+            let four = _mm_cvtph_ps(_mm_loadl_epi64(dm.as_ptr().add(b) as *const __m128i));
+            let mut s = [0f32; 4];
+            _mm_storeu_ps(s.as_mut_ptr(), four);
+            let [d0, m0, d1, m1] = s;
+            let dw = _mm512_insertf32x8(_mm512_set1_ps(d0), _mm256_set1_ps(d1), 1);
+            for ((acc, mins), a) in acc.iter_mut().zip(&mut mins).zip(acts) {
+                *mins += m0 * a.s[b] + m1 * a.s[b + 1];
+                let v = _mm512_loadu_si512(a.qs.as_ptr().add(b * 32) as *const _);
+                let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, v);
+                let dy = _mm512_insertf32x8(_mm512_set1_ps(a.d[b]), _mm256_set1_ps(a.d[b + 1]), 1);
+                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, dy), *acc);
+            }
+            b += 2;
         }
-        hsum(acc) + mins
+        for (((o, acc), mins), a) in out.iter_mut().zip(acc).zip(mins).zip(acts) {
+            *o = _mm512_reduce_add_ps(acc) + mins;
+            if b < nb {
+                let [d, m] = halves_f16c(dm[b]);
+                *o += m * a.s[b];
+                // An odd last block, 256 bits wide.
+                let w = nibbles(qs.as_ptr().add(b * 16));
+                let v = _mm256_loadu_si256(a.qs.as_ptr().add(b * 32) as *const __m256i);
+                let p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, v);
+                *o += hsum(_mm256_mul_ps(
+                    _mm256_cvtepi32_ps(p),
+                    _mm256_set1_ps(d * a.d[b]),
+                ));
+            }
+        }
     }
 
     #[target_feature(enable = "avx2,fma")]
