@@ -438,3 +438,45 @@ fn a_gguf_of_another_architecture_is_refused_before_running() {
         "the place is named: {stderr}"
     );
 }
+
+#[test]
+fn the_chat_example_answers_and_scores_the_reviews_as_llama_cpp_does() {
+    crate::common::data(&["smollm2"]);
+    let ws = workspace();
+    assert_exit(&kiln(ws.path(), &["run", "chat-smollm2.yaml"]), 0);
+    let out = ws.path().join("runs/chat-smollm2");
+    let metrics: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("metrics.json")).unwrap()).unwrap();
+    let ppl = metrics["perplexity.metrics"]["perplexity"]
+        .as_f64()
+        .unwrap();
+    let reference: Value = serde_json::from_str(
+        &std::fs::read_to_string(
+            crate::common::root().join("tests/fixtures/smollm2-llama-cpp.json"),
+        )
+        .unwrap(),
+    )
+    .unwrap();
+    let want = reference["perplexity"]["perplexity"].as_f64().unwrap();
+    assert!(
+        (ppl / want - 1.0).abs() <= 0.02,
+        "perplexity {ppl}, llama.cpp {want}"
+    );
+    assert_eq!(metrics["perplexity.metrics"]["tokens_scored"], 1020);
+    assert_eq!(metrics["answer.metrics"]["documents"], 2);
+    let answers: Value =
+        serde_json::from_str(&std::fs::read_to_string(out.join("answers.json")).unwrap()).unwrap();
+    let primes = answers["texts"][1].as_str().unwrap();
+    assert!(
+        primes.contains('2') && primes.contains('3') && primes.contains('5'),
+        "{primes:?}"
+    );
+    // The model is fingerprinted by content: a second run reuses everything.
+    let again = kiln(ws.path(), &["run", "chat-smollm2.yaml"]);
+    assert_exit(&again, 0);
+    assert!(
+        text(&again).0.contains("ran 0, reused 6"),
+        "{}",
+        text(&again).0
+    );
+}

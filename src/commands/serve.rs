@@ -115,6 +115,12 @@ pub fn serve(args: &ServeArgs, registry: Registry) -> Result<(), Failure> {
                 "serving {} at {scheme}://{addr}/v1/pipelines/{}/infer",
                 p.name, p.name
             );
+            if p.generator().is_some() {
+                println!(
+                    "  and as model \"{}\" at {scheme}://{addr}/v1/chat/completions and /v1/completions (OpenAI-compatible)",
+                    p.name
+                );
+            }
             files.push((file, p.clone()));
             pipelines.insert(p.name.clone(), p);
         }

@@ -68,6 +68,7 @@ impl Generator {
         let settings = GenerateSettings {
             chat: false,
             system: None,
+            prompt: None,
             ..self.defaults.clone()
         };
         prompt_tokens(&self.lm, &settings, prompt).map_err(|e| e.to_string())

@@ -3,6 +3,7 @@
 //! runs is the engine's [`Service`].
 
 pub mod access;
+mod app;
 pub mod batch;
 mod job;
 pub mod listen;
@@ -27,26 +28,13 @@ use kiln_engine::RequestError;
 use serde_json::{json, Value};
 use tokio::sync::oneshot;
 
+use app::error;
+pub use app::App;
 use job::{Failure, Job};
-use metrics::Metrics;
 pub use pipeline::Pipeline;
 
 /// The largest request body accepted.
 pub const BODY_LIMIT: usize = 4 * 1024 * 1024;
-
-/// Everything the handlers share.
-pub struct App {
-    /// Served pipelines by name.
-    pub pipelines: BTreeMap<String, Arc<Pipeline>>,
-    /// The metrics.
-    pub metrics: Arc<Metrics>,
-    /// Who may call the /v1 routes.
-    pub keys: access::Keys,
-    /// Whether `/metrics` needs a key too.
-    pub protect_metrics: bool,
-    /// How long a client may take to send a request's body.
-    pub body_timeout: std::time::Duration,
-}
 
 /// The routes.
 pub fn router(app: Arc<App>) -> Router {
@@ -399,12 +387,4 @@ pub fn rows_of(request: Value, input: &str) -> Result<Vec<Value>, RequestError> 
 fn client_error(status: StatusCode, e: RequestError) -> Response {
     let field = (!e.field.is_empty()).then_some(e.field.as_str());
     error(status, &e.message, field)
-}
-
-fn error(status: StatusCode, message: &str, field: Option<&str>) -> Response {
-    let mut body = json!({ "error": message });
-    if let Some(f) = field {
-        body["field"] = json!(f);
-    }
-    (status, Json(body)).into_response()
 }

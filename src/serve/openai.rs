@@ -19,8 +19,9 @@ use kiln_nodes::llm::sample::Sampling;
 use kiln_nodes::llm::template::Message;
 use serde_json::{json, Map, Value};
 
+use super::app::{error, App};
 use super::llm::{Ask, Generator};
-use super::{error, App, Pipeline};
+use super::pipeline::Pipeline;
 
 /// Which route a request came by.
 #[derive(Clone, Copy, PartialEq, Eq)]

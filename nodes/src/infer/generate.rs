@@ -49,7 +49,9 @@ pub struct GenerateSettings {
     pub repetition_penalty: f64,
     /// generation stops before the first of these texts
     pub stop: Option<Vec<String>>,
-    /// wrap each document in the model's chat template as a user message
+    /// the prompt for a document, `{text}` standing for the document (default: the document itself)
+    pub prompt: Option<String>,
+    /// wrap each prompt in the model's chat template as a user message
     #[setting(default = true)]
     pub chat: bool,
     /// a system message before each document (with `chat`)
@@ -79,7 +81,7 @@ impl NodeKind for Generate {
         KindSpec {
             name: NAME,
             version: 1,
-            doc: "Generates an answer to each document with a language model from `model.pretrained` (a GGUF file): the document as a user message in the model's chat template (`chat`, optional `system`), or as plain text to continue; greedy at `temperature: 0`, else sampled (top-k, top-p, repetition penalty) from the node's seed, so the same file and seed give the same text. Documents run together with continuous batching, each with its own key/value cache.
+            doc: "Generates an answer to each document with a language model from `model.pretrained` (a GGUF file): the document (put in `prompt` where it says `{text}`, if given) as a user message in the model's chat template (`chat`, optional `system`), or as plain text to continue; greedy at `temperature: 0`, else sampled (top-k, top-p, repetition penalty) from the node's seed, so the same file and seed give the same text. Documents run together with continuous batching, each with its own key/value cache.
 Gives the answers as `text` (the documents' target kept) and the counts and speed as `metrics`. With `choices` it generates nothing: it scores each given answer after each prompt and gives `predictions` (log-probabilities, one column per class) for `postprocess.metrics`. Served (`serve.output`), it also answers the OpenAI-compatible routes (SPEC §7).",
             inputs: vec![
                 InputSpec::required("model", ValueType::Model, "a language model from `model.pretrained`"),
@@ -131,6 +133,12 @@ Gives the answers as `text` (the documents' target kept) and the counts and spee
                     "an answer is empty; write the text the model would answer".into(),
                 ));
             }
+        }
+        if s.prompt.as_ref().is_some_and(|p| !p.contains("{text}")) {
+            problems.push((
+                "prompt".into(),
+                "write `{text}` where the document goes".into(),
+            ));
         }
         if s.system.is_some() && !s.chat {
             problems.push((
@@ -214,13 +222,21 @@ pub fn language_model(value: &Value) -> Result<Arc<LanguageModel>, NodeError> {
     }
 }
 
-/// The prompt's tokens for a document: in the chat template as a user
-/// message (after `system`), or as it is.
+/// The prompt's tokens for a document: put in `prompt`, then in the chat
+/// template as a user message (after `system`), or as it is.
 pub fn prompt_tokens(
     lm: &LanguageModel,
     s: &GenerateSettings,
     document: &str,
 ) -> Result<Vec<u32>, NodeError> {
+    let filled;
+    let document = match &s.prompt {
+        Some(p) => {
+            filled = p.replace("{text}", document);
+            filled.as_str()
+        }
+        None => document,
+    };
     let text = if s.chat {
         let mut messages = Vec::new();
         if let Some(system) = &s.system {

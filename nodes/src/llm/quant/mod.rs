@@ -2,8 +2,8 @@
 //! activations, with vector code chosen at run time.
 //!
 //! A weight matrix keeps its rows in the GGUF's blocks of 32 (Q4_1: a scale,
-//! a minimum and 32 four-bit values; Q8_0: a scale and 32 bytes), with the
-//! scales widened to f32 once at load. Activations are quantized to Q8 blocks
+//! a minimum and 32 four-bit values, as the file has them; Q8_0: a scale,
+//! widened to f32 at load, and 32 bytes). Activations are quantized to Q8 blocks
 //! (a scale, the 32 bytes and their scaled sum, as ggml's Q8_1) and each dot
 //! product runs on integers, as llama.cpp computes it. Formats without a
 //! kernel here are decoded to f32 at load.
@@ -14,72 +14,12 @@
 
 use rayon::prelude::*;
 
-/// Values per block.
-pub const BLOCK: usize = 32;
+mod act;
+mod isa;
 
-/// The vector code a product runs on.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum Isa {
-    /// Portable Rust.
-    Generic,
-    /// AVX2 and FMA.
-    Avx2,
-    /// AVX-512 VNNI (with VL): integer dot products in one instruction.
-    Avx512Vnni,
-}
-
-impl Isa {
-    /// The best this CPU has (checked once), or a lesser path named by
-    /// `KILN_VECTOR` (`generic`, `avx2`; for comparing them).
-    pub fn detected() -> Isa {
-        static DETECTED: std::sync::OnceLock<Isa> = std::sync::OnceLock::new();
-        *DETECTED.get_or_init(|| {
-            let best = Isa::best();
-            match std::env::var("KILN_VECTOR").as_deref() {
-                Ok("generic") => Isa::Generic,
-                Ok("avx2") if best != Isa::Generic => Isa::Avx2,
-                _ => best,
-            }
-        })
-    }
-
-    fn best() -> Isa {
-        #[cfg(target_arch = "x86_64")]
-        {
-            let has = |f: &str| match f {
-                "avx512vnni" => std::is_x86_feature_detected!("avx512vnni"),
-                "avx512vl" => std::is_x86_feature_detected!("avx512vl"),
-                "avx512bw" => std::is_x86_feature_detected!("avx512bw"),
-                "avx512dq" => std::is_x86_feature_detected!("avx512dq"),
-                "avx2" => std::is_x86_feature_detected!("avx2"),
-                "fma" => std::is_x86_feature_detected!("fma"),
-                "f16c" => std::is_x86_feature_detected!("f16c"),
-                _ => false,
-            };
-            let avx2 = ["avx2", "fma", "f16c"].into_iter().all(has);
-            if avx2
-                && ["avx512vnni", "avx512vl", "avx512bw", "avx512dq"]
-                    .into_iter()
-                    .all(has)
-            {
-                return Isa::Avx512Vnni;
-            }
-            if avx2 {
-                return Isa::Avx2;
-            }
-        }
-        Isa::Generic
-    }
-
-    /// Every path this CPU can run, the portable one first (for tests).
-    pub fn available() -> Vec<Isa> {
-        match Isa::detected() {
-            Isa::Generic => vec![Isa::Generic],
-            Isa::Avx2 => vec![Isa::Generic, Isa::Avx2],
-            Isa::Avx512Vnni => vec![Isa::Generic, Isa::Avx2, Isa::Avx512Vnni],
-        }
-    }
-}
+use act::{ActRow, TILE};
+pub use act::{Q8Rows, BLOCK};
+pub use isa::Isa;
 
 /// A weight matrix's values.
 #[derive(Clone, Debug)]
@@ -104,89 +44,6 @@ pub struct QMatrix {
     pub cols: usize,
     /// The values.
     pub weights: Weights,
-}
-
-/// Activations quantized to Q8 blocks, row by row.
-#[derive(Default)]
-pub struct Q8Rows {
-    blocks: usize,
-    qs: Vec<i8>,
-    d: Vec<f32>,
-    /// d · Σq per block (what Q4_1's minimum multiplies).
-    s: Vec<f32>,
-}
-
-impl Q8Rows {
-    /// Quantizes `m` rows of `cols` values (`cols` a multiple of 32).
-    pub fn quantize(&mut self, x: &[f32], cols: usize) {
-        let blocks = cols / BLOCK;
-        let total = x.len() / BLOCK;
-        self.blocks = blocks;
-        self.qs.resize(total * BLOCK, 0);
-        self.d.resize(total, 0.0);
-        self.s.resize(total, 0.0);
-        let work = self
-            .qs
-            .par_chunks_mut(BLOCK * 64)
-            .zip(self.d.par_chunks_mut(64))
-            .zip(self.s.par_chunks_mut(64))
-            .zip(x.par_chunks(BLOCK * 64));
-        let vector = Isa::detected() != Isa::Generic;
-        work.for_each(|(((qs, d), s), x)| {
-            #[cfg(target_arch = "x86_64")]
-            if vector {
-                // SAFETY: AVX2 is there (`Isa::detected`).
-                return unsafe { quantize_avx2(qs, d, s, x) };
-            }
-            let _ = vector;
-            quantize_blocks(qs, d, s, x)
-        });
-    }
-
-    fn row(&self, r: usize) -> ActRow<'_> {
-        let (a, b) = (r * self.blocks, (r + 1) * self.blocks);
-        ActRow {
-            qs: &self.qs[a * BLOCK..b * BLOCK],
-            d: &self.d[a..b],
-            s: &self.s[a..b],
-        }
-    }
-}
-
-/// Quantizes `x` into blocks: 8-bit values, scale and scaled sum.
-#[inline(always)]
-fn quantize_blocks(qs: &mut [i8], d: &mut [f32], s: &mut [f32], x: &[f32]) {
-    for (b, xs) in x.chunks_exact(BLOCK).enumerate() {
-        let amax = xs.iter().fold(0f32, |a, v| a.max(v.abs()));
-        let scale = amax / 127.0;
-        let inv = if amax > 0.0 { 127.0 / amax } else { 0.0 };
-        let mut sum = 0i32;
-        // Rounded half to even, as ggml's vector code rounds.
-        for (q, v) in qs[b * BLOCK..(b + 1) * BLOCK].iter_mut().zip(xs) {
-            let r = (v * inv).round_ties_even() as i32;
-            *q = r as i8;
-            sum += r;
-        }
-        // Stored as f16, as ggml's Q8_1 stores them.
-        d[b] = half::f16::from_f32(scale).to_f32();
-        s[b] = half::f16::from_f32(d[b] * sum as f32).to_f32();
-    }
-}
-
-/// [`quantize_blocks`] compiled for AVX2 (rounding in one instruction, not
-/// a call to libm).
-#[cfg(target_arch = "x86_64")]
-#[target_feature(enable = "avx2,fma")]
-unsafe fn quantize_avx2(qs: &mut [i8], d: &mut [f32], s: &mut [f32], x: &[f32]) {
-    quantize_blocks(qs, d, s, x)
-}
-
-/// One quantized activation row.
-#[derive(Clone, Copy)]
-struct ActRow<'a> {
-    qs: &'a [i8],
-    d: &'a [f32],
-    s: &'a [f32],
 }
 
 /// Output rows computed by one task.
@@ -368,9 +225,7 @@ impl QMatrix {
                 dot_q4_1_rows(isa, &qs[a * 16..b * 16], &dm[a..b], acts, &mut out);
             }
             Weights::Q8_0 { qs, d } => {
-                for (o, act) in out.iter_mut().zip(acts) {
-                    *o = dot_q8_0(isa, &qs[a * BLOCK..b * BLOCK], &d[a..b], *act);
-                }
+                dot_q8_0_rows(isa, &qs[a * BLOCK..b * BLOCK], &d[a..b], acts, &mut out);
             }
             Weights::F32(w) => {
                 for (k, o) in out.iter_mut().take(acts.len()).enumerate() {
@@ -385,9 +240,6 @@ impl QMatrix {
         out
     }
 }
-
-/// Activation rows computed together against one weight row.
-const TILE: usize = 8;
 
 struct SyncPtr(*mut f32);
 // SAFETY: tasks write disjoint elements through it (see `matmul_on`).
@@ -454,178 +306,35 @@ fn dot_q4_1_rows(isa: Isa, qs: &[u8], dm: &[[u16; 2]], acts: &[ActRow<'_>], out:
     }
 }
 
-fn dot_q8_0(isa: Isa, qs: &[i8], d: &[f32], act: ActRow<'_>) -> f32 {
-    debug_assert_eq!(qs.len(), act.qs.len());
+/// Σ over blocks of Q8_0 weights times each activation row in `acts`.
+fn dot_q8_0_rows(isa: Isa, qs: &[i8], d: &[f32], acts: &[ActRow<'_>], out: &mut [f32; TILE]) {
+    for a in acts {
+        debug_assert_eq!(qs.len(), a.qs.len());
+    }
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in `dot_q4_1_rows`.
-        Isa::Avx2 => unsafe { x86::dot_q8_0_avx2(qs, d, act.qs, act.d) },
+        Isa::Avx2 => unsafe { x86::q8_0_rows_avx2(qs, d, acts, out) },
         #[cfg(target_arch = "x86_64")]
-        Isa::Avx512Vnni => unsafe { x86::dot_q8_0_vnni(qs, d, act.qs, act.d) },
+        Isa::Avx512Vnni => unsafe { x86::q8_0_rows_vnni(qs, d, acts, out) },
         _ => {
-            let mut sum = 0f32;
-            for (b, &db) in d.iter().enumerate() {
-                let int: i32 = qs[b * BLOCK..(b + 1) * BLOCK]
-                    .iter()
-                    .zip(&act.qs[b * BLOCK..(b + 1) * BLOCK])
-                    .map(|(&w, &y)| w as i32 * y as i32)
-                    .sum();
-                sum += int as f32 * db * act.d[b];
+            for (o, act) in out.iter_mut().zip(acts) {
+                *o = 0.0;
+                for (b, &db) in d.iter().enumerate() {
+                    let int: i32 = qs[b * BLOCK..(b + 1) * BLOCK]
+                        .iter()
+                        .zip(&act.qs[b * BLOCK..(b + 1) * BLOCK])
+                        .map(|(&w, &y)| w as i32 * y as i32)
+                        .sum();
+                    *o += int as f32 * db * act.d[b];
+                }
             }
-            sum
         }
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
-    use std::arch::x86_64::*;
-
-    /// A Q4_1 block's `d` and `m` from their f16 bits, by F16C.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    fn halves_f16c(bits: [u16; 2]) -> [f32; 2] {
-        let v = _mm_cvtph_ps(_mm_cvtsi32_si128(
-            (bits[0] as u32 | (bits[1] as u32) << 16) as i32,
-        ));
-        let mut s = [0f32; 4];
-        // SAFETY: four floats into four.
-        unsafe { _mm_storeu_ps(s.as_mut_ptr(), v) };
-        [s[0], s[1]]
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    fn hsum(v: __m256) -> f32 {
-        let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
-        let s = _mm_add_ps(s, _mm_movehl_ps(s, s));
-        let s = _mm_add_ss(s, _mm_movehdup_ps(s));
-        _mm_cvtss_f32(s)
-    }
-
-    /// The 32 four-bit values of a Q4_1 block as bytes, in value order.
-    #[target_feature(enable = "avx2,fma")]
-    unsafe fn nibbles(q: *const u8) -> __m256i {
-        let raw = _mm_loadu_si128(q as *const __m128i);
-        let mask = _mm_set1_epi8(0x0F);
-        let lo = _mm_and_si128(raw, mask);
-        let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
-        _mm256_set_m128i(hi, lo)
-    }
-
-    /// Adds Σ_b d_b·dy_b·(w_b · y_b) to `out` for each activation row,
-    /// unpacking each weight block once for all rows.
-    #[target_feature(enable = "avx2,fma,f16c")]
-    pub unsafe fn q4_1_rows_avx2(
-        qs: &[u8],
-        dm: &[[u16; 2]],
-        acts: &[super::ActRow<'_>],
-        out: &mut [f32; super::TILE],
-    ) {
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = [_mm256_setzero_ps(); super::TILE];
-        let mut mins = [0f32; super::TILE];
-        for (b, &bits) in dm.iter().enumerate() {
-            let [d, m] = halves_f16c(bits);
-            let w = nibbles(qs.as_ptr().add(b * 16));
-            for ((acc, mins), a) in acc.iter_mut().zip(&mut mins).zip(acts) {
-                let v = _mm256_loadu_si256(a.qs.as_ptr().add(b * 32) as *const __m256i);
-                let p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, v), ones);
-                *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * a.d[b]), *acc);
-                *mins += m * a.s[b];
-            }
-        }
-        for ((o, acc), mins) in out.iter_mut().zip(acc).zip(mins).take(acts.len()) {
-            *o = hsum(acc) + mins;
-        }
-    }
-
-    /// As [`q4_1_rows_avx2`], two blocks per 512-bit step, the integer
-    /// products by VNNI.
-    #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
-    pub unsafe fn q4_1_rows_vnni(
-        qs: &[u8],
-        dm: &[[u16; 2]],
-        acts: &[super::ActRow<'_>],
-        out: &mut [f32; super::TILE],
-    ) {
-        let nb = dm.len();
-        let mask = _mm256_set1_epi8(0x0F);
-        let mut acc = [_mm512_setzero_ps(); super::TILE];
-        let mut mins = [0f32; super::TILE];
-        let mut b = 0;
-        while b + 2 <= nb {
-            // Two blocks' 64 values in order: block b's low and high
-            // nibbles, then block b+1's.
-            let raw = _mm256_loadu_si256(qs.as_ptr().add(b * 16) as *const __m256i);
-            let lo = _mm256_and_si256(raw, mask);
-            let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
-            let w = _mm512_inserti64x4(
-                _mm512_castsi256_si512(_mm256_permute2x128_si256(lo, hi, 0x20)),
-                _mm256_permute2x128_si256(lo, hi, 0x31),
-                1,
-            );
-            // d0, m0, d1, m1 in one conversion.
-            let four = _mm_cvtph_ps(_mm_loadl_epi64(dm.as_ptr().add(b) as *const __m128i));
-            let mut s = [0f32; 4];
-            _mm_storeu_ps(s.as_mut_ptr(), four);
-            let [d0, m0, d1, m1] = s;
-            let dw = _mm512_insertf32x8(_mm512_set1_ps(d0), _mm256_set1_ps(d1), 1);
-            for ((acc, mins), a) in acc.iter_mut().zip(&mut mins).zip(acts) {
-                *mins += m0 * a.s[b] + m1 * a.s[b + 1];
-                let v = _mm512_loadu_si512(a.qs.as_ptr().add(b * 32) as *const _);
-                let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, v);
-                let dy = _mm512_insertf32x8(_mm512_set1_ps(a.d[b]), _mm256_set1_ps(a.d[b + 1]), 1);
-                *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, dy), *acc);
-            }
-            b += 2;
-        }
-        for (((o, acc), mins), a) in out.iter_mut().zip(acc).zip(mins).zip(acts) {
-            *o = _mm512_reduce_add_ps(acc) + mins;
-            if b < nb {
-                let [d, m] = halves_f16c(dm[b]);
-                *o += m * a.s[b];
-                // An odd last block, 256 bits wide.
-                let w = nibbles(qs.as_ptr().add(b * 16));
-                let v = _mm256_loadu_si256(a.qs.as_ptr().add(b * 32) as *const __m256i);
-                let p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, v);
-                *o += hsum(_mm256_mul_ps(
-                    _mm256_cvtepi32_ps(p),
-                    _mm256_set1_ps(d * a.d[b]),
-                ));
-            }
-        }
-    }
-
-    #[target_feature(enable = "avx2,fma")]
-    pub unsafe fn dot_q8_0_avx2(qs: &[i8], d: &[f32], y: &[i8], yd: &[f32]) -> f32 {
-        let ones = _mm256_set1_epi16(1);
-        let mut acc = _mm256_setzero_ps();
-        for (b, &db) in d.iter().enumerate() {
-            let w = _mm256_loadu_si256(qs.as_ptr().add(b * 32) as *const __m256i);
-            let v = _mm256_loadu_si256(y.as_ptr().add(b * 32) as *const __m256i);
-            // |w| · (v with w's sign): unsigned × signed, as maddubs needs.
-            let p = _mm256_maddubs_epi16(_mm256_sign_epi8(w, w), _mm256_sign_epi8(v, w));
-            let p = _mm256_madd_epi16(p, ones);
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(db * yd[b]), acc);
-        }
-        hsum(acc)
-    }
-
-    #[target_feature(enable = "avx2,fma,avx512vnni,avx512vl,avx512bw,avx512f")]
-    pub unsafe fn dot_q8_0_vnni(qs: &[i8], d: &[f32], y: &[i8], yd: &[f32]) -> f32 {
-        let mut acc = _mm256_setzero_ps();
-        for (b, &db) in d.iter().enumerate() {
-            let w = _mm256_loadu_si256(qs.as_ptr().add(b * 32) as *const __m256i);
-            let v = _mm256_loadu_si256(y.as_ptr().add(b * 32) as *const __m256i);
-            let p = _mm256_dpbusd_epi32(
-                _mm256_setzero_si256(),
-                _mm256_sign_epi8(w, w),
-                _mm256_sign_epi8(v, w),
-            );
-            acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(db * yd[b]), acc);
-        }
-        hsum(acc)
-    }
-}
+mod x86;
 
 #[cfg(test)]
 mod tests {
