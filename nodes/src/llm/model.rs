@@ -16,7 +16,7 @@ use kiln_engine::NodeError;
 use rayon::prelude::*;
 
 use super::gguf::{GgufModel, LlamaConfig};
-use super::quant::{dot_f32, QMatrix, Scratch};
+use super::quant::{add_scaled_f16, dot_f16, to_f16_bits, QMatrix, Scratch};
 
 /// A loaded model.
 pub struct Llama {
@@ -45,8 +45,9 @@ struct Layer {
 /// One sequence's keys and values so far, per layer.
 #[derive(Clone, Default)]
 pub struct KvCache {
-    k: Vec<Vec<f32>>,
-    v: Vec<Vec<f32>>,
+    /// Per layer, each position's keys (then values) as f16 bits.
+    k: Vec<Vec<u16>>,
+    v: Vec<Vec<u16>>,
     len: usize,
 }
 
@@ -63,7 +64,7 @@ impl KvCache {
 
     /// Bytes held.
     pub fn bytes(&self) -> usize {
-        self.k.iter().chain(&self.v).map(|l| l.capacity() * 4).sum()
+        self.k.iter().chain(&self.v).map(|l| l.capacity() * 2).sum()
     }
 }
 
@@ -255,8 +256,8 @@ impl Llama {
                 for r in offset..offset + n {
                     let row =
                         &qkv[r * (q_dim + 2 * kv_dim) + q_dim..(r + 1) * (q_dim + 2 * kv_dim)];
-                    step.cache.k[l].extend_from_slice(&row[..kv_dim]);
-                    step.cache.v[l].extend_from_slice(&row[kv_dim..]);
+                    to_f16_bits(&row[..kv_dim], &mut step.cache.k[l]);
+                    to_f16_bits(&row[kv_dim..], &mut step.cache.v[l]);
                 }
                 offset += n;
             }
@@ -378,7 +379,7 @@ fn rope(v: &mut [f32], hd: usize, cos: &[f32], sin: &[f32]) {
 }
 
 /// One row's attention over the first `len` cached positions, every head.
-fn attend(c: &LlamaConfig, q: &[f32], k: &[f32], v: &[f32], len: usize, out: &mut [f32]) {
+fn attend(c: &LlamaConfig, q: &[f32], k: &[u16], v: &[u16], len: usize, out: &mut [f32]) {
     let (hd, kv_dim) = (c.head_dim, c.kv_heads * c.head_dim);
     let group = c.heads / c.kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
@@ -389,7 +390,7 @@ fn attend(c: &LlamaConfig, q: &[f32], k: &[f32], v: &[f32], len: usize, out: &mu
         let mut max = f32::NEG_INFINITY;
         for (p, s) in scores.iter_mut().enumerate() {
             let kp = &k[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd];
-            *s = dot_f32(qh, kp) * scale;
+            *s = dot_f16(qh, kp) * scale;
             max = max.max(*s);
         }
         let mut total = 0f32;
@@ -403,9 +404,7 @@ fn attend(c: &LlamaConfig, q: &[f32], k: &[f32], v: &[f32], len: usize, out: &mu
             // As llama.cpp: the weights meet the f16 values in f16.
             let w = to_f16(s / total);
             let vp = &v[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd];
-            for (o, &x) in o.iter_mut().zip(vp) {
-                *o += w * x;
-            }
+            add_scaled_f16(o, w, vp);
         }
     }
 }

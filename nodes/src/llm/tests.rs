@@ -104,6 +104,9 @@ fn teacher_forced_top_tokens_and_log_probs_agree_with_llama_cpp() {
     let lm = model();
     let r = reference();
     let (mut positions, mut same_top, mut diff) = (0usize, 0usize, 0f64);
+    // Positions where llama.cpp's top two logits are further apart than
+    // any rounding difference seen here moves them, and kiln differs.
+    let mut clear_differences = Vec::new();
     let vocab = lm.model.vocab();
     for p in r["prompts"].as_array().unwrap() {
         let prompt = ids(&p["prompt_tokens"]);
@@ -125,6 +128,16 @@ fn teacher_forced_top_tokens_and_log_probs_agree_with_llama_cpp() {
             let i = prompt.len() - 1 + k;
             let row = &logits[0][i * vocab..(i + 1) * vocab];
             same_top += usize::from(argmax(row) == next);
+            let margin = p["margins"][k].as_f64().unwrap();
+            if argmax(row) != next {
+                eprintln!(
+                    "position {k}: kiln {} llama.cpp {next}, llama.cpp's margin {margin}",
+                    argmax(row)
+                );
+                if margin > 0.25 {
+                    clear_differences.push((k, margin));
+                }
+            }
             diff += (log_prob(row, next) - want_logp[k]).abs();
             positions += 1;
         }
@@ -132,6 +145,7 @@ fn teacher_forced_top_tokens_and_log_probs_agree_with_llama_cpp() {
     let agree = same_top as f64 / positions as f64;
     let mean_diff = diff / positions as f64;
     eprintln!("teacher-forced: {positions} positions, top token equal {agree:.4}, mean |Δ log p| {mean_diff:.4}");
+    assert!(clear_differences.is_empty(), "{clear_differences:?}");
     assert!(
         agree >= 0.98,
         "top token equal at {agree:.3} of {positions}"

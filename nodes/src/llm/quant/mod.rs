@@ -2,8 +2,8 @@
 //! activations, with vector code chosen at run time.
 //!
 //! A weight matrix keeps its rows in the GGUF's blocks of 32 (Q4_1: a scale,
-//! a minimum and 32 four-bit values, as the file has them; Q8_0: a scale,
-//! widened to f32 at load, and 32 bytes). Activations are quantized to Q8 blocks
+//! a minimum and 32 four-bit values, interleaved sixteen rows at a time, see
+//! [`q4_1`]; Q8_0: a scale, widened to f32 at load, and 32 bytes). Activations are quantized to Q8 blocks
 //! (a scale, the 32 bytes and their scaled sum, as ggml's Q8_1) and each dot
 //! product runs on integers, as llama.cpp computes it. Formats without a
 //! kernel here are decoded to f32 at load.
@@ -15,20 +15,23 @@
 use rayon::prelude::*;
 
 mod act;
+mod f16_vec;
 mod isa;
+pub mod q4_1;
 
 use act::{ActRow, TILE};
 pub use act::{Q8Rows, BLOCK};
+pub use f16_vec::{add_scaled_f16, dot_f16, to_f16_bits};
 pub use isa::Isa;
+use q4_1::{GROUP, Q4_1};
 
 /// A weight matrix's values.
 #[derive(Clone, Debug)]
 pub enum Weights {
-    /// ggml Q4_1: per block, `d` and `m` (value = d·q + m) as f16 bits,
-    /// as the file has them (decoding is memory-bound: wider scales would
-    /// be 20% more bytes per token), and 16 bytes of four-bit `q` (the low
-    /// nibbles are values 0..16, the high ones 16..32).
-    Q4_1 { qs: Vec<u8>, dm: Vec<[u16; 2]> },
+    /// ggml Q4_1 (value = d·q + m), `d` and `m` kept in f16 as the file
+    /// has them (decoding is memory-bound: wider scales would be 20% more
+    /// bytes per token), rows interleaved by sixteen.
+    Q4_1(Q4_1),
     /// ggml Q8_0: per block, `d` (value = d·q) and 32 signed bytes.
     Q8_0 { qs: Vec<i8>, d: Vec<f32> },
     /// Plain f32, row-major.
@@ -58,20 +61,19 @@ pub struct Scratch {
 impl QMatrix {
     /// A `rows × cols` matrix from Q4_1 block bytes, as a GGUF stores them.
     pub fn from_q4_1(rows: usize, cols: usize, raw: &[u8]) -> QMatrix {
-        let blocks = rows * cols / BLOCK;
-        let mut qs = Vec::with_capacity(blocks * 16);
-        let mut dm = Vec::with_capacity(blocks);
-        for b in raw.chunks_exact(20).take(blocks) {
-            dm.push([
-                u16::from_le_bytes([b[0], b[1]]),
-                u16::from_le_bytes([b[2], b[3]]),
-            ]);
-            qs.extend_from_slice(&b[4..20]);
-        }
+        let nb = cols / BLOCK;
+        let weights = Q4_1::from_blocks(rows, nb, |r, b| {
+            let raw = &raw[(r * nb + b) * 20..(r * nb + b + 1) * 20];
+            let dm = [
+                u16::from_le_bytes([raw[0], raw[1]]),
+                u16::from_le_bytes([raw[2], raw[3]]),
+            ];
+            (dm, raw[4..20].try_into().expect("16 bytes"))
+        });
         QMatrix {
             rows,
             cols,
-            weights: Weights::Q4_1 { qs, dm },
+            weights: Weights::Q4_1(weights),
         }
     }
 
@@ -103,17 +105,27 @@ impl QMatrix {
         let cols = parts[0].cols;
         let rows = parts.iter().map(|p| p.rows).sum();
         let same = |f: fn(&Weights) -> bool| parts.iter().all(|p| f(&p.weights));
-        let weights = if same(|w| matches!(w, Weights::Q4_1 { .. })) {
-            let (mut qs, mut dm) = (Vec::new(), Vec::new());
-            for p in parts {
-                if let Weights::Q4_1 { qs: q, dm: m } = p.weights {
-                    qs.extend(q);
-                    dm.extend(m);
+        // Sized exactly: the stacked matrices are most of a model's memory.
+        let blocks = rows * cols / BLOCK;
+        let weights = if same(|w| matches!(w, Weights::Q4_1(_))) {
+            // Each stacked row's part and row within it.
+            let owner: Vec<(usize, usize)> = parts
+                .iter()
+                .enumerate()
+                .flat_map(|(i, p)| (0..p.rows).map(move |r| (i, r)))
+                .collect();
+            Weights::Q4_1(Q4_1::from_blocks(rows, cols / BLOCK, |r, b| {
+                let (i, r) = owner[r];
+                match &parts[i].weights {
+                    Weights::Q4_1(w) => w.block(r, b),
+                    _ => unreachable!("every part is Q4_1"),
                 }
-            }
-            Weights::Q4_1 { qs, dm }
+            }))
         } else if same(|w| matches!(w, Weights::Q8_0 { .. })) {
-            let (mut qs, mut d) = (Vec::new(), Vec::new());
+            let (mut qs, mut d) = (
+                Vec::with_capacity(blocks * BLOCK),
+                Vec::with_capacity(blocks),
+            );
             for p in parts {
                 if let Weights::Q8_0 { qs: q, d: s } = p.weights {
                     qs.extend(q);
@@ -140,15 +152,7 @@ impl QMatrix {
     pub fn row_f32(&self, r: usize) -> Vec<f32> {
         let nb = self.cols / BLOCK;
         match &self.weights {
-            Weights::Q4_1 { qs, dm } => (0..nb)
-                .flat_map(|b| {
-                    let [d, m] = halves(dm[r * nb + b]);
-                    let q = &qs[(r * nb + b) * 16..(r * nb + b + 1) * 16];
-                    let lo = q.iter().map(move |&v| (v & 0x0F) as f32 * d + m);
-                    let hi = q.iter().map(move |&v| (v >> 4) as f32 * d + m);
-                    lo.chain(hi).collect::<Vec<_>>()
-                })
-                .collect(),
+            Weights::Q4_1(w) => w.row_f32(r),
             Weights::Q8_0 { qs, d } => qs[r * self.cols..(r + 1) * self.cols]
                 .iter()
                 .enumerate()
@@ -161,7 +165,7 @@ impl QMatrix {
     /// Bytes the values take in memory.
     pub fn bytes(&self) -> usize {
         match &self.weights {
-            Weights::Q4_1 { qs, dm } => qs.len() + dm.len() * 4,
+            Weights::Q4_1(w) => w.bytes(),
             Weights::Q8_0 { qs, d } => qs.len() + d.len() * 4,
             Weights::F32(w) => w.len() * 4,
         }
@@ -184,6 +188,33 @@ impl QMatrix {
         let q8 = &scratch.q8;
         let n = self.rows;
         let out_at = SyncPtr(out.as_mut_ptr());
+        if let Weights::Q4_1(w) = &self.weights {
+            let groups = n.div_ceil(GROUP);
+            let per_task = (groups / (rayon::current_num_threads() * 4)).max(1);
+            return (0..groups.div_ceil(per_task))
+                .into_par_iter()
+                .for_each(|t| {
+                    let out_at = &out_at;
+                    for g in t * per_task..((t + 1) * per_task).min(groups) {
+                        let width = GROUP.min(n - g * GROUP);
+                        for i0 in (0..m).step_by(TILE) {
+                            let r = TILE.min(m - i0);
+                            let tile: [ActRow<'_>; TILE] =
+                                std::array::from_fn(|k| q8.row(i0 + k.min(r - 1)));
+                            let mut o = [[0f32; GROUP]; TILE];
+                            w.group_dot(isa, g, &tile[..r], &mut o);
+                            for (k, o) in o.iter().take(r).enumerate() {
+                                // SAFETY: each (i, j) is written by exactly
+                                // one task, and `out` holds m × n values.
+                                unsafe {
+                                    let to = out_at.0.add((i0 + k) * n + g * GROUP);
+                                    std::ptr::copy_nonoverlapping(o.as_ptr(), to, width);
+                                }
+                            }
+                        }
+                    }
+                });
+        }
         // A few tasks per thread: enough to balance, few enough that a
         // one-token step is not spent handing out work.
         let per_task = (n / (rayon::current_num_threads() * 4)).max(ROWS_PER_TASK);
@@ -207,7 +238,7 @@ impl QMatrix {
         });
     }
 
-    /// Weight row `j` against the activation rows `acts` (quantized rows
+    /// Weight row `j` of a Q8_0 or f32 matrix against the activation rows `acts` (quantized rows
     /// `i0..i0 + acts.len()` of `x`, at most [`TILE`]).
     fn dot_rows(
         &self,
@@ -221,9 +252,7 @@ impl QMatrix {
         let (a, b) = (j * nb, (j + 1) * nb);
         let mut out = [0f32; TILE];
         match &self.weights {
-            Weights::Q4_1 { qs, dm } => {
-                dot_q4_1_rows(isa, &qs[a * 16..b * 16], &dm[a..b], acts, &mut out);
-            }
+            Weights::Q4_1(_) => unreachable!("Q4_1 products run by groups"),
             Weights::Q8_0 { qs, d } => {
                 dot_q8_0_rows(isa, &qs[a * BLOCK..b * BLOCK], &d[a..b], acts, &mut out);
             }
@@ -244,14 +273,6 @@ impl QMatrix {
 struct SyncPtr(*mut f32);
 // SAFETY: tasks write disjoint elements through it (see `matmul_on`).
 unsafe impl Sync for SyncPtr {}
-
-/// A Q4_1 block's `d` and `m` from their f16 bits.
-fn halves([d, m]: [u16; 2]) -> [f32; 2] {
-    [
-        half::f16::from_bits(d).to_f32(),
-        half::f16::from_bits(m).to_f32(),
-    ]
-}
 
 /// An IEEE half from its two little-endian bytes, as f32.
 fn f16(lo: u8, hi: u8) -> f32 {
@@ -274,36 +295,6 @@ pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
         }
     }
     acc.iter().sum::<f32>() + tail
-}
-
-/// Σ over blocks of Q4_1 weights times each activation row in `acts`.
-fn dot_q4_1_rows(isa: Isa, qs: &[u8], dm: &[[u16; 2]], acts: &[ActRow<'_>], out: &mut [f32; TILE]) {
-    for a in acts {
-        debug_assert_eq!(qs.len(), a.qs.len() / 2);
-    }
-    match isa {
-        #[cfg(target_arch = "x86_64")]
-        // SAFETY: the vector paths are only chosen where the CPU has their
-        // features (`Isa::detected`), and every slice holds `dm.len()` blocks.
-        Isa::Avx512Vnni => unsafe { x86::q4_1_rows_vnni(qs, dm, acts, out) },
-        #[cfg(target_arch = "x86_64")]
-        Isa::Avx2 => unsafe { x86::q4_1_rows_avx2(qs, dm, acts, out) },
-        _ => {
-            for (o, act) in out.iter_mut().zip(acts) {
-                for (b, &bits) in dm.iter().enumerate() {
-                    let [d, m] = halves(bits);
-                    let q = &qs[b * 16..b * 16 + 16];
-                    let y = &act.qs[b * BLOCK..b * BLOCK + BLOCK];
-                    let mut int = 0i32;
-                    for k in 0..16 {
-                        int += (q[k] & 0x0F) as i32 * y[k] as i32
-                            + (q[k] >> 4) as i32 * y[k + 16] as i32;
-                    }
-                    *o += int as f32 * d * act.d[b] + m * act.s[b];
-                }
-            }
-        }
-    }
 }
 
 /// Σ over blocks of Q8_0 weights times each activation row in `acts`.

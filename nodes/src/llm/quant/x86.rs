@@ -4,18 +4,7 @@
 use std::arch::x86_64::*;
 
 use super::act::{ActRow, TILE};
-
-/// A Q4_1 block's `d` and `m` from their f16 bits, by F16C.
-#[target_feature(enable = "avx2,fma,f16c")]
-fn halves_f16c(bits: [u16; 2]) -> [f32; 2] {
-    let v = _mm_cvtph_ps(_mm_cvtsi32_si128(
-        (bits[0] as u32 | (bits[1] as u32) << 16) as i32,
-    ));
-    let mut s = [0f32; 4];
-    // SAFETY: four floats into four.
-    unsafe { _mm_storeu_ps(s.as_mut_ptr(), v) };
-    [s[0], s[1]]
-}
+use super::q4_1::GROUP;
 
 #[target_feature(enable = "avx2,fma")]
 fn hsum(v: __m256) -> f32 {
@@ -25,96 +14,146 @@ fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// The 32 four-bit values of a Q4_1 block as bytes, in value order.
-#[target_feature(enable = "avx2,fma")]
-unsafe fn nibbles(q: *const u8) -> __m256i {
-    let raw = _mm_loadu_si128(q as *const __m128i);
-    let mask = _mm_set1_epi8(0x0F);
-    let lo = _mm_and_si128(raw, mask);
-    let hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
-    _mm256_set_m128i(hi, lo)
+/// Calls `$kernel::<R>` with R = the number of activation rows (1 to
+/// [`TILE`]), so each count gets its accumulators in registers.
+macro_rules! by_rows {
+    ($kernel:ident, $qs:expr, $dm:expr, $acts:expr, $out:expr) => {
+        match $acts.len() {
+            1 => $kernel::<1>($qs, $dm, $acts, $out),
+            2 => $kernel::<2>($qs, $dm, $acts, $out),
+            3 => $kernel::<3>($qs, $dm, $acts, $out),
+            4 => $kernel::<4>($qs, $dm, $acts, $out),
+            5 => $kernel::<5>($qs, $dm, $acts, $out),
+            6 => $kernel::<6>($qs, $dm, $acts, $out),
+            7 => $kernel::<7>($qs, $dm, $acts, $out),
+            _ => $kernel::<8>($qs, $dm, $acts, $out),
+        }
+    };
 }
 
-/// Adds Σ_b d_b·dy_b·(w_b · y_b) to `out` for each activation row,
-/// unpacking each weight block once for all rows.
+/// Four activation bytes `4j..4j+4` of a block, in every 32-bit lane.
+#[inline(always)]
+unsafe fn four_bytes(y: *const i8, j: usize) -> i32 {
+    (y.add(4 * j) as *const i32).read_unaligned()
+}
+
+/// Sixteen interleaved Q4_1 rows (see `q4_1.rs`) against each activation
+/// row, by AVX-512 VNNI: per block, eight `vpdpbusd` give the sixteen
+/// rows' sums of four products each, the scales are one f16 vector each.
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+pub unsafe fn q4_1_group_vnni(
+    qs: &[u8],
+    dm: &[u16],
+    acts: &[ActRow<'_>],
+    out: &mut [[f32; GROUP]; TILE],
+) {
+    by_rows!(q4_1_group_vnni_rows, qs, dm, acts, out)
+}
+
+#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
+unsafe fn q4_1_group_vnni_rows<const R: usize>(
+    qs: &[u8],
+    dm: &[u16],
+    acts: &[ActRow<'_>],
+    out: &mut [[f32; GROUP]; TILE],
+) {
+    let nb = dm.len() / (2 * GROUP);
+    let mask = _mm512_set1_epi8(0x0F);
+    // As ggml rounds: per activation row, eight float sums (one per four
+    // values of a block, over the blocks), added at the end in the order
+    // of its horizontal sum, and the minimums' terms summed apart.
+    let mut acc = [[_mm512_setzero_ps(); 8]; R];
+    let mut mins = [_mm512_setzero_ps(); R];
+    for b in 0..nb {
+        let q = qs.as_ptr().add(b * GROUP * 16);
+        let mut w = [_mm512_setzero_si512(); 8];
+        for j in 0..4 {
+            let raw = _mm512_loadu_si512(q.add(64 * j) as *const _);
+            w[j] = _mm512_and_si512(raw, mask);
+            w[4 + j] = _mm512_and_si512(_mm512_srli_epi16(raw, 4), mask);
+        }
+        let scales = dm.as_ptr().add(b * 2 * GROUP);
+        let d = _mm512_cvtph_ps(_mm256_loadu_si256(scales as *const __m256i));
+        let m = _mm512_cvtph_ps(_mm256_loadu_si256(scales.add(GROUP) as *const __m256i));
+        for k in 0..R {
+            let a = &acts[k];
+            let y = a.qs.as_ptr().add(b * 32);
+            let dd = _mm512_mul_ps(d, _mm512_set1_ps(a.d[b]));
+            for j in 0..8 {
+                let p = _mm512_dpbusd_epi32(
+                    _mm512_setzero_si512(),
+                    w[j],
+                    _mm512_set1_epi32(four_bytes(y, j)),
+                );
+                acc[k][j] = _mm512_fmadd_ps(dd, _mm512_cvtepi32_ps(p), acc[k][j]);
+            }
+            mins[k] = _mm512_fmadd_ps(m, _mm512_set1_ps(a.s[b]), mins[k]);
+        }
+    }
+    for k in 0..R {
+        let a = &acc[k];
+        let even = _mm512_add_ps(_mm512_add_ps(a[0], a[4]), _mm512_add_ps(a[2], a[6]));
+        let odd = _mm512_add_ps(_mm512_add_ps(a[1], a[5]), _mm512_add_ps(a[3], a[7]));
+        let sum = _mm512_add_ps(_mm512_add_ps(even, odd), mins[k]);
+        _mm512_storeu_ps(out[k].as_mut_ptr(), sum);
+    }
+}
+
+/// As [`q4_1_group_vnni`] on AVX2: each half of the group (eight rows) in
+/// 256-bit registers, the integer products by `vpmaddubsw` and `vpmaddwd`.
 #[target_feature(enable = "avx2,fma,f16c")]
-pub unsafe fn q4_1_rows_avx2(
+pub unsafe fn q4_1_group_avx2(
     qs: &[u8],
-    dm: &[[u16; 2]],
+    dm: &[u16],
     acts: &[ActRow<'_>],
-    out: &mut [f32; TILE],
+    out: &mut [[f32; GROUP]; TILE],
 ) {
-    let ones = _mm256_set1_epi16(1);
-    let mut acc = [_mm256_setzero_ps(); TILE];
-    let mut mins = [0f32; TILE];
-    for (b, &bits) in dm.iter().enumerate() {
-        let [d, m] = halves_f16c(bits);
-        let w = nibbles(qs.as_ptr().add(b * 16));
-        for ((acc, mins), a) in acc.iter_mut().zip(&mut mins).zip(acts) {
-            let v = _mm256_loadu_si256(a.qs.as_ptr().add(b * 32) as *const __m256i);
-            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(w, v), ones);
-            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(d * a.d[b]), *acc);
-            *mins += m * a.s[b];
-        }
-    }
-    for ((o, acc), mins) in out.iter_mut().zip(acc).zip(mins).take(acts.len()) {
-        *o = hsum(acc) + mins;
-    }
+    by_rows!(q4_1_group_avx2_rows, qs, dm, acts, out)
 }
 
-/// As [`q4_1_rows_avx2`], two blocks per 512-bit step, the integer
-/// products by VNNI.
-#[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
-pub unsafe fn q4_1_rows_vnni(
+#[target_feature(enable = "avx2,fma,f16c")]
+unsafe fn q4_1_group_avx2_rows<const R: usize>(
     qs: &[u8],
-    dm: &[[u16; 2]],
+    dm: &[u16],
     acts: &[ActRow<'_>],
-    out: &mut [f32; TILE],
+    out: &mut [[f32; GROUP]; TILE],
 ) {
-    let nb = dm.len();
+    let nb = dm.len() / (2 * GROUP);
     let mask = _mm256_set1_epi8(0x0F);
-    let mut acc = [_mm512_setzero_ps(); TILE];
-    let mut mins = [0f32; TILE];
-    let mut b = 0;
-    while b + 2 <= nb {
-        // Two blocks' 64 values in order: block b's low and high
-        // nibbles, then block b+1's.
-        let raw = _mm256_loadu_si256(qs.as_ptr().add(b * 16) as *const __m256i);
-        let lo = _mm256_and_si256(raw, mask);
-        let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
-        let w = _mm512_inserti64x4(
-            _mm512_castsi256_si512(_mm256_permute2x128_si256(lo, hi, 0x20)),
-            _mm256_permute2x128_si256(lo, hi, 0x31),
-            1,
-        );
-        // d0, m0, d1, m1 in one conversion.
-        let four = _mm_cvtph_ps(_mm_loadl_epi64(dm.as_ptr().add(b) as *const __m128i));
-        let mut s = [0f32; 4];
-        _mm_storeu_ps(s.as_mut_ptr(), four);
-        let [d0, m0, d1, m1] = s;
-        let dw = _mm512_insertf32x8(_mm512_set1_ps(d0), _mm256_set1_ps(d1), 1);
-        for ((acc, mins), a) in acc.iter_mut().zip(&mut mins).zip(acts) {
-            *mins += m0 * a.s[b] + m1 * a.s[b + 1];
-            let v = _mm512_loadu_si512(a.qs.as_ptr().add(b * 32) as *const _);
-            let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), w, v);
-            let dy = _mm512_insertf32x8(_mm512_set1_ps(a.d[b]), _mm256_set1_ps(a.d[b + 1]), 1);
-            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, dy), *acc);
+    let ones = _mm256_set1_epi16(1);
+    for half in 0..2 {
+        // Summed as in `q4_1_group_vnni`.
+        let mut acc = [[_mm256_setzero_ps(); 8]; R];
+        let mut mins = [_mm256_setzero_ps(); R];
+        for b in 0..nb {
+            let q = qs.as_ptr().add(b * GROUP * 16 + 32 * half);
+            let mut w = [_mm256_setzero_si256(); 8];
+            for j in 0..4 {
+                let raw = _mm256_loadu_si256(q.add(64 * j) as *const __m256i);
+                w[j] = _mm256_and_si256(raw, mask);
+                w[4 + j] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
+            }
+            let scales = dm.as_ptr().add(b * 2 * GROUP + 8 * half);
+            let d = _mm256_cvtph_ps(_mm_loadu_si128(scales as *const __m128i));
+            let m = _mm256_cvtph_ps(_mm_loadu_si128(scales.add(GROUP) as *const __m128i));
+            for k in 0..R {
+                let a = &acts[k];
+                let y = a.qs.as_ptr().add(b * 32);
+                let dd = _mm256_mul_ps(d, _mm256_set1_ps(a.d[b]));
+                for j in 0..8 {
+                    let yj = _mm256_set1_epi32(four_bytes(y, j));
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(w[j], yj), ones);
+                    acc[k][j] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(p), acc[k][j]);
+                }
+                mins[k] = _mm256_fmadd_ps(m, _mm256_set1_ps(a.s[b]), mins[k]);
+            }
         }
-        b += 2;
-    }
-    for (((o, acc), mins), a) in out.iter_mut().zip(acc).zip(mins).zip(acts) {
-        *o = _mm512_reduce_add_ps(acc) + mins;
-        if b < nb {
-            let [d, m] = halves_f16c(dm[b]);
-            *o += m * a.s[b];
-            // An odd last block, 256 bits wide.
-            let w = nibbles(qs.as_ptr().add(b * 16));
-            let v = _mm256_loadu_si256(a.qs.as_ptr().add(b * 32) as *const __m256i);
-            let p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), w, v);
-            *o += hsum(_mm256_mul_ps(
-                _mm256_cvtepi32_ps(p),
-                _mm256_set1_ps(d * a.d[b]),
-            ));
+        for k in 0..R {
+            let a = &acc[k];
+            let even = _mm256_add_ps(_mm256_add_ps(a[0], a[4]), _mm256_add_ps(a[2], a[6]));
+            let odd = _mm256_add_ps(_mm256_add_ps(a[1], a[5]), _mm256_add_ps(a[3], a[7]));
+            let sum = _mm256_add_ps(_mm256_add_ps(even, odd), mins[k]);
+            _mm256_storeu_ps(out[k].as_mut_ptr().add(8 * half), sum);
         }
     }
 }
