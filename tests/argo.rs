@@ -249,7 +249,8 @@ pub(crate) fn tasks_of(w: &Json) -> Vec<(String, Vec<String>, Vec<String>)> {
 
 #[test]
 fn every_example_exports_a_valid_workflow_and_template() {
-    crate::common::data(&["mnist", "minilm"]);
+    // Every example validates as it is exported: their data must be there.
+    crate::common::data(&["mnist", "minilm", "smollm2"]);
     let ws = workspace();
     let store = tempfile::tempdir().unwrap();
     let cache = format!("file://{}", store.path().display());

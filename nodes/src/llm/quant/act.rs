@@ -11,6 +11,10 @@ pub const BLOCK: usize = 32;
 /// Activation rows computed together against one weight row.
 pub const TILE: usize = 8;
 
+/// Weight rows a Q4_1 product advances together: the rows interleaved in
+/// one group (see `q4_1`), one per 32-bit lane of a 512-bit register.
+pub const GROUP: usize = 16;
+
 /// Activations quantized to Q8 blocks, row by row.
 #[derive(Default)]
 pub struct Q8Rows {

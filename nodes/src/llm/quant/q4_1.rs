@@ -13,11 +13,9 @@
 //! what makes a one-row product memory-bound rather than instruction-bound.
 //! Rows past the matrix's end pad the last group with zeros.
 
+pub use super::act::GROUP;
 use super::act::{ActRow, BLOCK, TILE};
 use super::isa::Isa;
-
-/// Rows per interleaved group.
-pub const GROUP: usize = 16;
 
 /// Bytes of four-bit values per group and block.
 const GROUP_BLOCK: usize = GROUP * 16;

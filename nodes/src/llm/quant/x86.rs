@@ -3,8 +3,7 @@
 
 use std::arch::x86_64::*;
 
-use super::act::{ActRow, TILE};
-use super::q4_1::GROUP;
+use super::act::{ActRow, GROUP, TILE};
 
 #[target_feature(enable = "avx2,fma")]
 fn hsum(v: __m256) -> f32 {
