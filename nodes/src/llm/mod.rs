@@ -102,49 +102,6 @@ impl LanguageModel {
         self.model.config.context
     }
 
-    /// For each prompt, the log-probability of each answer's tokens
-    /// following it (the prompts run as one batch; each answer reuses their
-    /// key/value caches).
-    pub fn answer_log_probs(&self, prompts: &[Vec<u32>], answers: &[Vec<u32>]) -> Vec<Vec<f64>> {
-        let mut caches = vec![KvCache::default(); prompts.len()];
-        let mut steps: Vec<Step<'_>> = caches
-            .iter_mut()
-            .zip(prompts)
-            .map(|(cache, p)| Step {
-                cache,
-                tokens: p,
-                logits: Logits::Last,
-            })
-            .collect();
-        let last = self.model.forward(&mut steps);
-        let mut scores = vec![Vec::with_capacity(answers.len()); prompts.len()];
-        let vocab = self.model.vocab();
-        for answer in answers {
-            if answer.is_empty() {
-                scores.iter_mut().for_each(|s| s.push(f64::NEG_INFINITY));
-                continue;
-            }
-            let mut copies = caches.clone();
-            let mut steps: Vec<Step<'_>> = copies
-                .iter_mut()
-                .map(|cache| Step {
-                    cache,
-                    tokens: answer,
-                    logits: Logits::All,
-                })
-                .collect();
-            let logits = self.model.forward(&mut steps);
-            for (p, rows) in logits.iter().enumerate() {
-                let mut total = sample::log_prob(&last[p], answer[0]);
-                for (i, &next) in answer.iter().enumerate().skip(1) {
-                    total += sample::log_prob(&rows[(i - 1) * vocab..i * vocab], next);
-                }
-                scores[p].push(total);
-            }
-        }
-        scores
-    }
-
     /// The log-probability of each token of `tokens` after the ones before
     /// it (the first token is not scored), in windows of `window` tokens
     /// scored on their second half, as llama.cpp's perplexity tool does:

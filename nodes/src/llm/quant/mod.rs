@@ -185,36 +185,17 @@ impl QMatrix {
         if !matches!(self.weights, Weights::F32(_)) {
             scratch.q8.quantize(x, self.cols);
         }
-        let q8 = &scratch.q8;
+        match &self.weights {
+            Weights::Q4_1(w) => matmul_groups(w, isa, &scratch.q8, m, self.rows, out),
+            _ => self.matmul_rows(isa, &scratch.q8, x, out),
+        }
+    }
+
+    /// A Q8_0 or f32 product, weight row by weight row.
+    fn matmul_rows(&self, isa: Isa, q8: &Q8Rows, x: &[f32], out: &mut [f32]) {
+        let m = x.len() / self.cols;
         let n = self.rows;
         let out_at = SyncPtr(out.as_mut_ptr());
-        if let Weights::Q4_1(w) = &self.weights {
-            let groups = n.div_ceil(GROUP);
-            let per_task = (groups / (rayon::current_num_threads() * 4)).max(1);
-            return (0..groups.div_ceil(per_task))
-                .into_par_iter()
-                .for_each(|t| {
-                    let out_at = &out_at;
-                    for g in t * per_task..((t + 1) * per_task).min(groups) {
-                        let width = GROUP.min(n - g * GROUP);
-                        for i0 in (0..m).step_by(TILE) {
-                            let r = TILE.min(m - i0);
-                            let tile: [ActRow<'_>; TILE] =
-                                std::array::from_fn(|k| q8.row(i0 + k.min(r - 1)));
-                            let mut o = [[0f32; GROUP]; TILE];
-                            w.group_dot(isa, g, &tile[..r], &mut o);
-                            for (k, o) in o.iter().take(r).enumerate() {
-                                // SAFETY: each (i, j) is written by exactly
-                                // one task, and `out` holds m × n values.
-                                unsafe {
-                                    let to = out_at.0.add((i0 + k) * n + g * GROUP);
-                                    std::ptr::copy_nonoverlapping(o.as_ptr(), to, width);
-                                }
-                            }
-                        }
-                    }
-                });
-        }
         // A few tasks per thread: enough to balance, few enough that a
         // one-token step is not spent handing out work.
         let per_task = (n / (rayon::current_num_threads() * 4)).max(ROWS_PER_TASK);
@@ -230,7 +211,7 @@ impl QMatrix {
                     let v = self.dot_rows(isa, j, i0, &tile[..r], x);
                     for (k, v) in v.into_iter().take(r).enumerate() {
                         // SAFETY: each (i, j) is written by exactly one task,
-                        // and `out` holds m × n values (asserted above).
+                        // and `out` holds m × n values (asserted in `matmul_on`).
                         unsafe { *out_at.0.add((i0 + k) * n + j) = v };
                     }
                 }
@@ -273,6 +254,37 @@ impl QMatrix {
 struct SyncPtr(*mut f32);
 // SAFETY: tasks write disjoint elements through it (see `matmul_on`).
 unsafe impl Sync for SyncPtr {}
+
+/// A Q4_1 product, sixteen interleaved weight rows at a time.
+fn matmul_groups(w: &Q4_1, isa: Isa, q8: &Q8Rows, m: usize, n: usize, out: &mut [f32]) {
+    let out_at = SyncPtr(out.as_mut_ptr());
+    let groups = n.div_ceil(GROUP);
+    // A few tasks per thread, as in `matmul_rows`.
+    let per_task = (groups / (rayon::current_num_threads() * 4)).max(1);
+    (0..groups.div_ceil(per_task))
+        .into_par_iter()
+        .for_each(|t| {
+            let out_at = &out_at;
+            for g in t * per_task..((t + 1) * per_task).min(groups) {
+                let width = GROUP.min(n - g * GROUP);
+                for i0 in (0..m).step_by(TILE) {
+                    let r = TILE.min(m - i0);
+                    let tile: [ActRow<'_>; TILE] =
+                        std::array::from_fn(|k| q8.row(i0 + k.min(r - 1)));
+                    let mut o = [[0f32; GROUP]; TILE];
+                    w.group_dot(isa, g, &tile[..r], &mut o);
+                    for (k, o) in o.iter().take(r).enumerate() {
+                        // SAFETY: each (i, j) is written by exactly one task,
+                        // and `out` holds m × n values (asserted in `matmul_on`).
+                        unsafe {
+                            let to = out_at.0.add((i0 + k) * n + g * GROUP);
+                            std::ptr::copy_nonoverlapping(o.as_ptr(), to, width);
+                        }
+                    }
+                }
+            }
+        });
+}
 
 /// An IEEE half from its two little-endian bytes, as f32.
 fn f16(lo: u8, hi: u8) -> f32 {
