@@ -16,7 +16,7 @@ use kiln_engine::NodeError;
 use rayon::prelude::*;
 
 use super::gguf::{GgufModel, LlamaConfig};
-use super::quant::{add_scaled_f16, dot_f16, to_f16_bits, QMatrix, Scratch};
+use super::quant::{round_to_f16, scores_f16, to_f16_bits, weighted_sum_f16, QMatrix, Scratch};
 
 /// A loaded model.
 pub struct Llama {
@@ -234,6 +234,7 @@ impl Llama {
             layer.qkv.matmul(&h, &mut qkv, &mut scratch);
             // RoPE on queries and keys; keys and values into the caches.
             qkv.par_chunks_mut(q_dim + 2 * kv_dim)
+                .with_min_len(SMALL_ROWS)
                 .enumerate()
                 .for_each(|(r, row)| {
                     let (q, kv) = row.split_at_mut(q_dim);
@@ -246,9 +247,7 @@ impl Llama {
                     rope(&mut kv[..kv_dim], hd, cs, sn);
                     // llama.cpp keeps keys and values in f16 and rounds
                     // the queries to f16 for their product with the keys.
-                    for v in row.iter_mut() {
-                        *v = to_f16(*v);
-                    }
+                    round_to_f16(row);
                 });
             let mut offset = 0;
             for step in steps.iter_mut() {
@@ -274,6 +273,7 @@ impl Llama {
             layer.gate_up.matmul(&h, &mut gu, &mut scratch);
             act.par_chunks_mut(c.ffn)
                 .zip(gu.par_chunks(2 * c.ffn))
+                .with_min_len(SMALL_ROWS / 4)
                 .for_each(|(a, g)| {
                     let (gate, up) = g.split_at(c.ffn);
                     for ((a, &g), &u) in a.iter_mut().zip(gate).zip(up) {
@@ -342,10 +342,15 @@ impl Llama {
     }
 }
 
+/// Rows of a cheap row-wise step (a norm, a rotation) one task takes: a
+/// decoding step's few rows stay on one thread rather than waking another.
+const SMALL_ROWS: usize = 16;
+
 /// RMS norm of each row of `x` (rows of `w.len()` values) into `out`.
 fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
     out.par_chunks_mut(w.len())
         .zip(x.par_chunks(w.len()))
+        .with_min_len(SMALL_ROWS)
         .for_each(|(o, x)| {
             let mean = x.iter().map(|v| v * v).sum::<f32>() / x.len() as f32;
             let scale = 1.0 / (mean + eps).sqrt();
@@ -353,11 +358,6 @@ fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
                 *o = v * scale * w;
             }
         });
-}
-
-/// `v` rounded to the nearest f16.
-fn to_f16(v: f32) -> f32 {
-    half::f16::from_f32(v).to_f32()
 }
 
 fn add(x: &mut [f32], y: &[f32]) {
@@ -378,33 +378,36 @@ fn rope(v: &mut [f32], hd: usize, cos: &[f32], sin: &[f32]) {
     }
 }
 
-/// One row's attention over the first `len` cached positions, every head.
+/// One row's attention over the first `len` cached positions, every head:
+/// each cached head read once for the query heads that share it.
 fn attend(c: &LlamaConfig, q: &[f32], k: &[u16], v: &[u16], len: usize, out: &mut [f32]) {
     let (hd, kv_dim) = (c.head_dim, c.kv_heads * c.head_dim);
     let group = c.heads / c.kv_heads;
     let scale = 1.0 / (hd as f32).sqrt();
-    let mut scores = vec![0f32; len];
-    for h in 0..c.heads {
-        let kvh = h / group;
-        let qh = &q[h * hd..(h + 1) * hd];
-        let mut max = f32::NEG_INFINITY;
-        for (p, s) in scores.iter_mut().enumerate() {
-            let kp = &k[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd];
-            *s = dot_f16(qh, kp) * scale;
-            max = max.max(*s);
+    let mut scores = vec![0f32; group * len];
+    for kvh in 0..c.kv_heads {
+        let heads = kvh * group * hd..(kvh + 1) * group * hd;
+        scores_f16(
+            &q[heads.clone()],
+            group,
+            &k[kvh * hd..],
+            kv_dim,
+            scale,
+            &mut scores,
+        );
+        for row in scores.chunks_exact_mut(len) {
+            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+            let mut total = 0f32;
+            for s in row.iter_mut() {
+                *s = (*s - max).exp();
+                total += *s;
+            }
+            for s in row.iter_mut() {
+                *s /= total;
+            }
         }
-        let mut total = 0f32;
-        for s in scores.iter_mut() {
-            *s = (*s - max).exp();
-            total += *s;
-        }
-        let o = &mut out[h * hd..(h + 1) * hd];
-        o.fill(0.0);
-        for (p, &s) in scores.iter().enumerate() {
-            // As llama.cpp: the weights meet the f16 values in f16.
-            let w = to_f16(s / total);
-            let vp = &v[p * kv_dim + kvh * hd..p * kv_dim + (kvh + 1) * hd];
-            add_scaled_f16(o, w, vp);
-        }
+        // As llama.cpp: the weights meet the f16 values in f16.
+        round_to_f16(&mut scores);
+        weighted_sum_f16(&scores, group, &v[kvh * hd..], kv_dim, &mut out[heads]);
     }
 }

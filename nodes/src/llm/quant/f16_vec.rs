@@ -1,5 +1,11 @@
-//! f16 vectors (a key/value cache holds them) read in f32: a dot product
-//! and a scaled add, with F16C conversions where the CPU has them.
+//! f16 vectors (a key/value cache holds them) read in f32: a dot product,
+//! a scaled add, and their many-position forms attention runs on (a query
+//! against every cached key; the weighted sum of every cached value), with
+//! F16C conversions where the CPU has them.
+//!
+//! The many-position forms round exactly as the one-position forms repeated
+//! (same products, same order of sums): they only share loads, keep sums in
+//! registers and add up eight dot products' lanes at once.
 
 use super::isa::Isa;
 
@@ -19,6 +25,71 @@ pub fn dot_f16(q: &[f32], k: &[u16]) -> f32 {
         .zip(k)
         .map(|(&a, &b)| a * half::f16::from_bits(b).to_f32())
         .sum()
+}
+
+/// For each of `heads` query heads side by side in `q` (a group sharing
+/// one cached head), `out[h·len + p] = (q_h · k_p) · scale` for each cached
+/// key `k_p = keys[p·stride..][..head_dim]` (f16 bits), `p < len`, where
+/// `out.len() = heads · len`.
+pub fn scores_f16(
+    q: &[f32],
+    heads: usize,
+    keys: &[u16],
+    stride: usize,
+    scale: f32,
+    out: &mut [f32],
+) {
+    let (hd, len) = (q.len() / heads, out.len() / heads);
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if Isa::detected() != Isa::Generic && hd.is_multiple_of(8) {
+        // SAFETY: as in `dot_f16`; the keys' bounds are asserted there.
+        done = unsafe { x86::scores(q, heads, keys, stride, scale, out) };
+    }
+    for (h, out) in out.chunks_exact_mut(len).enumerate() {
+        let q = &q[h * hd..(h + 1) * hd];
+        for (p, s) in out.iter_mut().enumerate().skip(done) {
+            *s = dot_f16(q, &keys[p * stride..p * stride + hd]) * scale;
+        }
+    }
+}
+
+/// For each of `heads` rows of weights (`weights.len() = heads · len`),
+/// `out_h = Σ_p weights[h·len + p] · v_p` for each cached value `v_p =
+/// values[p·stride..][..head_dim]` (f16 bits), summed in order of `p`;
+/// `out` holds the heads side by side.
+pub fn weighted_sum_f16(
+    weights: &[f32],
+    heads: usize,
+    values: &[u16],
+    stride: usize,
+    out: &mut [f32],
+) {
+    let (hd, len) = (out.len() / heads, weights.len() / heads);
+    #[cfg(target_arch = "x86_64")]
+    if Isa::detected() != Isa::Generic && hd.is_multiple_of(8) {
+        // SAFETY: as in `dot_f16`; the values' bounds are asserted there.
+        return unsafe { x86::weighted_sum(weights, heads, values, stride, out) };
+    }
+    out.fill(0.0);
+    for (out, weights) in out.chunks_exact_mut(hd).zip(weights.chunks_exact(len)) {
+        for (p, &w) in weights.iter().enumerate() {
+            add_scaled_f16(out, w, &values[p * stride..p * stride + hd]);
+        }
+    }
+}
+
+/// Each value rounded to the nearest f16 (ties to even), kept in f32.
+pub fn round_to_f16(v: &mut [f32]) {
+    let mut done = 0;
+    #[cfg(target_arch = "x86_64")]
+    if Isa::detected() != Isa::Generic {
+        // SAFETY: as in `dot_f16`.
+        done = unsafe { x86::round_to_f16(v) };
+    }
+    for x in &mut v[done..] {
+        *x = half::f16::from_f32(*x).to_f32();
+    }
 }
 
 /// out += w·v, `v` in f16 bits.
@@ -54,6 +125,184 @@ mod x86 {
             sum += q[j] * half::f16::from_bits(k[j]).to_f32();
         }
         sum
+    }
+
+    /// `scores_f16` for the first multiple of eight positions (returned),
+    /// head dimension a multiple of eight.
+    pub unsafe fn scores(
+        q: &[f32],
+        heads: usize,
+        keys: &[u16],
+        stride: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) -> usize {
+        let (hd, len) = (q.len() / heads, out.len() / heads);
+        if len >= 8 {
+            assert!(
+                keys.len() >= (len / 8 * 8 - 1) * stride + hd,
+                "keys within bounds"
+            );
+        }
+        match heads {
+            1 => scores_of::<1>(q, hd, keys, stride, scale, out),
+            2 => scores_of::<2>(q, hd, keys, stride, scale, out),
+            3 => scores_of::<3>(q, hd, keys, stride, scale, out),
+            4 => scores_of::<4>(q, hd, keys, stride, scale, out),
+            _ => {
+                for (q, out) in q.chunks_exact(hd).zip(out.chunks_exact_mut(len)) {
+                    scores_of::<1>(q, hd, keys, stride, scale, out);
+                }
+                len / 8 * 8
+            }
+        }
+    }
+
+    /// Eight keys at a time, each read once for the `G` heads: each dot
+    /// product's lanes accumulated exactly as `dot` accumulates them (four
+    /// keys at a time, so the sums stay in sixteen registers), then the
+    /// eight sums' lanes added in `dot`'s order after one transpose.
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn scores_of<const G: usize>(
+        q: &[f32],
+        hd: usize,
+        keys: &[u16],
+        stride: usize,
+        scale: f32,
+        out: &mut [f32],
+    ) -> usize {
+        let len = out.len() / G;
+        let k = keys.as_ptr();
+        for p0 in (0..len / 8 * 8).step_by(8) {
+            let mut all = [[_mm256_setzero_ps(); 8]; G];
+            for half in 0..2 {
+                let mut acc = [[_mm256_setzero_ps(); 4]; G];
+                for i in (0..hd).step_by(8) {
+                    let qv: [__m256; G] =
+                        std::array::from_fn(|g| _mm256_loadu_ps(q.as_ptr().add(g * hd + i)));
+                    for p in 0..4 {
+                        let at = k.add((p0 + 4 * half + p) * stride + i) as *const __m128i;
+                        let kc = _mm256_cvtph_ps(_mm_loadu_si128(at));
+                        for g in 0..G {
+                            acc[g][p] = _mm256_fmadd_ps(qv[g], kc, acc[g][p]);
+                        }
+                    }
+                }
+                for g in 0..G {
+                    all[g][4 * half..4 * half + 4].copy_from_slice(&acc[g]);
+                }
+            }
+            for (g, all) in all.into_iter().enumerate() {
+                let lanes = transpose(all);
+                let mut sum = lanes[0];
+                for l in &lanes[1..] {
+                    sum = _mm256_add_ps(sum, *l);
+                }
+                let to = out.as_mut_ptr().add(g * len + p0);
+                _mm256_storeu_ps(to, _mm256_mul_ps(sum, _mm256_set1_ps(scale)));
+            }
+        }
+        len / 8 * 8
+    }
+
+    /// Rows become columns: lane `i` of result `j` is lane `j` of `a[i]`.
+    #[target_feature(enable = "avx2")]
+    fn transpose(a: [__m256; 8]) -> [__m256; 8] {
+        let t = |x, y| (_mm256_unpacklo_ps(x, y), _mm256_unpackhi_ps(x, y));
+        let (t0, t1) = t(a[0], a[1]);
+        let (t2, t3) = t(a[2], a[3]);
+        let (t4, t5) = t(a[4], a[5]);
+        let (t6, t7) = t(a[6], a[7]);
+        let u0 = _mm256_shuffle_ps::<0x44>(t0, t2);
+        let u1 = _mm256_shuffle_ps::<0xEE>(t0, t2);
+        let u2 = _mm256_shuffle_ps::<0x44>(t1, t3);
+        let u3 = _mm256_shuffle_ps::<0xEE>(t1, t3);
+        let u4 = _mm256_shuffle_ps::<0x44>(t4, t6);
+        let u5 = _mm256_shuffle_ps::<0xEE>(t4, t6);
+        let u6 = _mm256_shuffle_ps::<0x44>(t5, t7);
+        let u7 = _mm256_shuffle_ps::<0xEE>(t5, t7);
+        [
+            _mm256_permute2f128_ps::<0x20>(u0, u4),
+            _mm256_permute2f128_ps::<0x20>(u1, u5),
+            _mm256_permute2f128_ps::<0x20>(u2, u6),
+            _mm256_permute2f128_ps::<0x20>(u3, u7),
+            _mm256_permute2f128_ps::<0x31>(u0, u4),
+            _mm256_permute2f128_ps::<0x31>(u1, u5),
+            _mm256_permute2f128_ps::<0x31>(u2, u6),
+            _mm256_permute2f128_ps::<0x31>(u3, u7),
+        ]
+    }
+
+    /// `weighted_sum_f16`, head dimension a multiple of eight.
+    pub unsafe fn weighted_sum(
+        weights: &[f32],
+        heads: usize,
+        values: &[u16],
+        stride: usize,
+        out: &mut [f32],
+    ) {
+        let (hd, len) = (out.len() / heads, weights.len() / heads);
+        if len > 0 {
+            assert!(
+                values.len() >= (len - 1) * stride + hd,
+                "values within bounds"
+            );
+        }
+        match heads {
+            1 => weighted_sum_of::<1>(weights, values, stride, out),
+            2 => weighted_sum_of::<2>(weights, values, stride, out),
+            3 => weighted_sum_of::<3>(weights, values, stride, out),
+            4 => weighted_sum_of::<4>(weights, values, stride, out),
+            _ => {
+                for (w, out) in weights.chunks_exact(len).zip(out.chunks_exact_mut(hd)) {
+                    weighted_sum_of::<1>(w, values, stride, out);
+                }
+            }
+        }
+    }
+
+    /// Each value read once for the `G` heads, the sums kept in registers
+    /// 32 values of each head at a time (each lane's fused multiply-adds
+    /// in the order `add_scaled` does them).
+    #[target_feature(enable = "avx2,fma,f16c")]
+    unsafe fn weighted_sum_of<const G: usize>(
+        weights: &[f32],
+        values: &[u16],
+        stride: usize,
+        out: &mut [f32],
+    ) {
+        let (hd, len) = (out.len() / G, weights.len() / G);
+        for c0 in (0..hd).step_by(32) {
+            let lanes = ((hd - c0) / 8).min(4);
+            let mut acc = [[_mm256_setzero_ps(); 4]; G];
+            for p in 0..len {
+                let w: [__m256; G] = std::array::from_fn(|g| _mm256_set1_ps(weights[g * len + p]));
+                let v = values.as_ptr().add(p * stride + c0);
+                for l in 0..lanes {
+                    let x = _mm256_cvtph_ps(_mm_loadu_si128(v.add(8 * l) as *const __m128i));
+                    for g in 0..G {
+                        acc[g][l] = _mm256_fmadd_ps(w[g], x, acc[g][l]);
+                    }
+                }
+            }
+            for (g, acc) in acc.iter().enumerate() {
+                for (l, acc) in acc.iter().enumerate().take(lanes) {
+                    _mm256_storeu_ps(out.as_mut_ptr().add(g * hd + c0 + 8 * l), *acc);
+                }
+            }
+        }
+    }
+
+    /// `round_to_f16` for the first multiple of eight values (returned).
+    #[target_feature(enable = "avx2,f16c")]
+    pub unsafe fn round_to_f16(v: &mut [f32]) -> usize {
+        let len = v.len() / 8 * 8;
+        for i in (0..len).step_by(8) {
+            let x = _mm256_loadu_ps(v.as_ptr().add(i));
+            let h = _mm256_cvtps_ph::<_MM_FROUND_TO_NEAREST_INT>(x);
+            _mm256_storeu_ps(v.as_mut_ptr().add(i), _mm256_cvtph_ps(h));
+        }
+        len
     }
 
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -95,5 +344,60 @@ mod tests {
                 assert!((o - (1.0 + 0.5 * half::f16::from_bits(b).to_f32())).abs() < 1e-6);
             }
         }
+    }
+
+    /// A cache of `positions` rows of `stride` f16 values.
+    fn cache(positions: usize, stride: usize, seed: f32) -> Vec<u16> {
+        let v: Vec<f32> = (0..positions * stride)
+            .map(|i| (i as f32 * seed).sin() * 2.0)
+            .collect();
+        let mut bits = Vec::new();
+        to_f16_bits(&v, &mut bits);
+        bits
+    }
+
+    #[test]
+    fn many_positions_round_as_one_position_repeated() {
+        for heads in [1, 3, 5] {
+            for hd in [8, 12, 64, 72] {
+                for len in [1, 3, 8, 17, 33] {
+                    // Two cached heads side by side: the group reads the second.
+                    let stride = 2 * hd;
+                    let (keys, values) = (cache(len, stride, 0.71), cache(len, stride, 0.43));
+                    let q: Vec<f32> = (0..heads * hd).map(|i| (i as f32 * 0.37).cos()).collect();
+                    let mut scores = vec![0f32; heads * len];
+                    scores_f16(&q, heads, &keys[hd..], stride, 0.125, &mut scores);
+                    let mut sum = vec![0f32; heads * hd];
+                    weighted_sum_f16(&scores, heads, &values[hd..], stride, &mut sum);
+                    for h in 0..heads {
+                        let at = |p: usize| p * stride + hd..p * stride + 2 * hd;
+                        let mut one = vec![0f32; hd];
+                        for p in 0..len {
+                            let s = dot_f16(&q[h * hd..(h + 1) * hd], &keys[at(p)]) * 0.125;
+                            let got = scores[h * len + p];
+                            assert_eq!(
+                                got.to_bits(),
+                                s.to_bits(),
+                                "score {p} head {h}, hd {hd}, len {len}"
+                            );
+                            add_scaled_f16(&mut one, s, &values[at(p)]);
+                        }
+                        assert_eq!(
+                            sum[h * hd..(h + 1) * hd],
+                            one,
+                            "head {h}, hd {hd}, len {len}"
+                        );
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn rounding_to_f16_is_halfs_rounding() {
+        let mut v: Vec<f32> = (0..37).map(|i| (i as f32 * 1.37).tan() * 100.0).collect();
+        let expected: Vec<f32> = v.iter().map(|&x| half::f16::from_f32(x).to_f32()).collect();
+        round_to_f16(&mut v);
+        assert_eq!(v, expected);
     }
 }

@@ -21,7 +21,9 @@ pub mod q4_1;
 
 use act::{ActRow, TILE};
 pub use act::{Q8Rows, BLOCK};
-pub use f16_vec::{add_scaled_f16, dot_f16, to_f16_bits};
+pub use f16_vec::{
+    add_scaled_f16, dot_f16, round_to_f16, scores_f16, to_f16_bits, weighted_sum_f16,
+};
 pub use isa::Isa;
 use q4_1::{GROUP, Q4_1};
 
