@@ -440,6 +440,32 @@ fn a_gguf_of_another_architecture_is_refused_before_running() {
 }
 
 #[test]
+fn a_gguf_cut_short_fails_with_a_sentence_not_a_panic() {
+    let data = crate::common::data(&["smollm2"]);
+    let ws = workspace();
+    let whole =
+        std::fs::read(data.join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf"))
+            .unwrap();
+    // The header and the first tensors, as an interrupted copy leaves it.
+    std::fs::write(ws.path().join("cut.gguf"), &whole[..whole.len() * 3 / 5]).unwrap();
+    std::fs::write(
+        ws.path().join("cut.yaml"),
+        "pipeline: cut\nnodes:\n  lm:\n    kind: model.pretrained\n    with: { path: cut.gguf }\n",
+    )
+    .unwrap();
+    let out = kiln(ws.path(), &["run", "cut.yaml"]);
+    assert_exit(&out, 1);
+    let (_, stderr) = text(&out);
+    assert!(
+        stderr.contains("node `lm` (model.pretrained) failed")
+            && stderr.contains("cut.gguf` ends inside tensor")
+            && stderr.contains("cut short"),
+        "{stderr}"
+    );
+    assert!(!stderr.contains("panicked"), "{stderr}");
+}
+
+#[test]
 fn the_chat_example_answers_and_scores_the_reviews_as_llama_cpp_does() {
     crate::common::data(&["smollm2"]);
     let ws = workspace();

@@ -124,10 +124,11 @@ impl Batch {
 
     /// Adds a request; it starts at the next step.
     pub fn join(&mut self, request: Request) {
+        let positions = (request.prompt.len() + request.max_tokens).min(self.model.context());
         self.active.push(Active {
             sampler: Sampler::new(request.sampling.clone()),
+            cache: KvCache::with_capacity(&self.model.model, positions),
             request,
-            cache: KvCache::default(),
             read: 0,
             generated: Vec::new(),
             utf8: Utf8Stream::default(),

@@ -4,14 +4,17 @@
 
 use std::collections::HashMap;
 use std::fs::File;
+use std::io::Cursor;
 use std::path::Path;
 
-use candle_core::quantized::gguf_file::{Content, Value as Meta};
+use candle_core::quantized::gguf_file::{Content, TensorInfo, Value as Meta};
 use candle_core::quantized::GgmlDType;
 use candle_core::Device;
 use kiln_engine::NodeError;
 
-use super::quant::QMatrix;
+use memmap2::Mmap;
+
+use super::quant::{QMatrix, Weights, BLOCK};
 
 /// The architectures kiln runs.
 pub const ARCHITECTURES: [&str; 1] = ["llama"];
@@ -66,10 +69,8 @@ pub struct TokenizerData {
 pub struct GgufModel {
     /// Sizes.
     pub config: LlamaConfig,
-    /// Weights by tensor name.
-    pub matrices: HashMap<String, QMatrix>,
-    /// Norm weights (vectors) by tensor name.
-    pub vectors: HashMap<String, Vec<f32>>,
+    /// The weights, read when asked for.
+    pub tensors: Tensors,
     /// Tokenizer data.
     pub tokenizer: TokenizerData,
     /// The chat template (Jinja), if the file has one.
@@ -78,14 +79,147 @@ pub struct GgufModel {
     pub name: String,
 }
 
-/// Reads the header of `path`: its metadata and tensor list.
-fn header(path: &Path) -> Result<(File, Content), NodeError> {
+/// A GGUF file's tensors, read from a memory map of the file: each weight
+/// matrix is built straight from the file's bytes (parts stacked as they are
+/// read), so loading allocates the model and nothing it then throws away;
+/// the map goes when the model is built, and with it the file's pages.
+pub struct Tensors {
+    map: Mmap,
+    infos: HashMap<String, TensorInfo>,
+    /// Where tensor data starts in the file.
+    data_at: usize,
+    shown: String,
+}
+
+impl Tensors {
+    /// Whether the file has tensor `name`.
+    pub fn has(&self, name: &str) -> bool {
+        self.infos.contains_key(name)
+    }
+
+    fn info(&self, name: &str) -> Result<&TensorInfo, NodeError> {
+        self.infos
+            .get(name)
+            .ok_or_else(|| NodeError::new(format!("the model file has no tensor `{name}`")))
+    }
+
+    /// The bytes of tensor `name`, as the file stores them.
+    fn bytes(&self, name: &str) -> Result<&[u8], NodeError> {
+        let info = self.info(name)?;
+        let dtype = info.ggml_dtype;
+        let size = info.shape.elem_count() / dtype.block_size() * dtype.type_size();
+        let at = self.data_at + info.offset as usize;
+        self.map.get(at..at + size).ok_or_else(|| {
+            NodeError::new(format!(
+                "`{}` ends inside tensor `{name}`: the file is cut short",
+                self.shown
+            ))
+        })
+    }
+
+    /// Tensor `name` decoded to f32 by candle (formats kiln has no kernel for).
+    fn decoded(&self, name: &str) -> Result<Vec<f32>, NodeError> {
+        let info = self.info(name)?;
+        let bad = |e: candle_core::Error| {
+            NodeError::new(format!(
+                "cannot decode tensor `{name}` of `{}`: {e}",
+                self.shown
+            ))
+        };
+        let tensor = info
+            .read(
+                &mut Cursor::new(&self.map[..]),
+                self.data_at as u64,
+                &Device::Cpu,
+            )
+            .map_err(bad)?;
+        let v = tensor.dequantize(&Device::Cpu).map_err(bad)?;
+        v.flatten_all().and_then(|v| v.to_vec1()).map_err(bad)
+    }
+
+    /// The vector (a norm's weights) `name`.
+    pub fn vector(&self, name: &str) -> Result<Vec<f32>, NodeError> {
+        let dims = self.info(name)?.shape.dims().to_vec();
+        if dims.len() != 1 {
+            return Err(NodeError::new(format!(
+                "tensor `{name}` of `{}` has shape {dims:?}; it should be a vector",
+                self.shown
+            )));
+        }
+        match self.info(name)?.ggml_dtype {
+            GgmlDType::F32 => Ok(self
+                .bytes(name)?
+                .chunks_exact(4)
+                .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
+                .collect()),
+            _ => self.decoded(name),
+        }
+    }
+
+    /// The matrices `names` (same columns), their rows one after the other.
+    pub fn matrix(&self, names: &[&str]) -> Result<QMatrix, NodeError> {
+        let mut cols = None;
+        let mut dtypes = Vec::new();
+        for name in names {
+            let dims = self.info(name)?.shape.dims().to_vec();
+            let [_, c] = dims[..] else {
+                return Err(NodeError::new(format!(
+                    "tensor `{name}` of `{}` has shape {dims:?}; a llama model's weights are matrices",
+                    self.shown
+                )));
+            };
+            if cols.is_some_and(|cols| cols != c) {
+                return Err(NodeError::new(format!(
+                    "tensor `{name}` of `{}` has {c} columns where `{}` has {}",
+                    self.shown,
+                    names[0],
+                    cols.unwrap_or_default()
+                )));
+            }
+            cols = Some(c);
+            dtypes.push(self.info(name)?.ggml_dtype);
+        }
+        let cols = cols.unwrap_or_default();
+        let all = |d: GgmlDType| dtypes.iter().all(|&t| t == d) && cols.is_multiple_of(BLOCK);
+        let parts = || {
+            names
+                .iter()
+                .map(|n| self.bytes(n))
+                .collect::<Result<Vec<_>, _>>()
+        };
+        if all(GgmlDType::Q4_1) {
+            return Ok(QMatrix::from_q4_1(cols, &parts()?));
+        }
+        if all(GgmlDType::Q8_0) {
+            return Ok(QMatrix::from_q8_0(cols, &parts()?));
+        }
+        let mut values = Vec::new();
+        for name in names {
+            values.extend(self.decoded(name)?);
+        }
+        Ok(QMatrix {
+            rows: values.len() / cols.max(1),
+            cols,
+            weights: Weights::F32(values),
+        })
+    }
+}
+
+/// Maps `path` and reads its header: its metadata and tensor list.
+fn header(path: &Path) -> Result<(Mmap, Content), NodeError> {
     let shown = path.display();
-    let mut file =
+    let file =
         File::open(path).map_err(|e| NodeError::new(format!("cannot open `{shown}`: {e}")))?;
-    let content = Content::read(&mut file)
+    // SAFETY: the map is read only while the model is built; a file changed
+    // underneath meanwhile gives wrong weights, not unsafety in Rust's sense
+    // beyond what every memory-mapped model loader (llama.cpp, safetensors)
+    // accepts, and a changed file changes the content hash the model is
+    // cached under.
+    let map = unsafe { Mmap::map(&file) }
+        .map_err(|e| NodeError::new(format!("cannot read `{shown}`: {e}")))?;
+    let content = Content::read(&mut Cursor::new(&map[..]))
         .map_err(|e| NodeError::new(format!("`{shown}` is not a GGUF model file: {e}")))?;
-    Ok((file, content))
+    Ok((map, content))
 }
 
 /// Checks that `path` is a GGUF file of an architecture kiln runs (reads
@@ -114,7 +248,7 @@ fn architecture(content: &Content, path: &Path) -> Result<String, NodeError> {
 /// Reads `path`.
 pub fn read(path: &Path) -> Result<GgufModel, NodeError> {
     let shown = path.display();
-    let (mut file, content) = header(path)?;
+    let (map, content) = header(path)?;
     let arch = architecture(&content, path)?;
     let meta = Metadata {
         content: &content,
@@ -154,62 +288,19 @@ pub fn read(path: &Path) -> Result<GgufModel, NodeError> {
         add_bos: meta.bool_or("tokenizer.ggml.add_bos_token", false),
         tokens,
     };
-    let mut matrices = HashMap::new();
-    let mut vectors = HashMap::new();
-    let names: Vec<String> = content.tensor_infos.keys().cloned().collect();
-    for name in names {
-        let tensor = content
-            .tensor(&mut file, &name, &Device::Cpu)
-            .map_err(|e| {
-                NodeError::new(format!("cannot read tensor `{name}` of `{shown}`: {e}"))
-            })?;
-        let bad = |e: candle_core::Error| {
-            NodeError::new(format!("cannot decode tensor `{name}` of `{shown}`: {e}"))
-        };
-        let dims = tensor.shape().dims().to_vec();
-        match dims.as_slice() {
-            [n] => {
-                let v = tensor.dequantize(&Device::Cpu).map_err(bad)?;
-                let v: Vec<f32> = v.to_vec1().map_err(bad)?;
-                debug_assert_eq!(v.len(), *n);
-                vectors.insert(name, v);
-            }
-            [rows, cols] => {
-                let (rows, cols) = (*rows, *cols);
-                let raw = tensor.data().map_err(bad)?;
-                let matrix = match tensor.dtype() {
-                    GgmlDType::Q4_1 if QMatrix::fits(rows, cols, raw.len(), 20) => {
-                        QMatrix::from_q4_1(rows, cols, &raw)
-                    }
-                    GgmlDType::Q8_0 if QMatrix::fits(rows, cols, raw.len(), 34) => {
-                        QMatrix::from_q8_0(rows, cols, &raw)
-                    }
-                    _ => {
-                        let v = tensor.dequantize(&Device::Cpu).map_err(bad)?;
-                        let v = v.flatten_all().and_then(|v| v.to_vec1()).map_err(bad)?;
-                        QMatrix {
-                            rows,
-                            cols,
-                            weights: super::quant::Weights::F32(v),
-                        }
-                    }
-                };
-                matrices.insert(name, matrix);
-            }
-            other => {
-                return Err(NodeError::new(format!(
-                    "tensor `{name}` of `{shown}` has shape {other:?}; a llama model's tensors are vectors and matrices"
-                )))
-            }
-        }
-    }
+    let chat_template = meta.string("tokenizer.chat_template").ok();
+    let name = meta.string_or("general.name", "a language model");
     Ok(GgufModel {
         config,
-        matrices,
-        vectors,
         tokenizer,
-        chat_template: meta.string("tokenizer.chat_template").ok(),
-        name: meta.string_or("general.name", "a language model"),
+        chat_template,
+        name,
+        tensors: Tensors {
+            data_at: content.tensor_data_offset as usize,
+            infos: content.tensor_infos,
+            map,
+            shown: shown.to_string(),
+        },
     })
 }
 

@@ -60,7 +60,7 @@ impl LanguageModel {
     }
 
     fn read(path: &Path, content: &str) -> Result<LanguageModel, NodeError> {
-        let mut g = gguf::read(path)?;
+        let g = gguf::read(path)?;
         let beside = path.with_file_name("tokenizer.json");
         let tokenizer = LlmTokenizer::new(&g.tokenizer, Some(&beside))?;
         let text_of = |t: Option<u32>| {
@@ -72,7 +72,7 @@ impl LanguageModel {
             &text_of(g.tokenizer.bos),
             &text_of(g.tokenizer.eos),
         )?;
-        let model = Llama::from_gguf(&mut g)
+        let model = Llama::from_gguf(&g)
             .map_err(|e| NodeError::new(format!("`{}`: {e}", path.display())))?;
         Ok(LanguageModel {
             model,

@@ -62,6 +62,19 @@ impl KvCache {
         self.len == 0
     }
 
+    /// Room for `positions` positions of `model`, taken at once: a cache
+    /// that grows by doubling copies itself as it goes and may end up
+    /// holding twice what it uses.
+    pub fn with_capacity(model: &Llama, positions: usize) -> KvCache {
+        let c = &model.config;
+        let layer = || Vec::with_capacity(positions * c.kv_heads * c.head_dim);
+        KvCache {
+            k: (0..c.layers).map(|_| layer()).collect(),
+            v: (0..c.layers).map(|_| layer()).collect(),
+            len: 0,
+        }
+    }
+
     /// Bytes held.
     pub fn bytes(&self) -> usize {
         self.k.iter().chain(&self.v).map(|l| l.capacity() * 2).sum()
@@ -89,51 +102,39 @@ pub struct Step<'a> {
 
 impl Llama {
     /// The model in a read GGUF.
-    pub fn from_gguf(g: &mut GgufModel) -> Result<Llama, NodeError> {
+    pub fn from_gguf(g: &GgufModel) -> Result<Llama, NodeError> {
         let c = g.config.clone();
-        let mut take = |name: &str| {
-            g.matrices
-                .remove(name)
-                .ok_or_else(|| NodeError::new(format!("the model file has no tensor `{name}`")))
+        let t = &g.tensors;
+        let embed = t.matrix(&["token_embd.weight"])?;
+        // Absent when the output projection is tied to the embedding.
+        let output = match t.has("output.weight") {
+            true => Some(t.matrix(&["output.weight"])?),
+            false => None,
         };
-        let embed = take("token_embd.weight")?;
-        let output = take("output.weight").ok();
         let mut layers = Vec::with_capacity(c.layers);
         for l in 0..c.layers {
-            let mut t = |n: &str| take(&format!("blk.{l}.{n}.weight"));
-            let (q, k, v) = (t("attn_q")?, t("attn_k")?, t("attn_v")?);
-            let wo = t("attn_output")?;
-            let (gate, up, down) = (t("ffn_gate")?, t("ffn_up")?, t("ffn_down")?);
-            let vector = |n: &str| {
-                g.vectors
-                    .get(&format!("blk.{l}.{n}.weight"))
-                    .cloned()
-                    .ok_or_else(|| {
-                        NodeError::new(format!("the model file has no tensor `blk.{l}.{n}.weight`"))
-                    })
+            let name = |n: &str| format!("blk.{l}.{n}.weight");
+            let matrix = |ns: &[&str]| {
+                let names: Vec<String> = ns.iter().map(|n| name(n)).collect();
+                t.matrix(&names.iter().map(String::as_str).collect::<Vec<_>>())
             };
             layers.push(Layer {
-                attn_norm: vector("attn_norm")?,
-                ffn_norm: vector("ffn_norm")?,
-                qkv: QMatrix::stacked(vec![q, k, v]),
-                wo,
-                gate_up: QMatrix::stacked(vec![gate, up]),
-                down,
+                attn_norm: t.vector(&name("attn_norm"))?,
+                ffn_norm: t.vector(&name("ffn_norm"))?,
+                qkv: matrix(&["attn_q", "attn_k", "attn_v"])?,
+                wo: matrix(&["attn_output"])?,
+                gate_up: matrix(&["ffn_gate", "ffn_up"])?,
+                down: matrix(&["ffn_down"])?,
             });
         }
-        let out_norm = g
-            .vectors
-            .get("output_norm.weight")
-            .cloned()
-            .ok_or_else(|| NodeError::new("the model file has no tensor `output_norm.weight`"))?;
         let model = Llama {
             inv_freq: (0..c.head_dim / 2)
                 .map(|i| c.rope_base.powf(-2.0 * i as f32 / c.head_dim as f32))
                 .collect(),
+            out_norm: t.vector("output_norm.weight")?,
             config: c,
             embed,
             output,
-            out_norm,
             layers,
         };
         model.check_shapes()?;

@@ -162,6 +162,9 @@ mod x86 {
     /// product's lanes accumulated exactly as `dot` accumulates them (four
     /// keys at a time, so the sums stay in sixteen registers), then the
     /// eight sums' lanes added in `dot`'s order after one transpose.
+    // The sums are a register tile indexed by (head, key): indices say so
+    // more plainly than nested iterators.
+    #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn scores_of<const G: usize>(
         q: &[f32],
@@ -264,6 +267,8 @@ mod x86 {
     /// Each value read once for the `G` heads, the sums kept in registers
     /// 32 values of each head at a time (each lane's fused multiply-adds
     /// in the order `add_scaled` does them).
+    // As in `scores_of`: a tile indexed by (head, eight values).
+    #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx2,fma,f16c")]
     unsafe fn weighted_sum_of<const G: usize>(
         weights: &[f32],

@@ -61,11 +61,21 @@ pub struct Scratch {
 }
 
 impl QMatrix {
-    /// A `rows × cols` matrix from Q4_1 block bytes, as a GGUF stores them.
-    pub fn from_q4_1(rows: usize, cols: usize, raw: &[u8]) -> QMatrix {
+    /// A matrix of `cols` columns from Q4_1 block bytes as a GGUF stores
+    /// them: the rows of each part (whole rows) one after the other, read
+    /// straight into the interleaved layout.
+    pub fn from_q4_1(cols: usize, parts: &[&[u8]]) -> QMatrix {
         let nb = cols / BLOCK;
-        let weights = Q4_1::from_blocks(rows, nb, |r, b| {
-            let raw = &raw[(r * nb + b) * 20..(r * nb + b + 1) * 20];
+        let rows_of = |p: &[u8]| p.len() / (nb * 20);
+        // Each row's part and row within it.
+        let owner: Vec<(usize, usize)> = parts
+            .iter()
+            .enumerate()
+            .flat_map(|(i, p)| (0..rows_of(p)).map(move |r| (i, r)))
+            .collect();
+        let weights = Q4_1::from_blocks(owner.len(), nb, |r, b| {
+            let (i, r) = owner[r];
+            let raw = &parts[i][(r * nb + b) * 20..(r * nb + b + 1) * 20];
             let dm = [
                 u16::from_le_bytes([raw[0], raw[1]]),
                 u16::from_le_bytes([raw[2], raw[3]]),
@@ -73,23 +83,24 @@ impl QMatrix {
             (dm, raw[4..20].try_into().expect("16 bytes"))
         });
         QMatrix {
-            rows,
+            rows: owner.len(),
             cols,
             weights: Weights::Q4_1(weights),
         }
     }
 
-    /// A matrix from Q8_0 block bytes.
-    pub fn from_q8_0(rows: usize, cols: usize, raw: &[u8]) -> QMatrix {
-        let blocks = rows * cols / BLOCK;
+    /// A matrix of `cols` columns from Q8_0 block bytes, the rows of each
+    /// part one after the other.
+    pub fn from_q8_0(cols: usize, parts: &[&[u8]]) -> QMatrix {
+        let blocks: usize = parts.iter().map(|p| p.len() / 34).sum();
         let mut qs = Vec::with_capacity(blocks * BLOCK);
         let mut d = Vec::with_capacity(blocks);
-        for b in raw.chunks_exact(34).take(blocks) {
+        for b in parts.iter().flat_map(|p| p.chunks_exact(34)) {
             d.push(f16(b[0], b[1]));
             qs.extend(b[2..34].iter().map(|&v| v as i8));
         }
         QMatrix {
-            rows,
+            rows: blocks * BLOCK / cols,
             cols,
             weights: Weights::Q8_0 { qs, d },
         }
@@ -99,50 +110,6 @@ impl QMatrix {
     /// block format of `block_bytes` per 32.
     pub fn fits(rows: usize, cols: usize, raw: usize, block_bytes: usize) -> bool {
         cols.is_multiple_of(BLOCK) && raw >= rows * cols / BLOCK * block_bytes
-    }
-
-    /// These matrices' rows one after the other (same columns); formats that
-    /// differ are all decoded to f32.
-    pub fn stacked(parts: Vec<QMatrix>) -> QMatrix {
-        let cols = parts[0].cols;
-        let rows = parts.iter().map(|p| p.rows).sum();
-        let same = |f: fn(&Weights) -> bool| parts.iter().all(|p| f(&p.weights));
-        // Sized exactly: the stacked matrices are most of a model's memory.
-        let blocks = rows * cols / BLOCK;
-        let weights = if same(|w| matches!(w, Weights::Q4_1(_))) {
-            // Each stacked row's part and row within it.
-            let owner: Vec<(usize, usize)> = parts
-                .iter()
-                .enumerate()
-                .flat_map(|(i, p)| (0..p.rows).map(move |r| (i, r)))
-                .collect();
-            Weights::Q4_1(Q4_1::from_blocks(rows, cols / BLOCK, |r, b| {
-                let (i, r) = owner[r];
-                match &parts[i].weights {
-                    Weights::Q4_1(w) => w.block(r, b),
-                    _ => unreachable!("every part is Q4_1"),
-                }
-            }))
-        } else if same(|w| matches!(w, Weights::Q8_0 { .. })) {
-            let (mut qs, mut d) = (
-                Vec::with_capacity(blocks * BLOCK),
-                Vec::with_capacity(blocks),
-            );
-            for p in parts {
-                if let Weights::Q8_0 { qs: q, d: s } = p.weights {
-                    qs.extend(q);
-                    d.extend(s);
-                }
-            }
-            Weights::Q8_0 { qs, d }
-        } else {
-            Weights::F32(parts.iter().flat_map(QMatrix::to_f32).collect())
-        };
-        QMatrix {
-            rows,
-            cols,
-            weights,
-        }
     }
 
     /// Every value, row-major.
@@ -406,8 +373,8 @@ mod tests {
             let w = random(rows * cols, rows as u64);
             let x = random(m * cols, 7 + cols as u64);
             for q in [
-                QMatrix::from_q4_1(rows, cols, &q4_1_bytes(&w)),
-                QMatrix::from_q8_0(rows, cols, &q8_0_bytes(&w)),
+                QMatrix::from_q4_1(cols, &[&q4_1_bytes(&w)]),
+                QMatrix::from_q8_0(cols, &[&q8_0_bytes(&w)]),
             ] {
                 // The product of the decoded weights is the reference; the
                 // activations' own 8-bit rounding is what remains.
@@ -438,7 +405,7 @@ mod tests {
     #[test]
     fn q4_1_decodes_as_ggml_lays_it_out() {
         let w: Vec<f32> = (0..32).map(|i| i as f32 / 31.0).collect();
-        let q = QMatrix::from_q4_1(1, 32, &q4_1_bytes(&w));
+        let q = QMatrix::from_q4_1(32, &[&q4_1_bytes(&w)]);
         let back = q.row_f32(0);
         for (a, b) in back.iter().zip(&w) {
             assert!((a - b).abs() < 0.04, "{a} vs {b}");
@@ -446,16 +413,17 @@ mod tests {
     }
 
     #[test]
-    fn stacking_keeps_rows_in_order() {
-        let a = QMatrix::from_q4_1(2, 32, &q4_1_bytes(&random(64, 1)));
-        let b = QMatrix::from_q4_1(3, 32, &q4_1_bytes(&random(96, 2)));
-        let s = QMatrix::stacked(vec![a.clone(), b.clone()]);
-        assert_eq!(s.rows, 5);
+    fn parts_are_stacked_in_order() {
+        let (a, b) = (q4_1_bytes(&random(64, 1)), q4_1_bytes(&random(96, 2)));
+        let s = QMatrix::from_q4_1(32, &[&a, &b]);
+        let (a, b) = (QMatrix::from_q4_1(32, &[&a]), QMatrix::from_q4_1(32, &[&b]));
+        assert_eq!((s.rows, a.rows, b.rows), (5, 2, 3));
         assert_eq!(s.row_f32(3), b.row_f32(1));
         assert_eq!(s.row_f32(1), a.row_f32(1));
-        let c = QMatrix::from_q8_0(1, 32, &q8_0_bytes(&random(32, 3)));
-        let mixed = QMatrix::stacked(vec![a.clone(), c.clone()]);
-        assert!(matches!(mixed.weights, Weights::F32(_)));
-        assert_eq!(mixed.row_f32(2), c.row_f32(0));
+        let (c, d) = (q8_0_bytes(&random(32, 3)), q8_0_bytes(&random(64, 4)));
+        let s = QMatrix::from_q8_0(32, &[&c, &d]);
+        let d = QMatrix::from_q8_0(32, &[&d]);
+        assert_eq!(s.rows, 3);
+        assert_eq!(s.row_f32(2), d.row_f32(1));
     }
 }
