@@ -17,9 +17,14 @@ use super::sample::{Sampler, Sampling};
 use super::tokenizer::Utf8Stream;
 use super::LanguageModel;
 
-/// The most prompt tokens one step takes in, over all new sequences (a long
-/// prompt is read in several steps while the others keep decoding).
-const PROMPT_CHUNK: usize = 512;
+/// The most prompt tokens one step takes in, over all new sequences: a long
+/// prompt is read in several steps while the others keep decoding (a step
+/// of 128 prompt tokens takes ~0.25 s on two cores, so their next token
+/// waits no longer), and a step's buffers stay small (at 512, the server's
+/// resident set peaked 4 MiB higher). Each step still decodes every weight
+/// once for its 128 rows: a 239-token prompt's first token came in
+/// 0.42–0.50 s at 128 against 0.37–0.53 s at 512 (two-core EPYC).
+const PROMPT_CHUNK: usize = 128;
 
 /// What one generation is asked for.
 pub struct Request {
