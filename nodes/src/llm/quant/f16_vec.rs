@@ -40,11 +40,32 @@ pub fn scores_f16(
     out: &mut [f32],
 ) {
     let (hd, len) = (q.len() / heads, out.len() / heads);
+    if hd == 0 || len == 0 {
+        out.fill(0.0);
+        return;
+    }
     let mut done = 0;
     #[cfg(target_arch = "x86_64")]
     if Isa::detected() != Isa::Generic && hd.is_multiple_of(8) {
-        // SAFETY: as in `dot_f16`; the keys' bounds are asserted there.
-        done = unsafe { x86::scores(q, heads, keys, stride, scale, out) };
+        if len >= 8 {
+            assert!(
+                keys.len() >= (len / 8 * 8 - 1) * stride + hd,
+                "keys within bounds"
+            );
+        }
+        // Up to four heads at a time, each key read once for them.
+        for (q, out) in q.chunks(4 * hd).zip(out.chunks_mut(4 * len)) {
+            let args = (q, hd, keys, stride, scale, out);
+            // SAFETY: as in `dot_f16`; the keys' bounds are asserted above.
+            done = unsafe {
+                match q.len() / hd {
+                    1 => x86::scores::<1>(args),
+                    2 => x86::scores::<2>(args),
+                    3 => x86::scores::<3>(args),
+                    _ => x86::scores::<4>(args),
+                }
+            };
+        }
     }
     for (h, out) in out.chunks_exact_mut(len).enumerate() {
         let q = &q[h * hd..(h + 1) * hd];
@@ -66,10 +87,31 @@ pub fn weighted_sum_f16(
     out: &mut [f32],
 ) {
     let (hd, len) = (out.len() / heads, weights.len() / heads);
+    if hd == 0 || len == 0 {
+        out.fill(0.0);
+        return;
+    }
     #[cfg(target_arch = "x86_64")]
     if Isa::detected() != Isa::Generic && hd.is_multiple_of(8) {
-        // SAFETY: as in `dot_f16`; the values' bounds are asserted there.
-        return unsafe { x86::weighted_sum(weights, heads, values, stride, out) };
+        if len > 0 {
+            assert!(
+                values.len() >= (len - 1) * stride + hd,
+                "values within bounds"
+            );
+        }
+        for (w, out) in weights.chunks(4 * len).zip(out.chunks_mut(4 * hd)) {
+            let args = (w, len, values, stride, out);
+            // SAFETY: as in `dot_f16`; the values' bounds are asserted above.
+            unsafe {
+                match w.len() / len {
+                    1 => x86::weighted_sum::<1>(args),
+                    2 => x86::weighted_sum::<2>(args),
+                    3 => x86::weighted_sum::<3>(args),
+                    _ => x86::weighted_sum::<4>(args),
+                }
+            }
+        }
+        return;
     }
     out.fill(0.0);
     for (out, weights) in out.chunks_exact_mut(hd).zip(weights.chunks_exact(len)) {
@@ -127,38 +169,9 @@ mod x86 {
         sum
     }
 
-    /// `scores_f16` for the first multiple of eight positions (returned),
-    /// head dimension a multiple of eight.
-    pub unsafe fn scores(
-        q: &[f32],
-        heads: usize,
-        keys: &[u16],
-        stride: usize,
-        scale: f32,
-        out: &mut [f32],
-    ) -> usize {
-        let (hd, len) = (q.len() / heads, out.len() / heads);
-        if len >= 8 {
-            assert!(
-                keys.len() >= (len / 8 * 8 - 1) * stride + hd,
-                "keys within bounds"
-            );
-        }
-        match heads {
-            1 => scores_of::<1>(q, hd, keys, stride, scale, out),
-            2 => scores_of::<2>(q, hd, keys, stride, scale, out),
-            3 => scores_of::<3>(q, hd, keys, stride, scale, out),
-            4 => scores_of::<4>(q, hd, keys, stride, scale, out),
-            _ => {
-                for (q, out) in q.chunks_exact(hd).zip(out.chunks_exact_mut(len)) {
-                    scores_of::<1>(q, hd, keys, stride, scale, out);
-                }
-                len / 8 * 8
-            }
-        }
-    }
-
-    /// Eight keys at a time, each read once for the `G` heads: each dot
+    /// `scores_f16` for `G` heads and the first multiple of eight positions
+    /// (returned), head dimension `hd` a multiple of eight. Eight keys at a
+    /// time, each read once for the `G` heads: each dot
     /// product's lanes accumulated exactly as `dot` accumulates them (four
     /// keys at a time, so the sums stay in sixteen registers), then the
     /// eight sums' lanes added in `dot`'s order after one transpose.
@@ -166,13 +179,8 @@ mod x86 {
     // more plainly than nested iterators.
     #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn scores_of<const G: usize>(
-        q: &[f32],
-        hd: usize,
-        keys: &[u16],
-        stride: usize,
-        scale: f32,
-        out: &mut [f32],
+    pub unsafe fn scores<const G: usize>(
+        (q, hd, keys, stride, scale, out): (&[f32], usize, &[u16], usize, f32, &mut [f32]),
     ) -> usize {
         let len = out.len() / G;
         let k = keys.as_ptr();
@@ -236,47 +244,17 @@ mod x86 {
         ]
     }
 
-    /// `weighted_sum_f16`, head dimension a multiple of eight.
-    pub unsafe fn weighted_sum(
-        weights: &[f32],
-        heads: usize,
-        values: &[u16],
-        stride: usize,
-        out: &mut [f32],
-    ) {
-        let (hd, len) = (out.len() / heads, weights.len() / heads);
-        if len > 0 {
-            assert!(
-                values.len() >= (len - 1) * stride + hd,
-                "values within bounds"
-            );
-        }
-        match heads {
-            1 => weighted_sum_of::<1>(weights, values, stride, out),
-            2 => weighted_sum_of::<2>(weights, values, stride, out),
-            3 => weighted_sum_of::<3>(weights, values, stride, out),
-            4 => weighted_sum_of::<4>(weights, values, stride, out),
-            _ => {
-                for (w, out) in weights.chunks_exact(len).zip(out.chunks_exact_mut(hd)) {
-                    weighted_sum_of::<1>(w, values, stride, out);
-                }
-            }
-        }
-    }
-
-    /// Each value read once for the `G` heads, the sums kept in registers
+    /// `weighted_sum_f16` for `G` heads of `len` weights each, head
+    /// dimension a multiple of eight. Each value read once for the `G` heads, the sums kept in registers
     /// 32 values of each head at a time (each lane's fused multiply-adds
     /// in the order `add_scaled` does them).
-    // As in `scores_of`: a tile indexed by (head, eight values).
+    // As in `scores`: a tile indexed by (head, eight values).
     #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx2,fma,f16c")]
-    unsafe fn weighted_sum_of<const G: usize>(
-        weights: &[f32],
-        values: &[u16],
-        stride: usize,
-        out: &mut [f32],
+    pub unsafe fn weighted_sum<const G: usize>(
+        (weights, len, values, stride, out): (&[f32], usize, &[u16], usize, &mut [f32]),
     ) {
-        let (hd, len) = (out.len() / G, weights.len() / G);
+        let hd = out.len() / G;
         for c0 in (0..hd).step_by(32) {
             let lanes = ((hd - c0) / 8).min(4);
             let mut acc = [[_mm256_setzero_ps(); 4]; G];
@@ -365,15 +343,28 @@ mod tests {
     fn many_positions_round_as_one_position_repeated() {
         for heads in [1, 3, 5] {
             for hd in [8, 12, 64, 72] {
-                for len in [1, 3, 8, 17, 33] {
+                for len in [0, 1, 3, 8, 17, 33] {
                     // Two cached heads side by side: the group reads the second.
                     let stride = 2 * hd;
                     let (keys, values) = (cache(len, stride, 0.71), cache(len, stride, 0.43));
                     let q: Vec<f32> = (0..heads * hd).map(|i| (i as f32 * 0.37).cos()).collect();
                     let mut scores = vec![0f32; heads * len];
-                    scores_f16(&q, heads, &keys[hd..], stride, 0.125, &mut scores);
+                    scores_f16(
+                        &q,
+                        heads,
+                        &keys[hd.min(keys.len())..],
+                        stride,
+                        0.125,
+                        &mut scores,
+                    );
                     let mut sum = vec![0f32; heads * hd];
-                    weighted_sum_f16(&scores, heads, &values[hd..], stride, &mut sum);
+                    weighted_sum_f16(
+                        &scores,
+                        heads,
+                        &values[hd.min(values.len())..],
+                        stride,
+                        &mut sum,
+                    );
                     for h in 0..heads {
                         let at = |p: usize| p * stride + hd..p * stride + 2 * hd;
                         let mut one = vec![0f32; hd];
