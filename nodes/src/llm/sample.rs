@@ -69,17 +69,7 @@ impl Sampler {
         if s.temperature <= 0.0 {
             return argmax(logits);
         }
-        let mut candidates: Vec<(u32, f32)> = logits
-            .iter()
-            .enumerate()
-            .map(|(i, &l)| (i as u32, l))
-            .collect();
-        let by_logit = |a: &(u32, f32), b: &(u32, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
-        if s.top_k > 0 && s.top_k < candidates.len() {
-            candidates.select_nth_unstable_by(s.top_k - 1, by_logit);
-            candidates.truncate(s.top_k);
-        }
-        candidates.sort_unstable_by(by_logit);
+        let mut candidates = top_k(logits, s.top_k);
         if s.top_p < 1.0 {
             let probs = softmax(candidates.iter().map(|c| c.1), 1.0);
             let mut total = 0.0;
@@ -102,6 +92,61 @@ impl Sampler {
         }
         candidates.last().map_or(0, |c| c.0)
     }
+}
+
+/// Most likely first, the first of equals first.
+fn by_logit(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
+    b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
+}
+
+/// A kept candidate; the greatest is the one to drop first.
+struct Kept((u32, f32));
+
+impl Ord for Kept {
+    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
+        by_logit(&self.0, &other.0)
+    }
+}
+
+impl PartialOrd for Kept {
+    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
+        Some(self.cmp(other))
+    }
+}
+
+impl PartialEq for Kept {
+    fn eq(&self, other: &Self) -> bool {
+        self.cmp(other).is_eq()
+    }
+}
+
+impl Eq for Kept {}
+
+/// The `k` most likely tokens (all when `k` is 0 or not below the
+/// vocabulary), most likely first. One pass against the worst kept so far:
+/// a decoding step samples every sequence's 49 152 logits, and sorting a
+/// copy of them all cost each sequence a 400 kB buffer and a partition.
+fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
+    let all = logits.iter().enumerate().map(|(i, &l)| (i as u32, l));
+    let mut candidates: Vec<(u32, f32)> = if k > 0 && k < logits.len() {
+        let mut kept = std::collections::BinaryHeap::with_capacity(k + 1);
+        for c in all {
+            if kept.len() < k {
+                kept.push(Kept(c));
+            } else if kept
+                .peek()
+                .is_some_and(|worst: &Kept| by_logit(&c, &worst.0).is_lt())
+            {
+                kept.pop();
+                kept.push(Kept(c));
+            }
+        }
+        kept.into_iter().map(|c| c.0).collect()
+    } else {
+        all.collect()
+    };
+    candidates.sort_unstable_by(by_logit);
+    candidates
 }
 
 /// The most likely token (the first of equals).
@@ -171,6 +216,22 @@ mod tests {
         // All three appear: it samples, it does not pick the top one.
         for t in 7..10 {
             assert!(draw(7).contains(&t));
+        }
+    }
+
+    #[test]
+    fn top_k_keeps_the_k_largest_the_first_of_equals_first() {
+        // Few distinct values: many ties.
+        let logits: Vec<f32> = (0..1000).map(|i| ((i * 7919) % 13) as f32 * 0.5).collect();
+        let mut sorted: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, l))
+            .collect();
+        sorted.sort_by(|a, b| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0)));
+        for k in [1, 3, 40, 999, 1000, 1005, 0] {
+            let expected = &sorted[..if k == 0 { 1000 } else { k.min(1000) }];
+            assert_eq!(top_k(&logits, k), expected, "k = {k}");
         }
     }
 
