@@ -108,8 +108,9 @@ impl Tensors {
         let info = self.info(name)?;
         let dtype = info.ggml_dtype;
         let size = info.shape.elem_count() / dtype.block_size() * dtype.type_size();
-        let at = self.data_at + info.offset as usize;
-        self.map.get(at..at + size).ok_or_else(|| {
+        let at = self.data_at.checked_add(info.offset as usize);
+        let range = at.and_then(|at| Some(at..at.checked_add(size)?));
+        range.and_then(|r| self.map.get(r)).ok_or_else(|| {
             NodeError::new(format!(
                 "`{}` ends inside tensor `{name}`: the file is cut short",
                 self.shown
@@ -210,11 +211,10 @@ fn header(path: &Path) -> Result<(Mmap, Content), NodeError> {
     let shown = path.display();
     let file =
         File::open(path).map_err(|e| NodeError::new(format!("cannot open `{shown}`: {e}")))?;
-    // SAFETY: the map is read only while the model is built; a file changed
-    // underneath meanwhile gives wrong weights, not unsafety in Rust's sense
-    // beyond what every memory-mapped model loader (llama.cpp, safetensors)
-    // accepts, and a changed file changes the content hash the model is
-    // cached under.
+    // SAFETY: the map lives only while the model is built, and is only
+    // read. A file truncated by another process during those seconds would
+    // fault the process (SIGBUS), and one rewritten in place would give
+    // mixed weights, as with llama.cpp's and safetensors' maps.
     let map = unsafe { Mmap::map(&file) }
         .map_err(|e| NodeError::new(format!("cannot read `{shown}`: {e}")))?;
     let content = Content::read(&mut Cursor::new(&map[..]))
