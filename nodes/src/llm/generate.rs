@@ -26,6 +26,18 @@ use super::LanguageModel;
 /// 0.42–0.50 s at 128 against 0.37–0.53 s at 512 (two-core EPYC).
 const PROMPT_CHUNK: usize = 128;
 
+/// The most answer positions a sequence's cache takes room for when it
+/// joins; a longer answer grows the cache as it goes.
+const CACHE_AHEAD: usize = 512;
+
+/// Positions to take room for at once: the prompt and the answer, up to
+/// [`CACHE_AHEAD`] of it. Room taken is resident at once (the allocator
+/// hands back touched pages), so a client asking for 8 000 tokens that
+/// ends after 10 must not cost 8 000 positions (188 MB for SmolLM2).
+fn cache_positions(prompt: usize, max_tokens: usize, context: usize) -> usize {
+    (prompt + max_tokens.min(CACHE_AHEAD)).min(context)
+}
+
 /// What one generation is asked for.
 pub struct Request {
     /// The prompt's tokens (at least one).
@@ -129,7 +141,11 @@ impl Batch {
 
     /// Adds a request; it starts at the next step.
     pub fn join(&mut self, request: Request) {
-        let positions = (request.prompt.len() + request.max_tokens).min(self.model.context());
+        let positions = cache_positions(
+            request.prompt.len(),
+            request.max_tokens,
+            self.model.context(),
+        );
         self.active.push(Active {
             sampler: Sampler::new(request.sampling.clone()),
             cache: KvCache::with_capacity(&self.model.model, positions),
@@ -429,5 +445,18 @@ fn run(model: Arc<LanguageModel>, concurrent: usize, shared: &(Mutex<Queue>, Con
             q.active = batch.len();
         }
         batch.step();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_cache_takes_room_for_the_prompt_and_a_bounded_answer() {
+        assert_eq!(cache_positions(52, 512, 8192), 564);
+        assert_eq!(cache_positions(52, 8000, 8192), 52 + CACHE_AHEAD);
+        assert_eq!(cache_positions(8000, 100, 8192), 8100);
+        assert_eq!(cache_positions(8100, 500, 8192), 8192);
     }
 }

@@ -6,7 +6,6 @@
 use std::path::Path;
 
 use kiln_engine::NodeError;
-
 use tokenizers::models::bpe::{Vocab, BPE};
 use tokenizers::pre_tokenizers::byte_level::ByteLevel;
 use tokenizers::pre_tokenizers::digits::Digits;
@@ -265,6 +264,55 @@ mod tests {
         assert_eq!(s.push(&[0xFF, b'a']), "\u{FFFD}a");
         assert_eq!(s.push(&e[..1]), "");
         assert_eq!(s.finish(), "\u{FFFD}");
+    }
+
+    /// A vocabulary of the 256 byte stand-ins, one merge (`1 2`) and a
+    /// control token, with the pre-tokenizer `pre`.
+    fn tiny_data(pre: &str) -> TokenizerData {
+        let mut tokens: Vec<String> = unicode_to_byte().keys().map(char::to_string).collect();
+        tokens.sort();
+        tokens.extend(["12".to_string(), "<|end|>".to_string()]);
+        let mut types = vec![1; tokens.len()];
+        *types.last_mut().unwrap() = CONTROL;
+        TokenizerData {
+            model: "gpt2".into(),
+            pre: pre.into(),
+            types,
+            merges: vec!["1 2".into()],
+            bos: None,
+            eos: None,
+            add_bos: false,
+            tokens,
+        }
+    }
+
+    fn tiny(pre: &str) -> LlmTokenizer {
+        LlmTokenizer::new(&tiny_data(pre), None).unwrap()
+    }
+
+    #[test]
+    fn every_pre_tokenizer_reads_text_and_gives_it_back() {
+        let text = "Say 12 and 123, it's<|end|> done.";
+        for pre in ["smollm", "llama-bpe", "gpt2"] {
+            let t = tiny(pre);
+            let ids = t.encode(text).unwrap();
+            // The control token is matched whole and decodes to nothing.
+            let end = t.len() as u32 - 1;
+            assert_eq!(ids.iter().filter(|&&i| i == end).count(), 1, "{pre}");
+            assert_eq!(t.decode(&ids), text.replace("<|end|>", ""), "{pre}");
+            // "12" merges where digits may stay together: not under
+            // smollm's one-digit split.
+            let merged = ids.contains(&(end - 1));
+            assert_eq!(merged, pre != "smollm", "{pre}: {ids:?}");
+        }
+        let unknown = TokenizerData {
+            pre: "qwen2".into(),
+            ..tiny_data("gpt2")
+        };
+        let Err(e) = LlmTokenizer::new(&unknown, None) else {
+            panic!("an unknown pre-tokenizer is refused")
+        };
+        assert!(e.to_string().contains("`qwen2`"), "{e}");
     }
 
     #[test]

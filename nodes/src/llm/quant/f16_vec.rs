@@ -15,7 +15,7 @@ pub fn to_f16_bits(v: &[f32], out: &mut Vec<u16>) {
 }
 
 /// Σ q·k, `k` in f16 bits.
-pub fn dot_f16(q: &[f32], k: &[u16]) -> f32 {
+fn dot_f16(q: &[f32], k: &[u16]) -> f32 {
     #[cfg(target_arch = "x86_64")]
     if Isa::detected() != Isa::Generic {
         // SAFETY: AVX2, FMA and F16C are there (`Isa::detected`).
@@ -93,12 +93,10 @@ pub fn weighted_sum_f16(
     }
     #[cfg(target_arch = "x86_64")]
     if Isa::detected() != Isa::Generic && hd.is_multiple_of(8) {
-        if len > 0 {
-            assert!(
-                values.len() >= (len - 1) * stride + hd,
-                "values within bounds"
-            );
-        }
+        assert!(
+            values.len() >= (len - 1) * stride + hd,
+            "values within bounds"
+        );
         for (w, out) in weights.chunks(4 * len).zip(out.chunks_mut(4 * hd)) {
             let args = (w, len, values, stride, out);
             // SAFETY: as in `dot_f16`; the values' bounds are asserted above.
@@ -135,7 +133,7 @@ pub fn round_to_f16(v: &mut [f32]) {
 }
 
 /// out += w·v, `v` in f16 bits.
-pub fn add_scaled_f16(out: &mut [f32], w: f32, v: &[u16]) {
+fn add_scaled_f16(out: &mut [f32], w: f32, v: &[u16]) {
     #[cfg(target_arch = "x86_64")]
     if Isa::detected() != Isa::Generic {
         // SAFETY: as in `dot_f16`.

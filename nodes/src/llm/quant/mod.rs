@@ -21,9 +21,7 @@ pub mod q4_1;
 
 use act::{ActRow, TILE};
 pub use act::{Q8Rows, BLOCK};
-pub use f16_vec::{
-    add_scaled_f16, dot_f16, round_to_f16, scores_f16, to_f16_bits, weighted_sum_f16,
-};
+pub use f16_vec::{round_to_f16, scores_f16, to_f16_bits, weighted_sum_f16};
 pub use isa::Isa;
 use q4_1::{GROUP, Q4_1};
 
@@ -104,12 +102,6 @@ impl QMatrix {
             cols,
             weights: Weights::Q8_0 { qs, d },
         }
-    }
-
-    /// Whether the raw sizes fit: `raw` holds `rows × cols` values in a
-    /// block format of `block_bytes` per 32.
-    pub fn fits(rows: usize, cols: usize, raw: usize, block_bytes: usize) -> bool {
-        cols.is_multiple_of(BLOCK) && raw >= rows * cols / BLOCK * block_bytes
     }
 
     /// Every value, row-major.
