@@ -13,9 +13,9 @@ use std::time::Instant;
 
 use kiln_nodes::llm::generate::generate_all;
 use kiln_nodes::llm::model::{KvCache, Logits, Step};
-use kiln_nodes::llm::quant::Isa;
 use kiln_nodes::llm::sample::{argmax, Sampling};
 use kiln_nodes::llm::LanguageModel;
+use kiln_nodes::quant::Isa;
 use serde_json::json;
 
 #[global_allocator]

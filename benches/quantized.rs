@@ -111,7 +111,8 @@ pub fn lenet_layers(c: &mut Criterion) {
     group.finish();
 }
 
-/// One 1024×1024 linear layer, the size where quantized products pay off.
+/// One 1024×1024 linear layer, the size where quantized products pay off:
+/// as kiln's `Dense` runs it, and through candle's `QMatMul` alone.
 pub fn large_linear(c: &mut Criterion) {
     crate::training::pin_threads();
     let mut group = c.benchmark_group("quantized-1024");
@@ -123,17 +124,37 @@ pub fn large_linear(c: &mut Criterion) {
         ("q4k", Some(GgmlDType::Q4K)),
     ];
     for (name, dtype) in formats {
-        let layer = match dtype {
-            None => QMatMul::Tensor(w.clone()),
-            Some(d) => {
-                QMatMul::from_qtensor(QTensor::quantize(&w, d).expect("quantize")).expect("qmatmul")
+        let mut tensors = HashMap::from([(
+            "l.bias".to_string(),
+            Tensor::zeros(1024, DType::F32, &Device::Cpu).expect("bias"),
+        )]);
+        let mut quantized = Quantized::new();
+        match dtype {
+            None => {
+                tensors.insert("l.weight".into(), w.clone());
             }
-        };
+            Some(d) => {
+                let q = QTensor::quantize(&w, d).expect("quantize");
+                quantized.insert("l.weight".into(), Arc::new(q));
+            }
+        }
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        let layer = Dense::new(1024, 1024, vb.pp("l"), &quantized).expect("dense");
+        let candle = dtype.map(|d| {
+            QMatMul::from_qtensor(QTensor::quantize(&w, d).expect("quantize")).expect("qmatmul")
+        });
         for batch in [1usize, 32] {
             let x = Tensor::randn(0f32, 1.0, (batch, 1024), &Device::Cpu).expect("input");
             group.bench_with_input(BenchmarkId::new(name, batch), &x, |b, x| {
                 b.iter(|| layer.forward(x).expect("forward"))
             });
+            if let Some(candle) = &candle {
+                group.bench_with_input(
+                    BenchmarkId::new(format!("qmatmul-{name}"), batch),
+                    &x,
+                    |b, x| b.iter(|| candle.forward(x).expect("forward")),
+                );
+            }
         }
     }
     group.finish();

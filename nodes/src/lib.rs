@@ -20,6 +20,7 @@ pub mod model;
 pub mod nn;
 pub mod postprocess;
 pub mod preprocess;
+pub mod quant;
 pub mod show;
 pub mod sink;
 pub mod source;

@@ -14,7 +14,7 @@ use kiln_engine::NodeError;
 
 use memmap2::Mmap;
 
-use super::quant::{QMatrix, Weights, BLOCK};
+use crate::quant::{QMatrix, Weights, BLOCK};
 
 /// The architectures kiln runs.
 pub const ARCHITECTURES: [&str; 1] = ["llama"];

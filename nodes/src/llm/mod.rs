@@ -1,5 +1,5 @@
 //! Decoder language models from GGUF files (llama family): loading
-//! ([`gguf`]), the quantized products ([`quant`]), the forward pass over
+//! ([`gguf`]), the quantized products ([`crate::quant`]), the forward pass over
 //! several sequences at once ([`model`]), the tokenizer ([`tokenizer`]),
 //! the chat template ([`template`]), sampling ([`sample`]), and generation
 //! with continuous batching ([`generate`]), which both `infer.generate`
@@ -8,7 +8,6 @@
 pub mod generate;
 pub mod gguf;
 pub mod model;
-pub mod quant;
 pub mod sample;
 pub mod template;
 pub mod tokenizer;

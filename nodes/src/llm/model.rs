@@ -16,7 +16,7 @@ use kiln_engine::NodeError;
 use rayon::prelude::*;
 
 use super::gguf::{GgufModel, LlamaConfig};
-use super::quant::{round_to_f16, scores_f16, to_f16_bits, weighted_sum_f16, QMatrix, Scratch};
+use crate::quant::{round_to_f16, scores_f16, to_f16_bits, weighted_sum_f16, QMatrix, Scratch};
 
 /// A loaded model.
 pub struct Llama {
@@ -165,7 +165,7 @@ impl Llama {
                 ("feed-forward", &l.gate_up, (2 * c.ffn, c.hidden)),
                 ("feed-forward output", &l.down, (c.hidden, c.ffn)),
             ] {
-                if shape(m) != want || !m.cols.is_multiple_of(super::quant::BLOCK) {
+                if shape(m) != want || !m.cols.is_multiple_of(crate::quant::BLOCK) {
                     return Err(wrong(what, shape(m), want));
                 }
             }

@@ -11,6 +11,9 @@
 //! candle's own Q4_1 product is scalar code, and its vector kernels are
 //! chosen when candle is compiled; these are chosen on the machine that runs
 //! them ([`Isa::detected`]): AVX-512 VNNI, AVX2 + FMA, or portable code.
+//! The language models ([`crate::llm`]) and quantized fully connected
+//! layers ([`crate::nn::dense`]) both multiply here; products too small to
+//! be worth a second thread stay on the calling one.
 
 use rayon::prelude::*;
 
@@ -52,6 +55,11 @@ pub struct QMatrix {
 /// Output rows computed by one task.
 const ROWS_PER_TASK: usize = 16;
 
+/// Products of at most this many multiply-adds run on the
+/// calling thread: handing a small layer to the pool costs more than the
+/// second core saves.
+const SERIAL_WORK: usize = 1 << 18;
+
 /// Scratch for products: the quantized activations.
 #[derive(Default)]
 pub struct Scratch {
@@ -82,6 +90,28 @@ impl QMatrix {
         });
         QMatrix {
             rows: owner.len(),
+            cols,
+            weights: Weights::Q4_1(weights),
+        }
+    }
+
+    /// A matrix of `cols` columns from Q4_0 block bytes (value = d·(q − 8)),
+    /// run as Q4_1 with the minimum −8·d: exact, since multiplying an f16 by
+    /// eight only moves its exponent.
+    pub fn from_q4_0(cols: usize, bytes: &[u8]) -> QMatrix {
+        let nb = cols / BLOCK;
+        let rows = bytes.len() / (nb * 18);
+        let weights = Q4_1::from_blocks(rows, nb, |r, b| {
+            let raw = &bytes[(r * nb + b) * 18..(r * nb + b + 1) * 18];
+            let d = half::f16::from_bits(u16::from_le_bytes([raw[0], raw[1]]));
+            let m = half::f16::from_f32(-8.0 * d.to_f32());
+            (
+                [d.to_bits(), m.to_bits()],
+                raw[2..18].try_into().expect("16 bytes"),
+            )
+        });
+        QMatrix {
+            rows,
             cols,
             weights: Weights::Q4_1(weights),
         }
@@ -147,7 +177,10 @@ impl QMatrix {
             scratch.q8.quantize(x, self.cols);
         }
         match &self.weights {
-            Weights::Q4_1(w) => matmul_groups(w, isa, &scratch.q8, m, self.rows, out),
+            Weights::Q4_1(w) => {
+                let serial = m * self.rows * self.cols <= SERIAL_WORK;
+                matmul_groups(w, isa, &scratch.q8, m, self.rows, serial, out)
+            }
             _ => self.matmul_rows(isa, &scratch.q8, x, out),
         }
     }
@@ -161,9 +194,21 @@ impl QMatrix {
         // one-token step is not spent handing out work.
         let per_task = (n / (rayon::current_num_threads() * 4)).max(ROWS_PER_TASK);
         let tasks = n.div_ceil(per_task);
-        (0..tasks).into_par_iter().for_each(|t| {
+        let task = |t: usize| {
             let out_at = &out_at;
-            let rows = t * per_task..((t + 1) * per_task).min(n);
+            let mut rows = t * per_task..((t + 1) * per_task).min(n);
+            // One activation row (a token, a request of one): four weight
+            // rows at a time, so four sums advance together.
+            while m == 1 && rows.len() >= 4 {
+                let Some(v) = self.dot_four_rows(isa, rows.start, &q8.row(0)) else {
+                    break;
+                };
+                for (k, v) in v.into_iter().enumerate() {
+                    // SAFETY: as below.
+                    unsafe { *out_at.0.add(rows.start + k) = v };
+                }
+                rows.start += 4;
+            }
             // Up to eight activation rows share each weight row's decoding.
             for i0 in (0..m).step_by(TILE) {
                 let r = TILE.min(m - i0);
@@ -177,7 +222,34 @@ impl QMatrix {
                     }
                 }
             }
-        });
+        };
+        if m * n * self.cols <= SERIAL_WORK {
+            (0..tasks).for_each(task);
+        } else {
+            (0..tasks).into_par_iter().for_each(task);
+        }
+    }
+
+    /// Weight rows `j..j + 4` of a Q8_0 matrix against one activation row,
+    /// each summed as [`QMatrix::dot_rows`] sums it; `None` where no
+    /// four-row kernel fits (portable code, f32 weights).
+    fn dot_four_rows(&self, isa: Isa, j: usize, act: &ActRow<'_>) -> Option<[f32; 4]> {
+        let Weights::Q8_0 { qs, d } = &self.weights else {
+            return None;
+        };
+        let nb = self.cols / BLOCK;
+        let (a, b) = (j * nb, (j + 4) * nb);
+        let (qs, d) = (&qs[a * BLOCK..b * BLOCK], &d[a..b]);
+        let mut out = [0f32; 4];
+        match isa {
+            #[cfg(target_arch = "x86_64")]
+            // SAFETY: `isa` is one this CPU has (`Isa::available`).
+            Isa::Avx2 => unsafe { x86::q8_0_four_rows_avx2(qs, d, act, &mut out) },
+            #[cfg(target_arch = "x86_64")]
+            Isa::Avx512Vnni => unsafe { x86::q8_0_four_rows_vnni(qs, d, act, &mut out) },
+            _ => return None,
+        }
+        Some(out)
     }
 
     /// Weight row `j` of a Q8_0 or f32 matrix against the activation rows `acts` (quantized rows
@@ -216,35 +288,47 @@ struct SyncPtr(*mut f32);
 // SAFETY: tasks write disjoint elements through it (see `matmul_on`).
 unsafe impl Sync for SyncPtr {}
 
-/// A Q4_1 product, sixteen interleaved weight rows at a time.
-fn matmul_groups(w: &Q4_1, isa: Isa, q8: &Q8Rows, m: usize, n: usize, out: &mut [f32]) {
+/// A Q4_1 product, sixteen interleaved weight rows at a time, on the
+/// calling thread alone if `serial`.
+fn matmul_groups(
+    w: &Q4_1,
+    isa: Isa,
+    q8: &Q8Rows,
+    m: usize,
+    n: usize,
+    serial: bool,
+    out: &mut [f32],
+) {
     let out_at = SyncPtr(out.as_mut_ptr());
     let groups = n.div_ceil(GROUP);
     // A few tasks per thread, as in `matmul_rows`.
     let per_task = (groups / (rayon::current_num_threads() * 4)).max(1);
-    (0..groups.div_ceil(per_task))
-        .into_par_iter()
-        .for_each(|t| {
-            let out_at = &out_at;
-            for g in t * per_task..((t + 1) * per_task).min(groups) {
-                let width = GROUP.min(n - g * GROUP);
-                for i0 in (0..m).step_by(TILE) {
-                    let r = TILE.min(m - i0);
-                    let tile: [ActRow<'_>; TILE] =
-                        std::array::from_fn(|k| q8.row(i0 + k.min(r - 1)));
-                    let mut o = [[0f32; GROUP]; TILE];
-                    w.group_dot(isa, g, &tile[..r], &mut o);
-                    for (k, o) in o.iter().take(r).enumerate() {
-                        // SAFETY: each (i, j) is written by exactly one task,
-                        // and `out` holds m × n values (asserted in `matmul_on`).
-                        unsafe {
-                            let to = out_at.0.add((i0 + k) * n + g * GROUP);
-                            std::ptr::copy_nonoverlapping(o.as_ptr(), to, width);
-                        }
+    let task = |t: usize| {
+        let out_at = &out_at;
+        for g in t * per_task..((t + 1) * per_task).min(groups) {
+            let width = GROUP.min(n - g * GROUP);
+            for i0 in (0..m).step_by(TILE) {
+                let r = TILE.min(m - i0);
+                let tile: [ActRow<'_>; TILE] = std::array::from_fn(|k| q8.row(i0 + k.min(r - 1)));
+                let mut o = [[0f32; GROUP]; TILE];
+                w.group_dot(isa, g, &tile[..r], &mut o);
+                for (k, o) in o.iter().take(r).enumerate() {
+                    // SAFETY: each (i, j) is written by exactly one task,
+                    // and `out` holds m × n values (asserted in `matmul_on`).
+                    unsafe {
+                        let to = out_at.0.add((i0 + k) * n + g * GROUP);
+                        std::ptr::copy_nonoverlapping(o.as_ptr(), to, width);
                     }
                 }
             }
-        });
+        }
+    };
+    let tasks = groups.div_ceil(per_task);
+    if serial {
+        (0..tasks).for_each(task);
+    } else {
+        (0..tasks).into_par_iter().for_each(task);
+    }
 }
 
 /// An IEEE half from its two little-endian bytes, as f32.
@@ -390,6 +474,67 @@ mod tests {
                     }
                     first.get_or_insert(out);
                 }
+            }
+        }
+    }
+
+    #[test]
+    fn one_row_against_four_weight_rows_sums_as_one_weight_row() {
+        // 4k + 3 weight rows: groups of four, then the rest one by one.
+        let (rows, cols) = (4 * 9 + 3, 96);
+        let q = QMatrix::from_q8_0(cols, &[&q8_0_bytes(&random(rows * cols, 5))]);
+        let x = random(cols, 6);
+        let mut scratch = Scratch::default();
+        scratch.q8.quantize(&x, cols);
+        let act = scratch.q8.row(0);
+        for isa in Isa::available() {
+            let mut out = vec![0f32; rows];
+            q.matmul_on(isa, &x, &mut out, &mut Scratch::default());
+            for (j, &o) in out.iter().enumerate() {
+                let alone = q.dot_rows(isa, j, 0, std::slice::from_ref(&act), &x)[0];
+                assert_eq!(
+                    o.to_bits(),
+                    alone.to_bits(),
+                    "{isa:?} row {j}: {o} vs {alone}"
+                );
+            }
+            assert_eq!(q.dot_four_rows(isa, 0, &act).is_some(), isa != Isa::Generic);
+        }
+    }
+
+    #[test]
+    fn q4_0_reads_as_the_q4_1_it_equals() {
+        // Q4_0 of 3 rows × 64: d·(q − 8), nibbles as ggml packs them.
+        let w = random(3 * 64, 9);
+        let mut raw = Vec::new();
+        for b in w.chunks(BLOCK) {
+            let amax = b
+                .iter()
+                .fold(0f32, |a, &v| if v.abs() > a.abs() { v } else { a });
+            let d = amax / -8.0;
+            raw.extend(half::f16::from_f32(d).to_bits().to_le_bytes());
+            let q = |v: f32| ((v / d + 8.5) as u8).min(15);
+            raw.extend((0..16).map(|k| q(b[k]) | (q(b[k + 16]) << 4)));
+        }
+        let m = QMatrix::from_q4_0(64, &raw);
+        assert_eq!(m.rows, 3);
+        for (r, block) in raw.chunks(18).enumerate() {
+            let d = half::f16::from_bits(u16::from_le_bytes([block[0], block[1]])).to_f32();
+            let values = m.row_f32(r / 2);
+            let part = &values[(r % 2) * BLOCK..(r % 2 + 1) * BLOCK];
+            for (k, &v) in part.iter().enumerate() {
+                let q = if k < 16 {
+                    block[2 + k] & 15
+                } else {
+                    block[2 + k - 16] >> 4
+                };
+                assert_eq!(
+                    v,
+                    d * (q as f32 - 8.0),
+                    "row {} block {} value {k}",
+                    r / 2,
+                    r % 2
+                );
             }
         }
     }

@@ -217,3 +217,68 @@ pub unsafe fn q8_0_rows_vnni(qs: &[i8], d: &[f32], acts: &[ActRow<'_>], out: &mu
         }
     }
 }
+
+/// [`q8_0_rows_avx2`] for one activation row against four weight rows
+/// (`qs` and `d` hold the four rows one after the other): four independent
+/// sums where one row alone waits on each addition, each summed exactly as
+/// [`q8_0_rows_avx2`] sums it.
+#[target_feature(enable = "avx2,fma")]
+pub unsafe fn q8_0_four_rows_avx2(qs: &[i8], d: &[f32], act: &ActRow<'_>, out: &mut [f32; 4]) {
+    let nb = d.len() / 4;
+    let ones = _mm256_set1_epi16(1);
+    let mut acc = [_mm256_setzero_ps(); 4];
+    for b in 0..nb {
+        let v = _mm256_loadu_si256(act.qs.as_ptr().add(b * 32) as *const __m256i);
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let w = _mm256_loadu_si256(qs.as_ptr().add((r * nb + b) * 32) as *const __m256i);
+            let aw = _mm256_sign_epi8(w, w);
+            let p = _mm256_madd_epi16(_mm256_maddubs_epi16(aw, _mm256_sign_epi8(v, w)), ones);
+            let scale = _mm256_set1_ps(d[r * nb + b] * act.d[b]);
+            *acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), scale, *acc);
+        }
+    }
+    for (o, acc) in out.iter_mut().zip(acc) {
+        *o = hsum(acc);
+    }
+}
+
+/// [`q8_0_rows_vnni`] for one activation row against four weight rows, as
+/// [`q8_0_four_rows_avx2`] is to [`q8_0_rows_avx2`].
+#[target_feature(enable = "avx2,fma,avx512f,avx512bw,avx512dq,avx512vl,avx512vnni")]
+pub unsafe fn q8_0_four_rows_vnni(qs: &[i8], d: &[f32], act: &ActRow<'_>, out: &mut [f32; 4]) {
+    let nb = d.len() / 4;
+    let mut acc = [_mm512_setzero_ps(); 4];
+    let mut b = 0;
+    while b + 2 <= nb {
+        let v = _mm512_loadu_si512(act.qs.as_ptr().add(b * 32) as *const _);
+        let dy = _mm512_insertf32x8(_mm512_set1_ps(act.d[b]), _mm256_set1_ps(act.d[b + 1]), 1);
+        for (r, acc) in acc.iter_mut().enumerate() {
+            let at = r * nb + b;
+            let w = _mm512_loadu_si512(qs.as_ptr().add(at * 32) as *const _);
+            let aw = _mm512_abs_epi8(w);
+            let negative = _mm512_movepi8_mask(w);
+            let dw = _mm512_insertf32x8(_mm512_set1_ps(d[at]), _mm256_set1_ps(d[at + 1]), 1);
+            let sv = _mm512_mask_sub_epi8(v, negative, _mm512_setzero_si512(), v);
+            let p = _mm512_dpbusd_epi32(_mm512_setzero_si512(), aw, sv);
+            *acc = _mm512_fmadd_ps(_mm512_cvtepi32_ps(p), _mm512_mul_ps(dw, dy), *acc);
+        }
+        b += 2;
+    }
+    for (r, (o, acc)) in out.iter_mut().zip(acc).enumerate() {
+        *o = _mm512_reduce_add_ps(acc);
+        if b < nb {
+            let at = r * nb + b;
+            let w = _mm256_loadu_si256(qs.as_ptr().add(at * 32) as *const __m256i);
+            let v = _mm256_loadu_si256(act.qs.as_ptr().add(b * 32) as *const __m256i);
+            let p = _mm256_dpbusd_epi32(
+                _mm256_setzero_si256(),
+                _mm256_sign_epi8(w, w),
+                _mm256_sign_epi8(v, w),
+            );
+            *o += hsum(_mm256_mul_ps(
+                _mm256_cvtepi32_ps(p),
+                _mm256_set1_ps(d[at] * act.d[b]),
+            ));
+        }
+    }
+}
