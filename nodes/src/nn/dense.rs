@@ -71,7 +71,10 @@ fn candle_repacks(outputs: usize, padded_inputs: usize) -> bool {
 /// Who multiplies a quantized layer's weights.
 #[derive(Clone, Debug)]
 pub enum Product {
-    /// kiln's integer products (Q8_0 on the CPU), the bias added on the way out.
+    /// kiln's integer products (Q8_0 and Q4_0 on the CPU), the bias added
+    /// on the way out. The matrix is a second copy of the weights beside
+    /// `blocks` (which the model value holds anyway), 1.06× (Q8_0) or 1.11×
+    /// (Q4_0) the size of the stored blocks, in memory only.
     Own {
         matrix: Arc<QMatrix>,
         bias: Vec<f32>,
@@ -190,6 +193,9 @@ impl Module for Dense {
 /// with zeros to the matrix's columns.
 fn own_product(matrix: &QMatrix, bias: &[f32], x: &Tensor, inputs: usize) -> Result<Tensor> {
     let dims = x.dims();
+    if dims.last() != Some(&inputs) {
+        candle_core::bail!("a layer of {inputs} inputs was given values shaped {dims:?}");
+    }
     let rows = x.elem_count() / inputs.max(1);
     let values = x.to_dtype(DType::F32)?.flatten_all()?.to_vec1::<f32>()?;
     let padded = if matrix.cols == inputs {
@@ -331,6 +337,17 @@ mod tests {
         assert_eq!(
             whole.flatten_all().unwrap().to_vec1::<f32>().unwrap(),
             flat.flatten_all().unwrap().to_vec1::<f32>().unwrap()
+        );
+    }
+
+    #[test]
+    fn a_q8_0_layer_refuses_rows_of_another_width() {
+        let (dense, _, _) = layer(50, 7, GgmlDType::Q8_0);
+        let x = Tensor::zeros((2, 48), DType::F32, &Device::Cpu).unwrap();
+        let err = dense.forward(&x).unwrap_err().to_string();
+        assert!(
+            err.contains("a layer of 50 inputs was given values shaped [2, 48]"),
+            "{err}"
         );
     }
 

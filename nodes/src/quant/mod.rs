@@ -105,7 +105,8 @@ impl QMatrix {
 
     /// A matrix of `cols` columns from Q4_0 block bytes (value = d·(q − 8)),
     /// run as Q4_1 with the minimum −8·d: exact, since multiplying an f16 by
-    /// eight only moves its exponent.
+    /// eight only moves its exponent (for any block whose largest weight is
+    /// under f16's 65 504).
     pub fn from_q4_0(cols: usize, bytes: &[u8]) -> QMatrix {
         let nb = cols / BLOCK;
         let rows = bytes.len() / (nb * 18);
