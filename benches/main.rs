@@ -36,6 +36,6 @@ criterion_group! {
         .sample_size(20)
         .warm_up_time(std::time::Duration::from_secs(1))
         .measurement_time(std::time::Duration::from_secs(3));
-    targets = quantized::lenet_layers, quantized::large_linear, embed::minilm
+    targets = quantized::lenet_layers, quantized::large_linear, quantized::mlp_batch_1, embed::minilm
 }
 criterion_main!(benches, training_benches, quantized_benches);

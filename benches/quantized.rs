@@ -159,3 +159,61 @@ pub fn large_linear(c: &mut Criterion) {
     }
     group.finish();
 }
+
+/// The peer's MLP (64-128-128-10, as `pipelines/digits-mlp.yaml` trains
+/// it) answering one example: the network's forward pass at batch 1, in f32
+/// and with Q8_0 / Q4_0 layers.
+pub fn mlp_batch_1(c: &mut Criterion) {
+    use kiln_nodes::model::mlp::{Mlp, MlpConfig};
+    use kiln_nodes::nn::{Activation, Dims, Mode, Network};
+
+    crate::training::pin_threads();
+    let mut group = c.benchmark_group("mlp-batch-1");
+    let cfg = MlpConfig {
+        hidden: vec![128, 128],
+        activation: Activation::Relu,
+        dropout: 0.0,
+        batch_norm: false,
+    };
+    let dims = Dims {
+        input: vec![64],
+        output: 10,
+        vocab: None,
+    };
+    let shapes = [
+        ("layers.0", 128, 64),
+        ("layers.1", 128, 128),
+        ("head", 10, 128),
+    ];
+    for (name, dtype) in [
+        ("f32", None),
+        ("q8_0", Some(GgmlDType::Q8_0)),
+        ("q4_0", Some(GgmlDType::Q4_0)),
+    ] {
+        let mut tensors = HashMap::new();
+        let mut quantized = Quantized::new();
+        for (layer, o, i) in shapes {
+            let w = Tensor::randn(0f32, 0.1, (o, i), &Device::Cpu).expect("weights");
+            tensors.insert(
+                format!("{layer}.bias"),
+                Tensor::zeros(o, DType::F32, &Device::Cpu).expect("bias"),
+            );
+            match dtype {
+                None => {
+                    tensors.insert(format!("{layer}.weight"), w);
+                }
+                Some(d) => {
+                    let q = QTensor::quantize(&w, d).expect("quantize");
+                    quantized.insert(format!("{layer}.weight"), Arc::new(q));
+                }
+            }
+        }
+        let vb = VarBuilder::from_tensors(tensors, DType::F32, &Device::Cpu);
+        let mlp = Mlp::new(&cfg, &dims, vb, &quantized).expect("mlp");
+        let x = Tensor::randn(0f32, 1.0, (1, 64), &Device::Cpu).expect("input");
+        group.bench_function(name, |b| {
+            b.iter(|| mlp.forward(&x, &mut Mode::eval()).expect("forward"))
+        });
+    }
+    group.finish();
+}

@@ -7,7 +7,7 @@ mod cnn;
 mod gnn;
 mod linear;
 mod load;
-mod mlp;
+pub mod mlp;
 mod prepared;
 mod pretrained;
 mod rnn;
