@@ -10,6 +10,7 @@ use serde::Deserialize;
 use serde_json::Value as Json;
 
 use crate::data::Dataset;
+use crate::llm::LanguageModel;
 use crate::model::ModelValue;
 use crate::nn::encoder::Encoder;
 use crate::text::Texts;
@@ -36,10 +37,10 @@ impl NodeKind for Embed {
         KindSpec {
             name: "infer.embed",
             version: 2,
-            doc: "Sentence embeddings of each document from a `model.pretrained` encoder: the mean of its last hidden states over the real tokens, L2-normalised (as sentence-transformers computes them), in batches.
+            doc: "Sentence embeddings of each document from a `model.pretrained` encoder: the mean of its last hidden states over the real tokens, L2-normalised (as sentence-transformers computes them), in batches; or from a `model.pretrained` language model (a GGUF file, on the CPU): the mean of its last hidden states after the final norm over the document's tokens, L2-normalised.
 Gives a dataset with one row per document (features: the embedding) and the documents' target, so a classifier can be trained on it with `train.supervised`.",
             inputs: vec![
-                InputSpec::required("model", ValueType::Model, "an encoder from `model.pretrained`"),
+                InputSpec::required("model", ValueType::Model, "an encoder or a language model from `model.pretrained`"),
                 InputSpec::required("data", ValueType::Text, "the documents"),
             ],
             outputs: vec![OutputSpec::new("embeddings", ValueType::Dataset, "one embedding per document, with the target")],
@@ -51,32 +52,47 @@ Gives a dataset with one row per document (features: the embedding) and the docu
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
         let s: EmbedSettings = ctx.settings().read()?;
         let model = ModelValue::from_value(ctx.input("model")?)?;
-        let (dir, content) = match (
+        let (kind, path, content) = match (
             model.arch_type(),
             model.arch.get("path").and_then(Json::as_str),
             model.arch.get("content").and_then(Json::as_str),
         ) {
-            ("bert", Some(p), Some(c)) => (PathBuf::from(p), c),
+            (kind @ ("bert" | "llm"), Some(p), Some(c)) => (kind, PathBuf::from(p), c),
             (other, _, _) => {
                 return Err(NodeError::new(format!(
-                "`model` is a `{other}` model; embeddings come from a `model.pretrained` encoder"
-            )))
+                    "`model` is a `{other}` model; embeddings come from a `model.pretrained` encoder or language model"
+                )))
             }
         };
-        let encoder = Encoder::load(&dir, content, ctx.device())?;
         let texts = Texts::from_value(ctx.input("data")?)?;
         let n = texts.texts.len();
-        let features = encoder.embed(
-            &texts.texts,
-            s.batch_size,
-            s.max_tokens,
-            s.normalize,
-            |done| {
-                ctx.check_cancelled()?;
-                ctx.progress(done as u64, n as u64, "embedding");
-                Ok(())
-            },
-        )?;
+        let progress = |done: usize| {
+            ctx.check_cancelled()?;
+            ctx.progress(done as u64, n as u64, "embedding");
+            Ok(())
+        };
+        let features = if kind == "llm" {
+            let lm = LanguageModel::load(&path, content)?;
+            let values = lm.embed(
+                &texts.texts,
+                s.max_tokens,
+                s.batch_size,
+                s.normalize,
+                progress,
+            )?;
+            let dims = (n, lm.model.config.hidden);
+            candle_core::Tensor::from_vec(values, dims, &candle_core::Device::Cpu)
+                .map_err(|e| NodeError::new(format!("embeddings: {e}")))?
+        } else {
+            let encoder = Encoder::load(&path, content, ctx.device())?;
+            encoder.embed(
+                &texts.texts,
+                s.batch_size,
+                s.max_tokens,
+                s.normalize,
+                progress,
+            )?
+        };
         let data = Dataset {
             features: features.into(),
             columns: None,

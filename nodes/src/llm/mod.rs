@@ -101,6 +101,68 @@ impl LanguageModel {
         self.model.config.context
     }
 
+    /// Each text's embedding, `hidden` values one text after the other: the
+    /// mean of the model's last hidden states (after the output norm) over
+    /// the text's first `max_tokens` tokens, scaled to length 1 if
+    /// `normalize`. `batch_size` texts share each forward pass (the numbers
+    /// don't depend on it); `progress` hears the texts done after each pass.
+    /// A text of no tokens embeds as zeros.
+    pub fn embed(
+        &self,
+        texts: &[String],
+        max_tokens: usize,
+        batch_size: usize,
+        normalize: bool,
+        mut progress: impl FnMut(usize) -> Result<(), NodeError>,
+    ) -> Result<Vec<f32>, NodeError> {
+        let hidden = self.model.config.hidden;
+        let max_tokens = max_tokens.min(self.context()).max(1);
+        let mut out = Vec::with_capacity(texts.len() * hidden);
+        for (b, batch) in texts.chunks(batch_size.max(1)).enumerate() {
+            let tokens = batch
+                .iter()
+                .map(|t| {
+                    let mut ids = self.tokenizer.encode(t)?;
+                    ids.truncate(max_tokens);
+                    Ok(ids)
+                })
+                .collect::<Result<Vec<_>, NodeError>>()?;
+            let mut caches: Vec<KvCache> = tokens
+                .iter()
+                .map(|t| KvCache::with_capacity(&self.model, t.len()))
+                .collect();
+            let mut steps: Vec<Step<'_>> = caches
+                .iter_mut()
+                .zip(&tokens)
+                .filter(|(_, t)| !t.is_empty())
+                .map(|(cache, tokens)| Step {
+                    cache,
+                    tokens,
+                    logits: Logits::Pooled,
+                })
+                .collect();
+            let mut pooled = if steps.is_empty() {
+                Vec::new()
+            } else {
+                self.model.forward(&mut steps)
+            }
+            .into_iter();
+            for t in &tokens {
+                let mut e = match t.is_empty() {
+                    true => vec![0f32; hidden],
+                    false => pooled.next().expect("one pooled row per text with tokens"),
+                };
+                let norm = e.iter().map(|v| v * v).sum::<f32>().sqrt();
+                if normalize && norm > 0.0 {
+                    e.iter_mut().for_each(|v| *v /= norm);
+                }
+                out.extend(e);
+            }
+            progress(b * batch_size.max(1) + batch.len())?;
+        }
+        Ok(out)
+    }
+
     /// The log-probability of each token of `tokens` after the ones before
     /// it (the first token is not scored), in windows of `window` tokens
     /// scored on their second half, as llama.cpp's perplexity tool does:

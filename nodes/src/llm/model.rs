@@ -88,6 +88,9 @@ pub enum Logits {
     Last,
     /// Every one (scoring a text).
     All,
+    /// None: the mean of the step's last hidden states after the output
+    /// norm instead (`hidden` values), for embeddings.
+    Pooled,
 }
 
 /// One sequence's part of a forward step: its cache and its new tokens.
@@ -287,35 +290,57 @@ impl Llama {
         for step in steps.iter_mut() {
             step.cache.len += step.tokens.len();
         }
-        // Logits for the rows that want them.
+        // The rows that want logits, and the pooled ones: all normed.
         let mut wanted = Vec::new();
+        let mut pooled = Vec::new();
         let mut offset = 0;
         for step in steps.iter() {
             let n = step.tokens.len();
             match step.logits {
                 Logits::Last => wanted.push(offset + n - 1),
                 Logits::All => wanted.extend(offset..offset + n),
+                Logits::Pooled => pooled.extend(offset..offset + n),
             }
             offset += n;
         }
-        let picked: Vec<f32> = wanted
-            .iter()
-            .flat_map(|&r| x[r * c.hidden..(r + 1) * c.hidden].iter().copied())
-            .collect();
-        let mut normed = vec![0f32; picked.len()];
-        rms_norm(&picked, &self.out_norm, c.eps, &mut normed);
+        let normed_rows = |rows: &[usize]| {
+            let picked: Vec<f32> = rows
+                .iter()
+                .flat_map(|&r| x[r * c.hidden..(r + 1) * c.hidden].iter().copied())
+                .collect();
+            let mut normed = vec![0f32; picked.len()];
+            rms_norm(&picked, &self.out_norm, c.eps, &mut normed);
+            normed
+        };
         let head = self.output.as_ref().unwrap_or(&self.embed);
         let mut logits = vec![0f32; wanted.len() * head.rows];
-        head.matmul(&normed, &mut logits, &mut scratch);
+        if !wanted.is_empty() {
+            head.matmul(&normed_rows(&wanted), &mut logits, &mut scratch);
+        }
+        let hidden = normed_rows(&pooled);
         let mut out = Vec::with_capacity(steps.len());
-        let mut at = 0;
+        let (mut at, mut pooled_at) = (0, 0);
         for step in steps.iter() {
-            let n = match step.logits {
-                Logits::Last => 1,
-                Logits::All => step.tokens.len(),
-            };
-            out.push(logits[at * head.rows..(at + n) * head.rows].to_vec());
-            at += n;
+            let n = step.tokens.len();
+            match step.logits {
+                Logits::Pooled => {
+                    let rows = &hidden[pooled_at * c.hidden..(pooled_at + n) * c.hidden];
+                    let mut mean = vec![0f32; c.hidden];
+                    for row in rows.chunks_exact(c.hidden) {
+                        for (m, v) in mean.iter_mut().zip(row) {
+                            *m += v;
+                        }
+                    }
+                    mean.iter_mut().for_each(|m| *m /= n as f32);
+                    out.push(mean);
+                    pooled_at += n;
+                }
+                Logits::Last | Logits::All => {
+                    let n = if step.logits == Logits::Last { 1 } else { n };
+                    out.push(logits[at * head.rows..(at + n) * head.rows].to_vec());
+                    at += n;
+                }
+            }
         }
         out
     }

@@ -232,3 +232,66 @@ fn seeded_sampling_repeats_and_stops_where_asked() {
 }
 
 use super::generate::Finished;
+
+#[test]
+fn embeddings_are_the_pooled_hidden_states_whatever_the_batch() {
+    let lm = model();
+    let texts: Vec<String> = [
+        "A gorgeous, witty, seductive movie.",
+        "",
+        "Lacks depth, and the jokes fall flat from the first reel to the last.",
+        "ok",
+    ]
+    .map(String::from)
+    .to_vec();
+    let hidden = lm.model.config.hidden;
+    let mut reported = Vec::new();
+    let together = lm
+        .embed(&texts, 512, 4, true, |d| {
+            reported.push(d);
+            Ok(())
+        })
+        .unwrap();
+    assert_eq!(reported, [4]);
+    assert_eq!(together.len(), 4 * hidden);
+    // One text at a time: the same bits (each row's products are its own).
+    let alone = lm.embed(&texts, 512, 1, true, |_| Ok(())).unwrap();
+    assert_eq!(together, alone);
+    for (i, e) in together.chunks(hidden).enumerate() {
+        let norm: f32 = e.iter().map(|v| v * v).sum::<f32>().sqrt();
+        let want = if texts[i].is_empty() { 0.0 } else { 1.0 };
+        assert!((norm - want).abs() < 1e-5, "text {i}: norm {norm}");
+    }
+    // The mean over a text read in two steps, weighted by their lengths,
+    // is the mean over it read in one: the pooling runs over positions
+    // whose keys and values come from the cache.
+    let tokens = lm.tokenizer.encode(&texts[2]).unwrap();
+    let (a, b) = tokens.split_at(5);
+    let pool = |parts: &[&[u32]]| {
+        let mut cache = KvCache::default();
+        let mut sum = vec![0f32; hidden];
+        for part in parts {
+            let mean = lm.model.forward(&mut [Step {
+                cache: &mut cache,
+                tokens: part,
+                logits: Logits::Pooled,
+            }]);
+            for (s, m) in sum.iter_mut().zip(&mean[0]) {
+                *s += m * part.len() as f32 / tokens.len() as f32;
+            }
+        }
+        sum
+    };
+    let (whole, split) = (pool(&[&tokens]), pool(&[a, b]));
+    for (x, y) in whole.iter().zip(&split) {
+        assert!((x - y).abs() <= 1e-4 * (1.0 + x.abs()), "{x} vs {y}");
+    }
+    // Normalised, it is what `embed` gave.
+    let norm: f32 = whole.iter().map(|v| v * v).sum::<f32>().sqrt();
+    let from_embed = &together[2 * hidden..3 * hidden];
+    for (x, y) in whole.iter().zip(from_embed) {
+        assert!((x / norm - y).abs() < 1e-6, "{} vs {y}", x / norm);
+    }
+    // Different texts, different embeddings.
+    assert_ne!(&together[..hidden], &together[2 * hidden..3 * hidden]);
+}
