@@ -81,7 +81,8 @@ impl KvCache {
     }
 }
 
-/// Which positions of a step want logits.
+/// What a step asks of the forward pass: logits at its last position or at
+/// every one, or its hidden states pooled.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Logits {
     /// The last one (generation).
@@ -99,7 +100,7 @@ pub struct Step<'a> {
     pub cache: &'a mut KvCache,
     /// New tokens (at least one).
     pub tokens: &'a [u32],
-    /// Which logits to return.
+    /// Which logits to return (or the pooled hidden states).
     pub logits: Logits,
 }
 
@@ -193,7 +194,8 @@ impl Llama {
 
     /// Runs the new tokens of every step; returns each step's logits
     /// (`vocab` values for [`Logits::Last`], one row per token for
-    /// [`Logits::All`]). Tokens must be below [`Llama::vocab`].
+    /// [`Logits::All`]) or its pooled hidden states (`hidden` values for
+    /// [`Logits::Pooled`]). Tokens must be below [`Llama::vocab`].
     pub fn forward(&self, steps: &mut [Step<'_>]) -> Vec<Vec<f32>> {
         // On a pool thread: the products, norms and attention below hand
         // work to the pool hundreds of times a step, which costs a thread
