@@ -103,8 +103,10 @@ impl Dense {
             );
         }
         let bias = vb.get_with_hints(outputs, "bias", candle_nn::Init::Const(0.0))?;
+        // kiln's matrices need whole blocks of 32 (a damaged file may hold none).
+        let blocks_fit = padded > 0 && padded.is_multiple_of(crate::quant::BLOCK);
         let own = match q.dtype() {
-            _ if !q.device().is_cpu() => None,
+            _ if !q.device().is_cpu() || !blocks_fit => None,
             GgmlDType::Q8_0 if !candle_repacks(rows, padded) => {
                 Some(QMatrix::from_q8_0(padded, &[&q.data()?]))
             }

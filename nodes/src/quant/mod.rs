@@ -59,8 +59,8 @@ const ROWS_PER_TASK: usize = 16;
 /// matrices of at most this many weights, which sit in cache, where the
 /// four sums' independence pays (LeNet-300-100 at batch 1: 8.7 µs against
 /// 15 µs). Larger ones stream from memory, where four rows at once showed
-/// no gain (SmolLM2's 49 152 × 576 output layer: decoding 181–192 tokens/s
-/// with, 195–209 without, inside this machine's run-to-run spread).
+/// no gain (SmolLM2's 49 152 × 576 output layer, inside this machine's
+/// run-to-run spread of decoding speed).
 const FOUR_ROWS_UP_TO: usize = 1 << 20;
 
 /// Products of at most this many multiply-adds run on the
