@@ -43,7 +43,8 @@ fn main() {
     let runs = 3;
     let (mut pp, mut tg) = (Vec::new(), Vec::new());
     for _ in 0..runs {
-        let mut cache = KvCache::default();
+        // Room for the prompt and the answer, as the engine reserves it.
+        let mut cache = KvCache::with_capacity(&lm.model, prompt.len() + 128);
         let t0 = Instant::now();
         let logits = lm.model.forward(&mut [Step {
             cache: &mut cache,
@@ -89,7 +90,10 @@ fn main() {
         .collect();
     let mut batched = Vec::new();
     for _ in 0..runs {
-        let mut caches: Vec<KvCache> = prompts.iter().map(|_| KvCache::default()).collect();
+        let mut caches: Vec<KvCache> = prompts
+            .iter()
+            .map(|p| KvCache::with_capacity(&lm.model, p.len() + 128))
+            .collect();
         let mut steps: Vec<Step<'_>> = caches
             .iter_mut()
             .zip(&prompts)

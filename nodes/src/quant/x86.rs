@@ -5,6 +5,16 @@ use std::arch::x86_64::*;
 
 use super::act::{ActRow, GROUP, TILE};
 
+/// Activation rows a VNNI Q4_1 kernel call takes: each row holds eight
+/// 512-bit sums, so more than two rows spill them to the stack (measured,
+/// Zen 5, SmolLM2: eight decoding together 448–478 tokens/s taking all
+/// eight rows at once, 490–572 two at a time, 516–538 three at a time).
+const VNNI_ROWS: usize = 2;
+
+/// As [`VNNI_ROWS`] for AVX2, whose kernel decodes weights as it uses them
+/// (one to eight rows measured within noise of each other).
+const AVX2_ROWS: usize = TILE;
+
 #[target_feature(enable = "avx2,fma")]
 fn hsum(v: __m256) -> f32 {
     let s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
@@ -13,19 +23,21 @@ fn hsum(v: __m256) -> f32 {
     _mm_cvtss_f32(s)
 }
 
-/// Calls `$kernel::<R>` with R = the number of activation rows (1 to
-/// [`TILE`]), so each count gets its accumulators in registers.
+/// Calls `$kernel::<R>` on the activation rows `$most` at a time, R = the
+/// rows of each call, so each count gets its accumulators in registers.
 macro_rules! by_rows {
-    ($kernel:ident, $qs:expr, $dm:expr, $acts:expr, $out:expr) => {
-        match $acts.len() {
-            1 => $kernel::<1>($qs, $dm, $acts, $out),
-            2 => $kernel::<2>($qs, $dm, $acts, $out),
-            3 => $kernel::<3>($qs, $dm, $acts, $out),
-            4 => $kernel::<4>($qs, $dm, $acts, $out),
-            5 => $kernel::<5>($qs, $dm, $acts, $out),
-            6 => $kernel::<6>($qs, $dm, $acts, $out),
-            7 => $kernel::<7>($qs, $dm, $acts, $out),
-            _ => $kernel::<8>($qs, $dm, $acts, $out),
+    ($kernel:ident, $most:expr, $qs:expr, $dm:expr, $acts:expr, $out:expr) => {
+        for (acts, out) in $acts.chunks($most).zip($out.chunks_mut($most)) {
+            match acts.len() {
+                1 => $kernel::<1>($qs, $dm, acts, out),
+                2 => $kernel::<2>($qs, $dm, acts, out),
+                3 => $kernel::<3>($qs, $dm, acts, out),
+                4 => $kernel::<4>($qs, $dm, acts, out),
+                5 => $kernel::<5>($qs, $dm, acts, out),
+                6 => $kernel::<6>($qs, $dm, acts, out),
+                7 => $kernel::<7>($qs, $dm, acts, out),
+                _ => $kernel::<8>($qs, $dm, acts, out),
+            }
         }
     };
 }
@@ -46,7 +58,7 @@ pub unsafe fn q4_1_group_vnni(
     acts: &[ActRow<'_>],
     out: &mut [[f32; GROUP]; TILE],
 ) {
-    by_rows!(q4_1_group_vnni_rows, qs, dm, acts, out)
+    by_rows!(q4_1_group_vnni_rows, VNNI_ROWS, qs, dm, acts, out)
 }
 
 #[target_feature(enable = "avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni")]
@@ -54,7 +66,7 @@ unsafe fn q4_1_group_vnni_rows<const R: usize>(
     qs: &[u8],
     dm: &[u16],
     acts: &[ActRow<'_>],
-    out: &mut [[f32; GROUP]; TILE],
+    out: &mut [[f32; GROUP]],
 ) {
     let nb = dm.len() / (2 * GROUP);
     let mask = _mm512_set1_epi8(0x0F);
@@ -107,7 +119,7 @@ pub unsafe fn q4_1_group_avx2(
     acts: &[ActRow<'_>],
     out: &mut [[f32; GROUP]; TILE],
 ) {
-    by_rows!(q4_1_group_avx2_rows, qs, dm, acts, out)
+    by_rows!(q4_1_group_avx2_rows, AVX2_ROWS, qs, dm, acts, out)
 }
 
 #[target_feature(enable = "avx2,fma,f16c")]
@@ -115,7 +127,7 @@ unsafe fn q4_1_group_avx2_rows<const R: usize>(
     qs: &[u8],
     dm: &[u16],
     acts: &[ActRow<'_>],
-    out: &mut [[f32; GROUP]; TILE],
+    out: &mut [[f32; GROUP]],
 ) {
     let nb = dm.len() / (2 * GROUP);
     let mask = _mm256_set1_epi8(0x0F);
@@ -126,25 +138,30 @@ unsafe fn q4_1_group_avx2_rows<const R: usize>(
         let mut mins = [_mm256_setzero_ps(); R];
         for b in 0..nb {
             let q = qs.as_ptr().add(b * GROUP * 16 + 32 * half);
-            let mut w = [_mm256_setzero_si256(); 8];
-            for j in 0..4 {
-                let raw = _mm256_loadu_si256(q.add(64 * j) as *const __m256i);
-                w[j] = _mm256_and_si256(raw, mask);
-                w[4 + j] = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
-            }
             let scales = dm.as_ptr().add(b * 2 * GROUP + 8 * half);
             let d = _mm256_cvtph_ps(_mm_loadu_si128(scales as *const __m128i));
             let m = _mm256_cvtph_ps(_mm_loadu_si128(scales.add(GROUP) as *const __m128i));
-            for k in 0..R {
-                let a = &acts[k];
-                let y = a.qs.as_ptr().add(b * 32);
-                let dd = _mm256_mul_ps(d, _mm256_set1_ps(a.d[b]));
-                for j in 0..8 {
+            let dd: [__m256; R] =
+                std::array::from_fn(|k| _mm256_mul_ps(d, _mm256_set1_ps(acts[k].d[b])));
+            // Sixteen registers only: each 32-byte load decoded as it is
+            // used (then read again from L1 for the next row), not all
+            // eight decoded vectors held across rows.
+            for j in 0..4 {
+                let raw = _mm256_loadu_si256(q.add(64 * j) as *const __m256i);
+                let lo = _mm256_and_si256(raw, mask);
+                let hi = _mm256_and_si256(_mm256_srli_epi16(raw, 4), mask);
+                for k in 0..R {
+                    let y = acts[k].qs.as_ptr().add(b * 32);
                     let yj = _mm256_set1_epi32(four_bytes(y, j));
-                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(w[j], yj), ones);
-                    acc[k][j] = _mm256_fmadd_ps(dd, _mm256_cvtepi32_ps(p), acc[k][j]);
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(lo, yj), ones);
+                    acc[k][j] = _mm256_fmadd_ps(dd[k], _mm256_cvtepi32_ps(p), acc[k][j]);
+                    let yj = _mm256_set1_epi32(four_bytes(y, 4 + j));
+                    let p = _mm256_madd_epi16(_mm256_maddubs_epi16(hi, yj), ones);
+                    acc[k][4 + j] = _mm256_fmadd_ps(dd[k], _mm256_cvtepi32_ps(p), acc[k][4 + j]);
                 }
-                mins[k] = _mm256_fmadd_ps(m, _mm256_set1_ps(a.s[b]), mins[k]);
+            }
+            for k in 0..R {
+                mins[k] = _mm256_fmadd_ps(m, _mm256_set1_ps(acts[k].s[b]), mins[k]);
             }
         }
         for k in 0..R {
