@@ -6,10 +6,25 @@ use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 
 /// Starts `kiln serve PIPELINE` on a free port; returns it and its address.
+/// `SERVER_CPUS=0` (a `taskset` list) keeps the server on those cores, so
+/// a client run with `taskset -c 1` doesn't take the server's time.
 pub fn start_kiln(pipeline: &str) -> (Child, String) {
     let root = env!("CARGO_MANIFEST_DIR");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
-        .args(["serve", pipeline, "--addr", "127.0.0.1:0"])
+    let kiln = env!("CARGO_BIN_EXE_kiln");
+    let serve = [kiln, "serve", pipeline, "--addr", "127.0.0.1:0"];
+    let mut command = match std::env::var("SERVER_CPUS") {
+        Ok(cpus) => {
+            let mut c = Command::new("taskset");
+            c.args(["-c", &cpus]).args(serve);
+            c
+        }
+        Err(_) => {
+            let mut c = Command::new(kiln);
+            c.args(&serve[1..]);
+            c
+        }
+    };
+    let mut child = command
         .current_dir(root)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -137,6 +137,9 @@ struct Seen {
     offered: f64,
     ok: Vec<f64>,
     busy: Vec<f64>,
+    /// The same latencies from when each request was sent.
+    ok_sent: Vec<f64>,
+    busy_sent: Vec<f64>,
     other: usize,
     unanswered: usize,
     rss_max: u64,
@@ -155,7 +158,7 @@ impl Seen {
     fn print(&self, what: &str) {
         let max = |v: &[f64]| v.iter().copied().fold(0.0, f64::max);
         println!(
-            "{what}: offered {:.0} req/s; 200: {} (p50 {:.2} ms, p99 {:.2} ms), 503: {} (p99 {:.2} ms, max {:.2} ms), other: {}, unanswered: {}",
+            "{what}: offered {:.0} req/s; 200: {} (p50 {:.2} ms, p99 {:.2} ms; from sent: p99 {:.2} ms), 503: {} (p99 {:.2} ms, max {:.2} ms; from sent: p99 {:.2} ms), other: {}, unanswered: {}",
             self.offered,
             self.ok.len(),
             {
@@ -164,9 +167,11 @@ impl Seen {
                 v.get(v.len() / 2).copied().unwrap_or(0.0)
             },
             self.p99(&self.ok),
+            self.p99(&self.ok_sent),
             self.busy.len(),
             self.p99(&self.busy),
             max(&self.busy),
+            self.p99(&self.busy_sent),
             self.other,
             self.unanswered
         );
@@ -206,12 +211,20 @@ fn open_loop(
                     if let Some(wait) = due.checked_duration_since(Instant::now()) {
                         std::thread::sleep(wait);
                     }
+                    let sent = Instant::now();
                     match exchange(&mut stream, &request) {
                         Ok(status) => {
                             let ms = due.elapsed().as_secs_f64() * 1e3;
+                            let from_sent = sent.elapsed().as_secs_f64() * 1e3;
                             match status {
-                                200 => seen.ok.push(ms),
-                                503 => seen.busy.push(ms),
+                                200 => {
+                                    seen.ok.push(ms);
+                                    seen.ok_sent.push(from_sent);
+                                }
+                                503 => {
+                                    seen.busy.push(ms);
+                                    seen.busy_sent.push(from_sent);
+                                }
                                 _ => seen.other += 1,
                             }
                         }
@@ -234,6 +247,8 @@ fn open_loop(
         let s = w.join().expect("a load thread");
         all.ok.extend(s.ok);
         all.busy.extend(s.busy);
+        all.ok_sent.extend(s.ok_sent);
+        all.busy_sent.extend(s.busy_sent);
         all.other += s.other;
         all.unanswered += s.unanswered;
     }

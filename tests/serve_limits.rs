@@ -173,11 +173,12 @@ fn a_request_past_its_deadline_gets_504_and_the_service_goes_on() {
     iris_served_with(
         ws.path(),
         "iris-hasty",
-        "serve: { input: request, output: label, timeout_ms: 1, max_rows: 1024, max_batch: 1024 }",
+        "serve: { input: request, output: label, timeout_ms: 1, max_rows: 1024, max_batch: 1024, max_queue: 100000 }",
     );
     let server = Server::start(ws.path(), &["iris-hasty.yaml"]);
     let path = "/v1/pipelines/iris-hasty/infer";
-    // One batch at a time, a millisecond each at least: the later ones wait.
+    // One batch at a time, a millisecond each at least: the later ones wait
+    // (a queue deep enough for all of them, so none is turned away).
     let answers = flood(&server.addr, path, 24, 1024);
     assert!(
         answers.iter().all(|(s, _)| *s == 200 || *s == 504),

@@ -130,7 +130,7 @@ pub struct ServeFile {
     #[serde(default = "default_max_rows")]
     #[schemars(range(min = 1))]
     pub max_rows: u64,
-    /// Most requests waiting for a batch; beyond it a request gets `503` with `Retry-After` at once (default: four full batches of one-row requests, `4 × max_batch`).
+    /// Most rows waiting for a batch (for a language model: prompts), so the wait a full queue means is bounded; beyond it a request gets `503` with `Retry-After` at once, before its body is parsed (default: four full batches, `4 × max_batch` rows; a request larger than this is still taken when nothing waits).
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub max_queue: Option<u64>,
@@ -145,8 +145,7 @@ pub fn default_timeout_ms() -> u64 {
     30_000
 }
 
-/// Default `serve.max_queue` for a `max_batch`: four full batches of
-/// one-row requests.
+/// Default `serve.max_queue` for a `max_batch`: four full batches' rows.
 pub fn default_max_queue(max_batch: u64) -> u64 {
     max_batch.saturating_mul(4)
 }

@@ -111,7 +111,7 @@ pub struct ServeSpec {
     pub max_wait_ms: u64,
     /// Most rows one request may send.
     pub max_rows: usize,
-    /// Most requests waiting for a batch.
+    /// Most rows waiting for a batch (prompts, for a language model).
     pub max_queue: usize,
     /// How long a request may wait for its answer, in ms.
     pub timeout_ms: u64,

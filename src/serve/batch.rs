@@ -28,16 +28,20 @@ pub fn start(service: Service, metrics: Arc<Metrics>, workers: Arc<Semaphore>) -
 }
 
 /// Runs the batching loop of `pipeline` until every sender is gone.
-pub async fn run(pipeline: Arc<Pipeline>, mut queue: mpsc::Receiver<Job>, workers: Arc<Semaphore>) {
+pub async fn run(pipeline: Arc<Pipeline>, queue: mpsc::Receiver<Job>, workers: Arc<Semaphore>) {
     let own_turn = Arc::new(Semaphore::new(1));
-    while let Some(first) = queue.recv().await {
+    let mut queue = Waiting {
+        queue,
+        pipeline: pipeline.clone(),
+    };
+    while let Some(first) = queue.next().await {
         let service = pipeline.current();
         let spec = service.spec().clone();
         let mut rows = first.rows.len();
         let mut jobs = vec![first];
         let deadline = tokio::time::Instant::now() + Duration::from_millis(spec.max_wait_ms);
         while rows < spec.max_batch && spec.max_wait_ms > 0 {
-            match tokio::time::timeout_at(deadline, queue.recv()).await {
+            match tokio::time::timeout_at(deadline, queue.next()).await {
                 Ok(Some(job)) => {
                     rows += job.rows.len();
                     jobs.push(job);
@@ -80,6 +84,21 @@ pub async fn run(pipeline: Arc<Pipeline>, mut queue: mpsc::Receiver<Job>, worker
     }
 }
 
+/// The receiving end of a pipeline's queue: a request taken out no longer
+/// counts toward `serve.max_queue`.
+struct Waiting {
+    queue: mpsc::Receiver<Job>,
+    pipeline: Arc<Pipeline>,
+}
+
+impl Waiting {
+    async fn next(&mut self) -> Option<Job> {
+        let job = self.queue.recv().await?;
+        self.pipeline.release_rows(job.rows.len());
+        Some(job)
+    }
+}
+
 /// The requests of the batch being formed.
 struct Gathered {
     jobs: Vec<Job>,
@@ -90,11 +109,7 @@ struct Gathered {
 impl Gathered {
     /// Takes in requests from `queue` until `ready` resolves (or the batch
     /// is full, then just waits for it).
-    async fn until<T>(
-        &mut self,
-        ready: impl Future<Output = T>,
-        queue: &mut mpsc::Receiver<Job>,
-    ) -> T {
+    async fn until<T>(&mut self, ready: impl Future<Output = T>, queue: &mut Waiting) -> T {
         tokio::pin!(ready);
         loop {
             if self.rows >= self.max_rows {
@@ -103,7 +118,7 @@ impl Gathered {
             tokio::select! {
                 biased;
                 value = &mut ready => return value,
-                job = queue.recv() => match job {
+                job = queue.next() => match job {
                     Some(job) => {
                         self.rows += job.rows.len();
                         self.jobs.push(job);

@@ -18,7 +18,6 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use axum::body::Bytes;
-use axum::extract::rejection::BytesRejection;
 use axum::extract::{DefaultBodyLimit, Path, State};
 use axum::http::{header, StatusCode};
 use axum::response::{IntoResponse, Response};
@@ -41,7 +40,7 @@ pub fn router(app: Arc<App>) -> Router {
     let in_time = || axum::middleware::from_fn_with_state(app.clone(), body_in_time);
     let keyed = Router::new()
         .route("/v1/pipelines", get(list))
-        .route("/v1/pipelines/{name}/infer", post(infer).layer(in_time()))
+        .route("/v1/pipelines/{name}/infer", post(infer))
         .route("/v1/models", get(openai::models))
         .route(
             "/v1/completions",
@@ -103,20 +102,29 @@ async fn admit(
     response
 }
 
-/// Reads a request's body within `body_timeout` (a client trickling one
-/// can't hold a connection): `408` past it, `413` over the size limit.
+/// Reads a request's body within `body_timeout` before the route sees it
+/// (a client trickling one can't hold a connection).
 async fn body_in_time(
     State(app): State<Arc<App>>,
     request: axum::extract::Request,
     next: axum::middleware::Next,
 ) -> Response {
     let (parts, body) = request.into_parts();
+    match read_body(&app, body).await {
+        Ok(bytes) => {
+            let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
+            next.run(request).await
+        }
+        Err(refused) => refused,
+    }
+}
+
+/// A request's body, read within `body_timeout`: `408` past it, `413` over
+/// the size limit (each counted).
+async fn read_body(app: &App, body: axum::body::Body) -> Result<Bytes, Response> {
     let read = axum::body::to_bytes(body, BODY_LIMIT);
     let refused = match tokio::time::timeout(app.body_timeout, read).await {
-        Ok(Ok(bytes)) => {
-            let request = axum::extract::Request::from_parts(parts, axum::body::Body::from(bytes));
-            return next.run(request).await;
-        }
+        Ok(Ok(bytes)) => return Ok(bytes),
         Ok(Err(e)) => {
             let too_large = e
                 .into_inner()
@@ -150,7 +158,18 @@ async fn body_in_time(
     };
     // Counted before a pipeline is known, as unknown routes are.
     app.metrics.answered("-", refused.status().as_u16(), 0.0);
-    refused
+    Err(refused)
+}
+
+/// Reads a body to its end, keeping none of it (within `body_timeout` and
+/// the size limit), so that a refused request's connection stays usable
+/// (closing it with the body unread could reset it before the client
+/// reads its answer).
+async fn discard_body(app: &App, body: axum::body::Body) {
+    use http_body_util::BodyExt;
+    let mut body = http_body_util::Limited::new(body, BODY_LIMIT);
+    let drain = async { while let Some(Ok(_)) = body.frame().await {} };
+    let _ = tokio::time::timeout(app.body_timeout, drain).await;
 }
 
 async fn metrics(State(app): State<Arc<App>>) -> Response {
@@ -205,38 +224,53 @@ async fn list(State(app): State<Arc<App>>) -> Json<Value> {
 async fn infer(
     State(app): State<Arc<App>>,
     Path(name): Path<String>,
-    body: Result<Bytes, BytesRejection>,
+    request: axum::extract::Request,
 ) -> Response {
     let started = Instant::now();
-    let pipeline = app.pipelines.get(&name).cloned();
-    let response = match &pipeline {
-        None => {
-            let known: Vec<&str> = app.pipelines.keys().map(String::as_str).collect();
-            error(
-                StatusCode::NOT_FOUND,
-                &format!(
-                    "no pipeline `{name}` is served here (served: {})",
-                    known.join(", ")
-                ),
-                None,
-            )
-        }
-        Some(p) => match body {
-            Err(rejection) => error(
-                rejection.status(),
-                &format!("cannot read the body: {}", rejection.body_text()),
-                None,
-            ),
-            Ok(bytes) => answer(p, &bytes).await,
-        },
-    };
-    let (status, seconds) = (response.status().as_u16(), started.elapsed().as_secs_f64());
-    match &pipeline {
-        Some(p) => p.answered(status, seconds),
+    let Some(pipeline) = app.pipelines.get(&name).cloned() else {
+        discard_body(&app, request.into_body()).await;
+        let known: Vec<&str> = app.pipelines.keys().map(String::as_str).collect();
         // Unknown names share one label, so clients can't grow the metrics.
-        None => app.metrics.answered("-", status, seconds),
-    }
+        app.metrics
+            .answered("-", 404, started.elapsed().as_secs_f64());
+        return error(
+            StatusCode::NOT_FOUND,
+            &format!(
+                "no pipeline `{name}` is served here (served: {})",
+                known.join(", ")
+            ),
+            None,
+        );
+    };
+    let body = request.into_body();
+    let response = if pipeline.queue_full() {
+        // Turned away before its body is parsed or kept: under overload a
+        // 503 costs reading the bytes, nothing more.
+        discard_body(&app, body).await;
+        busy(&pipeline)
+    } else {
+        match read_body(&app, body).await {
+            Ok(bytes) => answer(&pipeline, &bytes).await,
+            Err(refused) => return refused,
+        }
+    };
+    pipeline.answered(response.status().as_u16(), started.elapsed().as_secs_f64());
     response
+}
+
+/// `503` with `Retry-After`: the queue of `pipeline` is full.
+fn busy(pipeline: &Pipeline) -> Response {
+    let mut busy = error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        &format!(
+            "too many rows are waiting ({} is this pipeline's `serve.max_queue`); retry shortly",
+            pipeline.current().spec().max_queue
+        ),
+        None,
+    );
+    busy.headers_mut()
+        .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    busy
 }
 
 /// The body of an answer (SPEC §7).
@@ -252,20 +286,9 @@ async fn answer(pipeline: &Pipeline, body: &[u8]) -> Response {
     let service = pipeline.current();
     let spec = service.spec();
     let input = service.plan().node(spec.input).id.as_str();
-    // A place in the queue first: a request turned away costs no parsing,
-    // so an overloaded service answers its 503s at once.
+    // A place in the queue first: a request turned away costs no parsing.
     let Ok(place) = pipeline.queue.try_reserve() else {
-        let mut busy = error(
-            StatusCode::SERVICE_UNAVAILABLE,
-            &format!(
-                "too many requests are waiting ({} is this pipeline's `serve.max_queue`); retry shortly",
-                spec.max_queue
-            ),
-            None,
-        );
-        busy.headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-        return busy;
+        return busy(pipeline);
     };
     let request: Value = match serde_json::from_slice(body) {
         Ok(v) => v,
@@ -298,6 +321,10 @@ async fn answer(pipeline: &Pipeline, body: &[u8]) -> Response {
     // The rows are checked where they are read, in the batch: a batch that
     // fails on a client's input is answered request by request, so one
     // client's mistake fails only its own request.
+    // Then room for its rows: the bound is on the work waiting.
+    if !pipeline.hold_rows(rows.len()) {
+        return busy(pipeline);
+    }
     let (tx, rx) = oneshot::channel();
     place.send(Job { rows, reply: tx });
     let deadline = std::time::Duration::from_millis(spec.timeout_ms);

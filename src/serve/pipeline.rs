@@ -1,5 +1,6 @@
 //! One served pipeline: the version answering now, and its batch queue.
 
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, RwLock};
 
 use kiln_engine::Service;
@@ -20,6 +21,9 @@ pub struct Pipeline {
     generator: RwLock<Option<Arc<Generator>>>,
     /// Requests waiting for a batch.
     pub queue: mpsc::Sender<Job>,
+    /// Rows of the requests in `queue`, what `serve.max_queue` bounds:
+    /// the wait a queue means is its rows' work, not its count of requests.
+    waiting: WaitingRows,
     /// The service's metrics.
     pub metrics: Arc<Metrics>,
     /// This pipeline's most used series, resolved once (a labelled lookup
@@ -46,9 +50,26 @@ impl Pipeline {
             name,
             current: RwLock::new(Arc::new(service)),
             queue: tx,
+            waiting: WaitingRows::default(),
             metrics,
         });
         (pipeline, rx)
+    }
+
+    /// Whether the queue holds `serve.max_queue` rows or more: a request
+    /// arriving now is turned away before its body is read.
+    pub fn queue_full(&self) -> bool {
+        self.waiting.at_least(self.current().spec().max_queue)
+    }
+
+    /// Counts `rows` as waiting if they fit under `serve.max_queue`.
+    pub fn hold_rows(&self, rows: usize) -> bool {
+        self.waiting.hold(rows, self.current().spec().max_queue)
+    }
+
+    /// Takes `rows` out of the count: their request left the queue.
+    pub fn release_rows(&self, rows: usize) {
+        self.waiting.release(rows)
     }
 
     /// Counts a request answered with `status` after `seconds`.
@@ -99,6 +120,31 @@ impl Pipeline {
     }
 }
 
+/// Rows waiting in a queue, held against a bound.
+#[derive(Default)]
+struct WaitingRows(AtomicUsize);
+
+impl WaitingRows {
+    fn at_least(&self, most: usize) -> bool {
+        self.0.load(Ordering::Acquire) >= most
+    }
+
+    /// Counts `rows` if they fit under `most`; a request larger than
+    /// `most` is taken when nothing waits, so every request `max_rows`
+    /// allows can be answered.
+    fn hold(&self, rows: usize, most: usize) -> bool {
+        self.0
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |waiting| {
+                (waiting == 0 || waiting + rows <= most).then_some(waiting + rows)
+            })
+            .is_ok()
+    }
+
+    fn release(&self, rows: usize) {
+        self.0.fetch_sub(rows, Ordering::AcqRel);
+    }
+}
+
 /// The generator of `service`; a model that fails to load leaves the
 /// OpenAI routes off for it, saying why.
 fn generator_of(name: &str, service: &Service) -> Option<Arc<Generator>> {
@@ -106,4 +152,25 @@ fn generator_of(name: &str, service: &Service) -> Option<Arc<Generator>> {
         eprintln!("warning: pipeline `{name}`: the OpenAI routes are off: {e}");
         None
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::WaitingRows;
+
+    #[test]
+    fn the_queue_is_bounded_in_rows_and_takes_a_large_request_when_empty() {
+        let waiting = WaitingRows::default();
+        assert!(waiting.hold(1000, 64), "an empty queue takes any request");
+        assert!(waiting.at_least(64));
+        assert!(!waiting.hold(1, 64));
+        waiting.release(1000);
+        assert!(waiting.hold(40, 64));
+        assert!(!waiting.hold(30, 64), "40 + 30 rows is over 64");
+        assert!(waiting.hold(24, 64), "40 + 24 rows fills it exactly");
+        assert!(waiting.at_least(64));
+        waiting.release(40);
+        assert!(!waiting.at_least(64));
+        assert!(waiting.hold(30, 64));
+    }
 }
