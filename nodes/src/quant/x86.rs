@@ -7,8 +7,8 @@ use super::act::{ActRow, GROUP, TILE};
 
 /// Activation rows a VNNI Q4_1 kernel call takes: each row holds eight
 /// 512-bit sums, so more than two rows spill them to the stack (measured,
-/// Zen 5, SmolLM2: eight decoding together 448–478 tokens/s taking all
-/// eight rows at once, 490–572 two at a time, 516–538 three at a time).
+/// Zen 5, SmolLM2: eight decoding together 448–487 tokens/s taking all
+/// eight rows at once, 457–572 two at a time, 516–547 three at a time).
 const VNNI_ROWS: usize = 2;
 
 /// As [`VNNI_ROWS`] for AVX2, whose kernel decodes weights as it uses them
