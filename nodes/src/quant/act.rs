@@ -15,6 +15,9 @@ pub const TILE: usize = 8;
 /// one group (see `q4_1`), one per 32-bit lane of a 512-bit register.
 pub const GROUP: usize = 16;
 
+/// Blocks quantized by one task.
+const CHUNK: usize = 64;
+
 /// Activations quantized to Q8 blocks, row by row.
 #[derive(Default)]
 pub struct Q8Rows {
@@ -34,22 +37,18 @@ impl Q8Rows {
         self.qs.resize(total * BLOCK, 0);
         self.d.resize(total, 0.0);
         self.s.resize(total, 0.0);
-        let work = self
-            .qs
-            .par_chunks_mut(BLOCK * 64)
-            .zip(self.d.par_chunks_mut(64))
-            .zip(self.s.par_chunks_mut(64))
-            .zip(x.par_chunks(BLOCK * 64));
         let vector = Isa::detected() != Isa::Generic;
-        work.for_each(|(((qs, d), s), x)| {
-            #[cfg(target_arch = "x86_64")]
-            if vector {
-                // SAFETY: AVX2 is there (`Isa::detected`).
-                return unsafe { quantize_avx2(qs, d, s, x) };
-            }
-            let _ = vector;
-            quantize_blocks(qs, d, s, x)
-        });
+        // A few rows are quantized in less time than the pool takes to
+        // hand out work.
+        if total <= CHUNK * 4 {
+            return quantize_on(vector, &mut self.qs, &mut self.d, &mut self.s, x);
+        }
+        self.qs
+            .par_chunks_mut(BLOCK * CHUNK)
+            .zip(self.d.par_chunks_mut(CHUNK))
+            .zip(self.s.par_chunks_mut(CHUNK))
+            .zip(x.par_chunks(BLOCK * CHUNK))
+            .for_each(|(((qs, d), s), x)| quantize_on(vector, qs, d, s, x));
     }
 
     /// Row `r`.
@@ -61,6 +60,17 @@ impl Q8Rows {
             s: &self.s[a..b],
         }
     }
+}
+
+/// [`quantize_blocks`] by vector code where the CPU has it.
+fn quantize_on(vector: bool, qs: &mut [i8], d: &mut [f32], s: &mut [f32], x: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    if vector {
+        // SAFETY: AVX2 is there (`Isa::detected`).
+        return unsafe { quantize_avx2(qs, d, s, x) };
+    }
+    let _ = vector;
+    quantize_blocks(qs, d, s, x)
 }
 
 /// Quantizes `x` into blocks: 8-bit values, scale and scaled sum.
