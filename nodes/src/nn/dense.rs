@@ -161,7 +161,14 @@ impl Dense {
 impl Module for Dense {
     fn forward(&self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Dense::F32(linear) => linear.forward(x),
+            Dense::F32(linear) => match linear.bias() {
+                // The bias by kiln's op: its gradient is one pass (see `pointwise`).
+                Some(bias) if x.device().is_cpu() => {
+                    let product = Linear::new(linear.weight().clone(), None).forward(x)?;
+                    super::pointwise::add_bias(&product, bias)
+                }
+                _ => linear.forward(x),
+            },
             Dense::Quantized {
                 weight,
                 blocks,

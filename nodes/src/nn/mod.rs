@@ -13,6 +13,7 @@ pub mod init;
 pub mod kept;
 pub mod lstm;
 mod network;
+pub mod pointwise;
 pub mod pruning;
 pub mod quantized;
 mod shape;

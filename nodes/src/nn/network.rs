@@ -95,7 +95,7 @@ impl Activation {
     /// The function applied to `x`.
     pub fn apply(self, x: &Tensor) -> Result<Tensor> {
         match self {
-            Activation::Relu => x.relu(),
+            Activation::Relu => super::pointwise::relu(x),
             Activation::Tanh => x.tanh(),
             Activation::Sigmoid => candle_nn::ops::sigmoid(x),
             Activation::Gelu => x.gelu_erf(),
