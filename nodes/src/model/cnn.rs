@@ -363,7 +363,7 @@ impl Network for Cnn {
                     .cfg
                     .activation
                     .apply(&crate::nn::conv::conv2d(conv, &h)?)?,
-                Built::Pool(size) => h.max_pool2d(*size)?,
+                Built::Pool(size) => crate::nn::pool::max_pool2d(&h, *size)?,
                 Built::AvgPool(size) => h.avg_pool2d(*size)?,
                 Built::BatchNorm(bn) => bn.forward(&h, mode)?,
                 Built::Dropout(p) => dropout(&h, *p, mode)?,

@@ -14,6 +14,7 @@ pub mod kept;
 pub mod lstm;
 mod network;
 pub mod pointwise;
+pub mod pool;
 pub mod pruning;
 pub mod quantized;
 mod shape;

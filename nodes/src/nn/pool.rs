@@ -1,0 +1,166 @@
+//! Max pooling over `size`×`size` windows (stride `size`) as one op each way
+//! on the CPU, with PyTorch's gradient.
+//!
+//! candle's max-pool gradient multiplies the incoming gradient by the share
+//! of the window that holds the maximum (¼ for a 2×2 window without ties)
+//! where it should pass it whole, and builds it from five ops (upsample,
+//! compare, average-pool, upsample, multiply). Here the gradient goes whole
+//! to the window's first maximum, as in PyTorch. The forward values are
+//! candle's. Other devices keep candle's op.
+
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+
+/// `[b, c, h, w]` → `[b, c, h / size, w / size]`, each the maximum of its
+/// window (rows and columns past the last whole window are dropped).
+pub fn max_pool2d(x: &Tensor, size: usize) -> Result<Tensor> {
+    if !x.device().is_cpu() || x.dtype() != DType::F32 || x.rank() != 4 || size == 0 {
+        return x.max_pool2d(size);
+    }
+    x.contiguous()?.apply_op1(MaxPool(size))
+}
+
+struct MaxPool(usize);
+
+/// (input, output gradient) → input gradient.
+struct MaxPoolGrad(usize);
+
+/// Calls `f(output index, input index of the window's first maximum)` for
+/// every output of pooling `x` (`[planes, h, w]` flattened) by `size`.
+fn for_each_max(
+    x: &[f32],
+    planes: usize,
+    h: usize,
+    w: usize,
+    size: usize,
+    mut f: impl FnMut(usize, usize),
+) {
+    let (oh, ow) = (h / size, w / size);
+    for p in 0..planes {
+        let plane = p * h * w;
+        for oy in 0..oh {
+            for ox in 0..ow {
+                let mut best = plane + oy * size * w + ox * size;
+                for dy in 0..size {
+                    let row = plane + (oy * size + dy) * w + ox * size;
+                    for at in row..row + size {
+                        if x[at] > x[best] {
+                            best = at;
+                        }
+                    }
+                }
+                f((p * oh + oy) * ow + ox, best);
+            }
+        }
+    }
+}
+
+impl CustomOp1 for MaxPool {
+    fn name(&self) -> &'static str {
+        "kiln-max-pool"
+    }
+
+    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = super::cpu_f32(storage, layout, self.name())?;
+        let (b, c, h, w) = layout.shape().dims4()?;
+        let size = self.0;
+        if h < size || w < size {
+            candle_core::bail!("cannot pool {size}×{size} over a {h}×{w} input");
+        }
+        let mut out = vec![0f32; b * c * (h / size) * (w / size)];
+        for_each_max(x, b * c, h, w, size, |o, i| out[o] = x[i]);
+        Ok((CpuStorage::F32(out), (b, c, h / size, w / size).into()))
+    }
+
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(x.apply_op2_no_bwd(
+            &grad.contiguous()?,
+            &MaxPoolGrad(self.0),
+        )?))
+    }
+}
+
+impl CustomOp2 for MaxPoolGrad {
+    fn name(&self) -> &'static str {
+        "kiln-max-pool-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let (x, g) = (
+            super::cpu_f32(s1, l1, self.name())?,
+            super::cpu_f32(s2, l2, self.name())?,
+        );
+        let (b, c, h, w) = l1.shape().dims4()?;
+        let mut d_x = vec![0f32; x.len()];
+        for_each_max(x, b * c, h, w, self.0, |o, i| d_x[i] += g[o]);
+        Ok((CpuStorage::F32(d_x), l1.shape().clone()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use candle_core::{Device, Var};
+
+    /// candle's values; the gradient whole at each window's maximum, which is
+    /// candle's gradient times the window's area when there are no ties.
+    #[test]
+    fn pools_as_candle_and_passes_the_whole_gradient_to_the_maximum() {
+        use rand::{Rng, SeedableRng};
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        for (shape, size) in [
+            ([2, 3, 8, 8], 2),
+            ([1, 2, 7, 5], 2),
+            ([3, 1, 9, 9], 3),
+            ([1, 1, 1, 1], 1),
+        ] {
+            let n: usize = shape.iter().product();
+            let data: Vec<f32> = (0..n).map(|_| rng.random_range(-1.0..1.0)).collect();
+            let x = Var::from_vec(data, &shape, &Device::Cpu).unwrap();
+            let ours = max_pool2d(x.as_tensor(), size).unwrap();
+            // candle's gradient is right only over whole windows: crop first.
+            let (h, w) = (shape[2] / size * size, shape[3] / size * size);
+            let cropped = x.as_tensor().narrow(2, 0, h).unwrap().narrow(3, 0, w).unwrap();
+            let theirs = cropped.max_pool2d(size).unwrap();
+            assert_eq!(ours.dims(), theirs.dims());
+            assert_eq!(crate::nn::max_diff(&ours, &theirs), 0.0);
+            let up: Vec<f32> = (0..ours.elem_count())
+                .map(|_| rng.random_range(-1.0..1.0))
+                .collect();
+            let up = Tensor::from_vec(up, ours.dims(), &Device::Cpu).unwrap();
+            let g_ours = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
+            let g_theirs = (theirs * &up)
+                .unwrap()
+                .sum_all()
+                .unwrap()
+                .backward()
+                .unwrap();
+            let scaled = (g_theirs.get(&x).unwrap() * (size * size) as f64).unwrap();
+            assert!(
+                crate::nn::max_diff(g_ours.get(&x).unwrap(), &scaled) < 1e-6,
+                "{shape:?}"
+            );
+        }
+        // A tie goes to the first maximum only.
+        let x = Var::from_vec(vec![1f32, 1.0, 0.0, 1.0], (1, 1, 2, 2), &Device::Cpu).unwrap();
+        let g = max_pool2d(x.as_tensor(), 2)
+            .unwrap()
+            .sum_all()
+            .unwrap()
+            .backward()
+            .unwrap();
+        let g = g
+            .get(&x)
+            .unwrap()
+            .flatten_all()
+            .unwrap()
+            .to_vec1::<f32>()
+            .unwrap();
+        assert_eq!(g, [1.0, 0.0, 0.0, 0.0]);
+    }
+}
