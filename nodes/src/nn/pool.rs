@@ -125,7 +125,12 @@ mod tests {
             let ours = max_pool2d(x.as_tensor(), size).unwrap();
             // candle's gradient is right only over whole windows: crop first.
             let (h, w) = (shape[2] / size * size, shape[3] / size * size);
-            let cropped = x.as_tensor().narrow(2, 0, h).unwrap().narrow(3, 0, w).unwrap();
+            let cropped = x
+                .as_tensor()
+                .narrow(2, 0, h)
+                .unwrap()
+                .narrow(3, 0, w)
+                .unwrap();
             let theirs = cropped.max_pool2d(size).unwrap();
             assert_eq!(ours.dims(), theirs.dims());
             assert_eq!(crate::nn::max_diff(&ours, &theirs), 0.0);
