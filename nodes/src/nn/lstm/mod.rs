@@ -139,6 +139,9 @@ impl CustomOp2 for Sequence {
             hidden,
         };
         let mut out = vec![0f32; time * batch * SLOTS * hidden];
+        if out.is_empty() {
+            return Ok((CpuStorage::F32(out), (time, batch, SLOTS * hidden).into()));
+        }
         let parts = parts(batch);
         let outs = steps_by_part(&mut out, SLOTS * hidden, batch, &parts);
         parts.par_iter().zip(outs).for_each(|(part, out)| {
@@ -217,6 +220,9 @@ impl CustomOp3 for SequenceGrad {
             super::cpu_f32(s3, l3, "kiln-lstm")?,
         );
         let mut d_pre = vec![0f32; time * batch * 4 * hidden];
+        if d_pre.is_empty() {
+            return Ok((CpuStorage::F32(d_pre), (time, batch, 4 * hidden).into()));
+        }
         let parts = parts(batch);
         let d_pres = steps_by_part(&mut d_pre, 4 * hidden, batch, &parts);
         parts
@@ -242,6 +248,19 @@ mod tests {
         for batch in [6, 70] {
             matches_candle_nn_lstm_at(batch);
         }
+    }
+
+    /// An empty batch runs (and trains) to empty results.
+    #[test]
+    fn an_empty_batch_gives_empty_states() {
+        let dev = Device::Cpu;
+        let vars = VarMap::new();
+        let vb = VarBuilder::from_varmap(&vars, DType::F32, &dev);
+        let lstm = Lstm::new(5, 7, 0, false, &vb).unwrap();
+        let x = Var::from_tensor(&Tensor::zeros((4, 0, 5), DType::F32, &dev).unwrap()).unwrap();
+        let h = lstm.run(x.as_tensor()).unwrap();
+        assert_eq!(h.dims(), [4, 0, 7]);
+        h.sum_all().unwrap().backward().unwrap();
     }
 
     fn matches_candle_nn_lstm_at(batch: usize) {
