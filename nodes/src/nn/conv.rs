@@ -1,15 +1,22 @@
-//! 2-D convolution as im2col + one batched matrix product on the CPU.
+//! 2-D convolution on the CPU as one custom op, forward and backward.
 //!
 //! candle's CPU `conv2d` computes each output with a short dot product, and
 //! its backward pass goes through `conv_transpose2d`, which is slower still;
 //! at the sizes kiln's examples use (8×8 and 28×28 images, 1–64 channels)
-//! that is most of a CNN's training time. Here the patches are gathered once
-//! by a custom op ([`Im2Col`], whose gradient is its adjoint [`Col2Im`]) and
-//! the convolution is a matrix product that candle's gemm differentiates
-//! itself. Other devices keep candle's own kernels (cuDNN-backed on CUDA).
+//! that was most of a CNN's training time. Here ([`Conv`]) each image's
+//! patches are gathered into a buffer, row by row in contiguous runs, and
+//! multiplied by the weights straight into the output's `[out, oh·ow]`
+//! layout, the bias written first. The backward pass ([`ConvGrad`])
+//! gathers the patches again and gives all three gradients in one pass over
+//! the batch. Parts of the batch run side by side on the thread pool, each
+//! product on one thread. Other devices keep candle's own kernels
+//! (cuDNN-backed on CUDA).
 
-use candle_core::{CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 use candle_nn::Conv2d;
+use rayon::prelude::*;
+
+use crate::nn::matrix::{product, View};
 
 /// Geometry of one convolution: input size, kernel, stride, padding.
 #[derive(Clone, Copy, Debug)]
@@ -85,71 +92,202 @@ impl Geometry {
     }
 }
 
-/// `[b, c, h, w]` → `[b·oh·ow, c·k·k + 1]`: each row one receptive field,
-/// then a 1 for the bias.
-struct Im2Col(Geometry);
+/// Images per part of the batch: parts run side by side on the thread pool,
+/// and each part sums its own weight gradients, which are then added in part
+/// order. The cut depends on the batch size only, so the numbers do not
+/// depend on `--jobs`.
+const PART: usize = 8;
 
-/// The adjoint of [`Im2Col`]: sums patch gradients back onto the image.
-struct Col2Im(Geometry);
-
-impl CustomOp1 for Im2Col {
-    fn name(&self) -> &'static str {
-        "kiln-im2col"
+impl Geometry {
+    fn image_len(&self) -> usize {
+        self.channels * self.height * self.width
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
-        let g = self.0;
-        let input = super::cpu_f32(storage, layout, self.name())?;
-        let batch = layout.dims()[0];
-        let (image, pixels) = (g.channels * g.height * g.width, g.pixels());
-        let width = g.patch_len() + 1;
-        let mut out = vec![0f32; batch * pixels * width];
-        for (b, src) in input.chunks_exact(image).enumerate() {
-            let dst = &mut out[b * pixels * width..][..pixels * width];
-            g.for_each_run(|row, pixel, from, len| {
-                for i in 0..len {
-                    dst[(pixel + i) * width + row] = src[from + i * g.stride];
+    /// One image `[c, h, w]` → its patches `[c·k·k, oh·ow]`: row `(c, ky, kx)`
+    /// holds that tap for every output pixel. Padding stays as `cols` has it
+    /// (zero: the same places are skipped for every image).
+    fn im2col(&self, image: &[f32], cols: &mut [f32]) {
+        let pixels = self.pixels();
+        self.for_each_run(|row, pixel, from, len| {
+            let dst = &mut cols[row * pixels + pixel..][..len];
+            if self.stride == 1 {
+                dst.copy_from_slice(&image[from..from + len]);
+            } else {
+                for (i, d) in dst.iter_mut().enumerate() {
+                    *d = image[from + i * self.stride];
                 }
-            });
-            // The last column multiplies the bias.
-            for p in 0..pixels {
-                dst[p * width + width - 1] = 1.0;
             }
-        }
-        Ok((CpuStorage::F32(out), (batch * pixels, width).into()))
+        });
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&Col2Im(self.0))?))
+    /// The adjoint of [`Geometry::im2col`]: adds each patch value back onto
+    /// the image position it came from.
+    fn col2im(&self, cols: &[f32], image: &mut [f32]) {
+        let pixels = self.pixels();
+        self.for_each_run(|row, pixel, to, len| {
+            let src = &cols[row * pixels + pixel..][..len];
+            for (i, v) in src.iter().enumerate() {
+                image[to + i * self.stride] += v;
+            }
+        });
     }
 }
 
-impl CustomOp1 for Col2Im {
+/// The convolution of `x` `[b, c, h, w]` with weights `[out, c·k·k]` and a
+/// bias `[out]`: for each image, its patches times the weights, written
+/// straight into `[out, oh·ow]` (no transpose afterwards).
+struct Conv(Geometry);
+
+/// The gradients of [`Conv`] from `x`, the weights and the output's
+/// gradient, packed into one vector: weights `[out·c·k·k]`, bias `[out]`,
+/// then the input `[b·c·h·w]` when `input` (a layer whose input is data, not
+/// a result, skips it).
+struct ConvGrad {
+    geometry: Geometry,
+    input: bool,
+}
+
+impl CustomOp3 for Conv {
     fn name(&self) -> &'static str {
-        "kiln-col2im"
+        "kiln-conv2d"
     }
 
-    fn cpu_fwd(&self, storage: &CpuStorage, layout: &Layout) -> Result<(CpuStorage, Shape)> {
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
         let g = self.0;
-        let cols = super::cpu_f32(storage, layout, self.name())?;
-        let pixels = g.pixels();
-        let batch = layout.dims()[0] / pixels;
-        let (image, width) = (g.channels * g.height * g.width, g.patch_len() + 1);
-        let mut out = vec![0f32; batch * image];
-        for (b, dst) in out.chunks_exact_mut(image).enumerate() {
-            let src = &cols[b * pixels * width..][..pixels * width];
-            g.for_each_run(|row, pixel, to, len| {
-                for i in 0..len {
-                    dst[to + i * g.stride] += src[(pixel + i) * width + row];
+        let x = super::cpu_f32(s1, l1, self.name())?;
+        let w = super::cpu_f32(s2, l2, self.name())?;
+        let bias = super::cpu_f32(s3, l3, self.name())?;
+        let (batch, out_channels) = (l1.dims()[0], bias.len());
+        let (k, pixels, image) = (g.patch_len(), g.pixels(), g.image_len());
+        let mut out = vec![0f32; batch * out_channels * pixels];
+        let shape = (batch, out_channels, g.out_height(), g.out_width());
+        if out.is_empty() {
+            return Ok((CpuStorage::F32(out), shape.into()));
+        }
+        let weights = View::dense(w, out_channels, k);
+        out.par_chunks_mut(PART * out_channels * pixels)
+            .zip(x.par_chunks(PART * image))
+            .for_each(|(out, x)| {
+                let mut cols = vec![0f32; k * pixels];
+                for (y, x) in out
+                    .chunks_exact_mut(out_channels * pixels)
+                    .zip(x.chunks_exact(image))
+                {
+                    g.im2col(x, &mut cols);
+                    for (row, b) in y.chunks_exact_mut(pixels).zip(bias) {
+                        row.fill(*b);
+                    }
+                    product(y, weights, View::dense(&cols, k, pixels), true);
                 }
             });
-        }
-        let shape = (batch, g.channels, g.height, g.width);
         Ok((CpuStorage::F32(out), shape.into()))
     }
 
-    fn bwd(&self, _arg: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&Im2Col(self.0))?))
+    fn bwd(
+        &self,
+        x: &Tensor,
+        w: &Tensor,
+        _bias: &Tensor,
+        _res: &Tensor,
+        grad: &Tensor,
+    ) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let input = x.track_op();
+        let op = ConvGrad {
+            geometry: self.0,
+            input,
+        };
+        let packed = x.apply_op3_no_bwd(w, &grad.contiguous()?, &op)?;
+        let (out_channels, k) = w.dims2()?;
+        let d_w = packed
+            .narrow(0, 0, out_channels * k)?
+            .reshape((out_channels, k))?;
+        let d_bias = packed.narrow(0, out_channels * k, out_channels)?;
+        let d_x = if input {
+            let at = out_channels * (k + 1);
+            Some(packed.narrow(0, at, x.elem_count())?.reshape(x.shape())?)
+        } else {
+            None
+        };
+        Ok((d_x, Some(d_w), Some(d_bias)))
+    }
+}
+
+impl CustomOp3 for ConvGrad {
+    fn name(&self) -> &'static str {
+        "kiln-conv2d-grad"
+    }
+
+    fn cpu_fwd(
+        &self,
+        s1: &CpuStorage,
+        l1: &Layout,
+        s2: &CpuStorage,
+        l2: &Layout,
+        s3: &CpuStorage,
+        l3: &Layout,
+    ) -> Result<(CpuStorage, Shape)> {
+        let g = self.geometry;
+        let x = super::cpu_f32(s1, l1, self.name())?;
+        let w = super::cpu_f32(s2, l2, self.name())?;
+        let grad = super::cpu_f32(s3, l3, self.name())?;
+        let (out_channels, k) = l2.shape().dims2()?;
+        let (batch, pixels, image) = (l1.dims()[0], g.pixels(), g.image_len());
+        let sums_len = out_channels * (k + 1);
+        let mut d_x = vec![0f32; if self.input { batch * image } else { 0 }];
+        let d_x_parts: Vec<Option<&mut [f32]>> = if self.input {
+            d_x.chunks_mut(PART * image).map(Some).collect()
+        } else {
+            (0..batch.div_ceil(PART)).map(|_| None).collect()
+        };
+        let weights = View::dense(w, out_channels, k);
+        let sums: Vec<Vec<f32>> = d_x_parts
+            .into_par_iter()
+            .enumerate()
+            .map(|(part, mut d_x)| {
+                let first = part * PART;
+                let images = first..(first + PART).min(batch);
+                let mut sums = vec![0f32; sums_len];
+                let mut cols = vec![0f32; k * pixels];
+                let mut d_cols = vec![0f32; if d_x.is_some() { k * pixels } else { 0 }];
+                for b in images {
+                    let dy = &grad[b * out_channels * pixels..][..out_channels * pixels];
+                    let (d_w, d_bias) = sums.split_at_mut(out_channels * k);
+                    g.im2col(&x[b * image..][..image], &mut cols);
+                    product(
+                        d_w,
+                        View::dense(dy, out_channels, pixels),
+                        View::dense(&cols, k, pixels).t(),
+                        true,
+                    );
+                    for (d, row) in d_bias.iter_mut().zip(dy.chunks_exact(pixels)) {
+                        *d += row.iter().sum::<f32>();
+                    }
+                    if let Some(d_x) = d_x.as_deref_mut() {
+                        let dy = View::dense(dy, out_channels, pixels);
+                        product(&mut d_cols, weights.t(), dy, false);
+                        g.col2im(&d_cols, &mut d_x[(b - first) * image..][..image]);
+                    }
+                }
+                sums
+            })
+            .collect();
+        let mut packed = vec![0f32; sums_len];
+        for part in &sums {
+            for (p, s) in packed.iter_mut().zip(part) {
+                *p += s;
+            }
+        }
+        packed.extend_from_slice(&d_x);
+        let len = packed.len();
+        Ok((CpuStorage::F32(packed), len.into()))
     }
 }
 
@@ -162,12 +300,13 @@ pub fn conv2d(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
     let (out_channels, in_channels, kernel, _) = weight.dims4()?;
     if !x.device().is_cpu()
         || x.dtype() != candle_core::DType::F32
+        || weight.dtype() != candle_core::DType::F32
         || cfg.dilation != 1
         || cfg.groups != 1
     {
         return conv.forward(x);
     }
-    let (batch, channels, height, width) = x.dims4()?;
+    let (_, channels, height, width) = x.dims4()?;
     if channels != in_channels
         || height + 2 * cfg.padding < kernel
         || width + 2 * cfg.padding < kernel
@@ -183,26 +322,19 @@ pub fn conv2d(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
         stride: cfg.stride,
         padding: cfg.padding,
     };
-    // One product for the whole batch, `[batch·pixels, k + 1] · [k + 1, out]`,
-    // with the bias as the last row of the weights (so its gradient is part
-    // of the same product, not a sum over a broadcast).
-    let cols = x.contiguous()?.apply_op1(Im2Col(g))?;
     let bias = match conv.bias() {
-        Some(b) => b.reshape((out_channels, 1))?,
-        None => Tensor::zeros((out_channels, 1), weight.dtype(), weight.device())?,
+        Some(b) => b.clone(),
+        None => Tensor::zeros(out_channels, weight.dtype(), weight.device())?,
     };
-    let w = Tensor::cat(&[&weight.reshape((out_channels, g.patch_len()))?, &bias], 1)?;
-    cols.matmul(&w.t()?)?
-        .reshape((batch, g.pixels(), out_channels))?
-        .transpose(1, 2)?
-        .contiguous()?
-        .reshape((batch, out_channels, g.out_height(), g.out_width()))
+    let w = weight.reshape((out_channels, g.patch_len()))?;
+    x.contiguous()?
+        .apply_op3(&w.contiguous()?, &bias.contiguous()?, Conv(g))
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use candle_core::{Device, Var};
+    use candle_core::{DType, Device, Var};
     use candle_nn::{Conv2dConfig, Module};
 
     fn random(shape: &[usize], seed: u64) -> Tensor {
@@ -216,8 +348,15 @@ mod tests {
     /// Outputs and all three gradients agree with candle's own kernels.
     #[test]
     fn matches_candle_conv_forward_and_backward() {
-        for (padding, stride, k, h) in [(1, 1, 3, 8), (0, 1, 3, 7), (2, 2, 5, 11), (0, 2, 2, 6)] {
-            let x = Var::from_tensor(&random(&[3, 2, h, h], 1)).unwrap();
+        for (batch, padding, stride, k, h) in [
+            (3, 1, 1, 3, 8),
+            (3, 0, 1, 3, 7),
+            (3, 2, 2, 5, 11),
+            (3, 0, 2, 2, 6),
+            // More images than one part holds, and not a multiple of it.
+            (2 * PART + 3, 1, 1, 3, 5),
+        ] {
+            let x = Var::from_tensor(&random(&[batch, 2, h, h], 1)).unwrap();
             let w = Var::from_tensor(&random(&[4, 2, k, k], 2)).unwrap();
             let b = Var::from_tensor(&random(&[4], 3)).unwrap();
             let cfg = Conv2dConfig {
@@ -247,5 +386,40 @@ mod tests {
                 );
             }
         }
+    }
+
+    /// A layer whose input is data gets the same weight gradients without
+    /// computing one for its input.
+    #[test]
+    fn an_input_that_is_data_gets_no_gradient() {
+        let x = random(&[5, 3, 6, 6], 1);
+        let w = Var::from_tensor(&random(&[4, 3, 3, 3], 2)).unwrap();
+        let b = Var::from_tensor(&random(&[4], 3)).unwrap();
+        let cfg = Conv2dConfig {
+            padding: 1,
+            ..Default::default()
+        };
+        let conv = Conv2d::new(w.as_tensor().clone(), Some(b.as_tensor().clone()), cfg);
+        let grads = conv2d(&conv, &x).unwrap().sqr().unwrap().sum_all().unwrap();
+        let grads = grads.backward().unwrap();
+        let theirs = conv.forward(&x).unwrap().sqr().unwrap().sum_all().unwrap();
+        let theirs = theirs.backward().unwrap();
+        assert!(grads.get(&x).is_none());
+        for v in [&w, &b] {
+            let (a, b) = (grads.get(v).unwrap(), theirs.get(v).unwrap());
+            assert!(crate::nn::max_diff(a, b) < 1e-3);
+        }
+    }
+
+    /// An empty batch gives an empty output of the right shape.
+    #[test]
+    fn an_empty_batch_is_empty() {
+        let w = random(&[4, 2, 3, 3], 2);
+        let conv = Conv2d::new(w, None, Conv2dConfig::default());
+        let y = conv2d(
+            &conv,
+            &Tensor::zeros((0, 2, 5, 5), DType::F32, &Device::Cpu).unwrap(),
+        );
+        assert_eq!(y.unwrap().dims(), [0, 4, 3, 3]);
     }
 }

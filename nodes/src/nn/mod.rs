@@ -6,12 +6,14 @@
 
 pub mod batch_norm;
 pub mod conv;
+mod cpu;
 pub mod dense;
 pub mod dropout;
 pub mod encoder;
 pub mod init;
 pub mod kept;
 pub mod lstm;
+mod matrix;
 mod network;
 pub mod pointwise;
 pub mod pool;
@@ -21,7 +23,7 @@ mod shape;
 #[cfg(test)]
 mod testing;
 
-pub(crate) use network::cpu_f32;
+pub(crate) use cpu::cpu_f32;
 pub use network::{embedding, zeros_in, Activation, Mode, Network, UnitGroup, ACTIVATIONS};
 pub use quantized::{BlockFormat, QuantizedWeight};
 pub use shape::{Dims, LayerShapes, Task};

@@ -122,20 +122,6 @@ pub fn embedding(n: usize, dim: usize, vb: candle_nn::VarBuilder) -> Result<cand
     ))
 }
 
-/// The f32 values a custom op's CPU input holds, in order; `op` names the
-/// op in the error when the input is not contiguous.
-pub(crate) fn cpu_f32<'a>(
-    storage: &'a candle_core::CpuStorage,
-    layout: &candle_core::Layout,
-    op: &str,
-) -> Result<&'a [f32]> {
-    let data = storage.as_slice::<f32>()?;
-    match layout.contiguous_offsets() {
-        Some((start, end)) => Ok(&data[start..end]),
-        None => candle_core::bail!("{op}: expects a contiguous tensor"),
-    }
-}
-
 /// How many of a tensor's values are exactly zero (any dtype, any device).
 pub fn zeros_in(t: &Tensor) -> candle_core::Result<usize> {
     Ok(t.to_device(&candle_core::Device::Cpu)?

@@ -19,7 +19,8 @@ use candle_nn::rnn::LSTMConfig;
 use candle_nn::VarBuilder;
 use rayon::prelude::*;
 
-use recurrence::{backward_part, forward_part, parts, steps_by_part, View, Weights, SLOTS};
+use crate::nn::matrix::View;
+use recurrence::{backward_part, forward_part, parts, steps_by_part, Weights, SLOTS};
 
 /// One LSTM layer in one direction (gates in PyTorch's order: i, f, g, o).
 pub struct Lstm {

@@ -13,6 +13,7 @@
 
 use std::ops::Range;
 
+use crate::nn::matrix::{product, View};
 use crate::quant::Isa;
 
 /// The most examples one part of the batch holds.
@@ -77,82 +78,6 @@ pub(super) fn sigmoid(x: f32) -> f32 {
     0.5 + 0.5 * tanh(0.5 * x)
 }
 
-/// A matrix inside a slice: element (r, c) is `data[r * row + c * col]`.
-#[derive(Clone, Copy)]
-pub(super) struct View<'a> {
-    pub(super) data: &'a [f32],
-    pub(super) rows: usize,
-    pub(super) cols: usize,
-    pub(super) row: usize,
-    pub(super) col: usize,
-}
-
-impl<'a> View<'a> {
-    /// A row-major `rows × cols` matrix.
-    pub(super) fn dense(data: &'a [f32], rows: usize, cols: usize) -> Self {
-        View {
-            data,
-            rows,
-            cols,
-            row: cols,
-            col: 1,
-        }
-    }
-
-    /// This matrix transposed (no copy).
-    pub(super) fn t(self) -> Self {
-        View {
-            rows: self.cols,
-            cols: self.rows,
-            row: self.col,
-            col: self.row,
-            ..self
-        }
-    }
-
-    /// Whether every element lies inside `data`.
-    fn fits(&self) -> bool {
-        self.rows == 0
-            || self.cols == 0
-            || (self.rows - 1) * self.row + (self.cols - 1) * self.col < self.data.len()
-    }
-}
-
-/// `dst (m × n, row-major) (+)= a (m × k) · b (k × n)` on this thread.
-fn product(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: bool) {
-    let (m, k, n) = (a.rows, a.cols, b.cols);
-    assert!(
-        b.rows == k && dst.len() == m * n && a.fits() && b.fits(),
-        "product shapes"
-    );
-    // SAFETY: the assertion above keeps every element gemm reads inside `a`
-    // and `b` and every element it writes inside `dst`; the slices cannot
-    // overlap (one is borrowed mutably).
-    unsafe {
-        gemm::gemm(
-            m,
-            n,
-            k,
-            dst.as_mut_ptr(),
-            1,
-            n as isize,
-            accumulate,
-            a.data.as_ptr(),
-            a.col as isize,
-            a.row as isize,
-            b.data.as_ptr(),
-            b.col as isize,
-            b.row as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            gemm::Parallelism::None,
-        );
-    }
-}
-
 /// A layer's weights: W_ih `[4h, f]`, W_hh `[4h, h]`, the two biases summed.
 pub(super) struct Weights<'a> {
     pub(super) w_ih: View<'a>,
@@ -168,10 +93,10 @@ pub(super) fn forward_part(w: &Weights<'_>, x: &[&[f32]], out: Vec<&mut [f32]>) 
     match Isa::detected() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has AVX-512 (checked by `Isa::detected`).
-        Isa::Avx512Vnni => unsafe { x86::forward_avx512(w, x, out) },
+        Isa::Avx512Vnni => unsafe { forward_avx512(w, x, out) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has AVX2 (checked by `Isa::detected`).
-        Isa::Avx2 => unsafe { x86::forward_avx2(w, x, out) },
+        Isa::Avx2 => unsafe { forward_avx2(w, x, out) },
         _ => forward(w, x, out),
     }
 }
@@ -190,49 +115,48 @@ pub(super) fn backward_part(
     match Isa::detected() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has AVX-512 (checked by `Isa::detected`).
-        Isa::Avx512Vnni => unsafe { x86::backward_avx512(w_hh, res, grad, part, d_pre) },
+        Isa::Avx512Vnni => unsafe { backward_avx512(w_hh, res, grad, part, d_pre) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has AVX2 (checked by `Isa::detected`).
-        Isa::Avx2 => unsafe { x86::backward_avx2(w_hh, res, grad, part, d_pre) },
+        Isa::Avx2 => unsafe { backward_avx2(w_hh, res, grad, part, d_pre) },
         _ => backward(w_hh, res, grad, part, d_pre),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::*;
+#[target_feature(enable = "avx512f")]
+unsafe fn forward_avx512(w: &Weights<'_>, x: &[&[f32]], out: Vec<&mut [f32]>) {
+    forward(w, x, out)
+}
 
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn forward_avx512(w: &Weights<'_>, x: &[&[f32]], out: Vec<&mut [f32]>) {
-        forward(w, x, out)
-    }
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn forward_avx2(w: &Weights<'_>, x: &[&[f32]], out: Vec<&mut [f32]>) {
+    forward(w, x, out)
+}
 
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn forward_avx2(w: &Weights<'_>, x: &[&[f32]], out: Vec<&mut [f32]>) {
-        forward(w, x, out)
-    }
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn backward_avx512(
+    w_hh: View<'_>,
+    res: &[f32],
+    grad: &[f32],
+    part: Range<usize>,
+    d_pre: Vec<&mut [f32]>,
+) {
+    backward(w_hh, res, grad, part, d_pre)
+}
 
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn backward_avx512(
-        w_hh: View<'_>,
-        res: &[f32],
-        grad: &[f32],
-        part: Range<usize>,
-        d_pre: Vec<&mut [f32]>,
-    ) {
-        backward(w_hh, res, grad, part, d_pre)
-    }
-
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn backward_avx2(
-        w_hh: View<'_>,
-        res: &[f32],
-        grad: &[f32],
-        part: Range<usize>,
-        d_pre: Vec<&mut [f32]>,
-    ) {
-        backward(w_hh, res, grad, part, d_pre)
-    }
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn backward_avx2(
+    w_hh: View<'_>,
+    res: &[f32],
+    grad: &[f32],
+    part: Range<usize>,
+    d_pre: Vec<&mut [f32]>,
+) {
+    backward(w_hh, res, grad, part, d_pre)
 }
 
 /// [`forward_part`] in portable code (inlined into each vector path).
@@ -470,13 +394,13 @@ mod tests {
             match isa {
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx512Vnni => unsafe {
-                    x86::forward_avx512(&weights, &steps, outs);
-                    x86::backward_avx512(weights.w_hh, &out, &grad, 0..n, d_pres);
+                    forward_avx512(&weights, &steps, outs);
+                    backward_avx512(weights.w_hh, &out, &grad, 0..n, d_pres);
                 },
                 #[cfg(target_arch = "x86_64")]
                 Isa::Avx2 => unsafe {
-                    x86::forward_avx2(&weights, &steps, outs);
-                    x86::backward_avx2(weights.w_hh, &out, &grad, 0..n, d_pres);
+                    forward_avx2(&weights, &steps, outs);
+                    backward_avx2(weights.w_hh, &out, &grad, 0..n, d_pres);
                 },
                 _ => {
                     forward(&weights, &steps, outs);

@@ -56,41 +56,38 @@ pub(super) fn update(
     match Isa::detected() {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has AVX-512 (checked by `Isa::detected`).
-        Isa::Avx512Vnni => unsafe { x86::update_avx512(step, scale, w, g, m, v) },
+        Isa::Avx512Vnni => unsafe { update_avx512(step, scale, w, g, m, v) },
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has AVX2 (checked by `Isa::detected`).
-        Isa::Avx2 => unsafe { x86::update_avx2(step, scale, w, g, m, v) },
+        Isa::Avx2 => unsafe { update_avx2(step, scale, w, g, m, v) },
         _ => portable(step, scale, w, g, m, v),
     }
 }
 
 #[cfg(target_arch = "x86_64")]
-mod x86 {
-    use super::*;
+#[target_feature(enable = "avx512f")]
+unsafe fn update_avx512(
+    step: &Step,
+    scale: Option<f32>,
+    w: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) {
+    portable(step, scale, w, g, m, v)
+}
 
-    #[target_feature(enable = "avx512f")]
-    pub(super) unsafe fn update_avx512(
-        step: &Step,
-        scale: Option<f32>,
-        w: &mut [f32],
-        g: &[f32],
-        m: &mut [f32],
-        v: &mut [f32],
-    ) {
-        portable(step, scale, w, g, m, v)
-    }
-
-    #[target_feature(enable = "avx2")]
-    pub(super) unsafe fn update_avx2(
-        step: &Step,
-        scale: Option<f32>,
-        w: &mut [f32],
-        g: &[f32],
-        m: &mut [f32],
-        v: &mut [f32],
-    ) {
-        portable(step, scale, w, g, m, v)
-    }
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2")]
+unsafe fn update_avx2(
+    step: &Step,
+    scale: Option<f32>,
+    w: &mut [f32],
+    g: &[f32],
+    m: &mut [f32],
+    v: &mut [f32],
+) {
+    portable(step, scale, w, g, m, v)
 }
 
 #[inline(always)]
@@ -203,11 +200,9 @@ mod tests {
                 let (w_, m_, v_) = (&mut w[..], &mut m[..], &mut v[..]);
                 match isa {
                     #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512Vnni => unsafe {
-                        x86::update_avx512(&step, Some(0.5), w_, &g, m_, v_)
-                    },
+                    Isa::Avx512Vnni => unsafe { update_avx512(&step, Some(0.5), w_, &g, m_, v_) },
                     #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => unsafe { x86::update_avx2(&step, Some(0.5), w_, &g, m_, v_) },
+                    Isa::Avx2 => unsafe { update_avx2(&step, Some(0.5), w_, &g, m_, v_) },
                     _ => portable(&step, Some(0.5), w_, &g, m_, v_),
                 }
                 (w, m, v)
