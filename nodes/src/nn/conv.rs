@@ -111,7 +111,7 @@ impl Geometry {
         self.for_each_run(|row, pixel, from, len| {
             let dst = &mut cols[row * pixels + pixel..][..len];
             if self.stride == 1 {
-                dst.copy_from_slice(&image[from..from + len]);
+                copy_run(dst, &image[from..from + len]);
             } else {
                 for (i, d) in dst.iter_mut().enumerate() {
                     *d = image[from + i * self.stride];
@@ -126,10 +126,34 @@ impl Geometry {
         let pixels = self.pixels();
         self.for_each_run(|row, pixel, to, len| {
             let src = &cols[row * pixels + pixel..][..len];
-            for (i, v) in src.iter().enumerate() {
-                image[to + i * self.stride] += v;
+            if self.stride == 1 {
+                for (d, v) in image[to..to + len].iter_mut().zip(src) {
+                    *d += v;
+                }
+            } else {
+                for (i, v) in src.iter().enumerate() {
+                    image[to + i * self.stride] += v;
+                }
             }
         });
+    }
+}
+
+/// Copies `src` into `dst` (as long) in blocks of eight: the runs here are
+/// an image row or less, too short for a call to `memcpy` to pay.
+#[inline(always)]
+fn copy_run(dst: &mut [f32], src: &[f32]) {
+    let (mut d, mut s) = (dst.chunks_exact_mut(8), src.chunks_exact(8));
+    for (d, s) in (&mut d).zip(&mut s) {
+        let d: &mut [f32; 8] = d.try_into().expect("a block of eight");
+        *d = s.try_into().expect("a block of eight");
+    }
+    // An indexed loop: a zipped one would be turned back into `memcpy`.
+    let (d, s) = (d.into_remainder(), s.remainder());
+    let mut i = 0;
+    while i < d.len().min(s.len()) {
+        d[i] = s[i];
+        i += 1;
     }
 }
 

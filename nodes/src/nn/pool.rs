@@ -9,6 +9,7 @@
 //! candle's. Other devices keep candle's op.
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
 
 /// `[b, c, h, w]` → `[b, c, h / size, w / size]`, each the maximum of its
 /// window (rows and columns past the last whole window are dropped).
@@ -25,34 +26,28 @@ struct MaxPool(usize);
 struct MaxPoolGrad(usize);
 
 /// Calls `f(output index, input index of the window's first maximum)` for
-/// every output of pooling `x` (`[planes, h, w]` flattened) by `size`.
-fn for_each_max(
-    x: &[f32],
-    planes: usize,
-    h: usize,
-    w: usize,
-    size: usize,
-    mut f: impl FnMut(usize, usize),
-) {
-    let (oh, ow) = (h / size, w / size);
-    for p in 0..planes {
-        let plane = p * h * w;
-        for oy in 0..oh {
-            for ox in 0..ow {
-                let mut best = plane + oy * size * w + ox * size;
-                for dy in 0..size {
-                    let row = plane + (oy * size + dy) * w + ox * size;
-                    for at in row..row + size {
-                        if x[at] > x[best] {
-                            best = at;
-                        }
+/// every output of pooling one `h`×`w` plane by `size`.
+fn for_each_max(plane: &[f32], w: usize, size: usize, mut f: impl FnMut(usize, usize)) {
+    let (oh, ow) = (plane.len() / w / size, w / size);
+    for oy in 0..oh {
+        let rows = &plane[oy * size * w..][..size * w];
+        for ox in 0..ow {
+            let mut best = ox * size;
+            let mut top = rows[best];
+            for (dy, row) in rows.chunks_exact(w).enumerate() {
+                for (dx, v) in row[ox * size..][..size].iter().enumerate() {
+                    if *v > top {
+                        (top, best) = (*v, dy * w + ox * size + dx);
                     }
                 }
-                f((p * oh + oy) * ow + ox, best);
             }
+            f(oy * ow + ox, oy * size * w + best);
         }
     }
 }
+
+/// Planes handed to one task of the thread pool at least.
+const PLANES_PER_TASK: usize = 16;
 
 impl CustomOp1 for MaxPool {
     fn name(&self) -> &'static str {
@@ -66,8 +61,12 @@ impl CustomOp1 for MaxPool {
         if h < size || w < size {
             candle_core::bail!("cannot pool {size}×{size} over a {h}×{w} input");
         }
-        let mut out = vec![0f32; b * c * (h / size) * (w / size)];
-        for_each_max(x, b * c, h, w, size, |o, i| out[o] = x[i]);
+        let (oh, ow) = (h / size, w / size);
+        let mut out = vec![0f32; b * c * oh * ow];
+        out.par_chunks_mut(oh * ow)
+            .zip(x.par_chunks(h * w))
+            .with_min_len(PLANES_PER_TASK)
+            .for_each(|(out, x)| for_each_max(x, w, size, |o, i| out[o] = x[i]));
         Ok((CpuStorage::F32(out), (b, c, h / size, w / size).into()))
     }
 
@@ -96,8 +95,15 @@ impl CustomOp2 for MaxPoolGrad {
             super::cpu_f32(s2, l2, self.name())?,
         );
         let (b, c, h, w) = l1.shape().dims4()?;
-        let mut d_x = vec![0f32; x.len()];
-        for_each_max(x, b * c, h, w, self.0, |o, i| d_x[i] += g[o]);
+        let (size, (oh, ow)) = (self.0, (h / self.0, w / self.0));
+        let mut d_x = vec![0f32; b * c * h * w];
+        if oh * ow > 0 {
+            d_x.par_chunks_mut(h * w)
+                .zip(x.par_chunks(h * w))
+                .zip(g.par_chunks(oh * ow))
+                .with_min_len(PLANES_PER_TASK)
+                .for_each(|((d_x, x), g)| for_each_max(x, w, size, |o, i| d_x[i] += g[o]));
+        }
         Ok((CpuStorage::F32(d_x), l1.shape().clone()))
     }
 }
