@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::{json, Value as Json};
 
 use crate::data::{Dataset, Target};
+use crate::nn::spmm::SparseMatrix;
 
 /// What a graph's examples are.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -323,22 +324,37 @@ pub struct Pool {
     pub ranges: Vec<(usize, usize)>,
 }
 
-/// Message passing over a batch's edges: every edge's source row is
-/// gathered (`index_select`), scaled by the edge's coefficient and summed
-/// into its target row (`index_add`); both ops have gradients in candle.
-pub struct Propagation {
-    src: Tensor,
-    dst: Tensor,
-    coef: Tensor,
-    nodes: usize,
+/// Message passing over a batch's edges: `Σ_edges coef · h[src]` into
+/// `dst`. On the CPU one sparse product each way ([`SparseMatrix`]); on
+/// other devices every edge's source row is gathered (`index_select`),
+/// scaled by the edge's coefficient and summed into its target row
+/// (`index_add`), ops candle differentiates. Both give the same numbers.
+pub enum Propagation {
+    Sparse(SparseMatrix),
+    Edges {
+        src: Tensor,
+        dst: Tensor,
+        coef: Tensor,
+        nodes: usize,
+    },
 }
 
 impl Propagation {
     /// `Σ_edges coef · h[src]` into `dst`.
     pub fn pass(&self, h: &Tensor) -> CandleResult<Tensor> {
-        let gathered = h.index_select(&self.src, 0)?.broadcast_mul(&self.coef)?;
-        Tensor::zeros((self.nodes, h.dim(1)?), h.dtype(), h.device())?
-            .index_add(&self.dst, &gathered, 0)
+        match self {
+            Propagation::Sparse(m) => m.times(&h.to_dtype(DType::F32)?)?.to_dtype(h.dtype()),
+            Propagation::Edges {
+                src,
+                dst,
+                coef,
+                nodes,
+            } => {
+                let gathered = h.index_select(src, 0)?.broadcast_mul(coef)?;
+                Tensor::zeros((*nodes, h.dim(1)?), h.dtype(), h.device())?
+                    .index_add(dst, &gathered, 0)
+            }
+        }
     }
 
     /// GCN's symmetric normalisation over the edges plus a self loop per
@@ -384,8 +400,16 @@ impl Propagation {
         b: &GraphBatch,
     ) -> CandleResult<Propagation> {
         let device = b.x.device();
+        if let Some(i) = src.iter().chain(&dst).find(|i| **i as usize >= b.nodes) {
+            candle_core::bail!("edge endpoint {i} is not one of the {} nodes", b.nodes);
+        }
+        if device.is_cpu() {
+            return Ok(Propagation::Sparse(SparseMatrix::new(
+                &dst, &src, &coef, b.nodes,
+            )));
+        }
         let e = src.len();
-        Ok(Propagation {
+        Ok(Propagation::Edges {
             src: Tensor::from_vec(src, e, device)?,
             dst: Tensor::from_vec(dst, e, device)?,
             coef: Tensor::from_vec(coef, (e, 1), device)?,

@@ -20,6 +20,7 @@ pub mod pool;
 pub mod pruning;
 pub mod quantized;
 mod shape;
+pub mod spmm;
 #[cfg(test)]
 mod testing;
 
