@@ -29,4 +29,4 @@ pub use network::{embedding, zeros_in, Activation, Mode, Network, UnitGroup, ACT
 pub use quantized::{BlockFormat, QuantizedWeight};
 pub use shape::{Dims, LayerShapes, Task};
 #[cfg(test)]
-pub(crate) use testing::{assert_all_have_gradients, max_diff, token_rows};
+pub(crate) use testing::{assert_all_have_gradients, bits, gradients, max_diff, token_rows};

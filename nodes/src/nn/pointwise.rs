@@ -137,6 +137,7 @@ impl CustomOp2 for ReluGrad {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::bits;
     use candle_core::{Device, Var};
 
     fn random(shape: &[usize], seed: u64) -> Tensor {
@@ -156,16 +157,6 @@ mod tests {
         Tensor::from_vec(data, shape, &Device::Cpu).unwrap()
     }
 
-    fn bits(t: &Tensor) -> Vec<u32> {
-        t.flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap()
-            .iter()
-            .map(|v| v.to_bits())
-            .collect()
-    }
-
     /// Values and gradients are candle's own, to the bit, on odd shapes.
     #[test]
     fn bias_and_relu_give_candles_bits_forward_and_back() {
@@ -182,13 +173,8 @@ mod tests {
                 .relu()
                 .unwrap();
             assert_eq!(bits(&ours), bits(&theirs), "{shape:?}");
-            let g_ours = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
-            let g_theirs = (theirs * &up)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let g_ours = crate::nn::gradients(&ours, &up);
+            let g_theirs = crate::nn::gradients(&theirs, &up);
             for v in [&x, &b] {
                 let (a, c) = (g_ours.get(v).unwrap(), g_theirs.get(v).unwrap());
                 assert_eq!(bits(a), bits(c), "{shape:?} {:?}", v.dims());

@@ -144,13 +144,8 @@ mod tests {
                 .map(|_| rng.random_range(-1.0..1.0))
                 .collect();
             let up = Tensor::from_vec(up, ours.dims(), &Device::Cpu).unwrap();
-            let g_ours = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
-            let g_theirs = (theirs * &up)
-                .unwrap()
-                .sum_all()
-                .unwrap()
-                .backward()
-                .unwrap();
+            let g_ours = crate::nn::gradients(&ours, &up);
+            let g_theirs = crate::nn::gradients(&theirs, &up);
             let scaled = (g_theirs.get(&x).unwrap() * (size * size) as f64).unwrap();
             assert!(
                 crate::nn::max_diff(g_ours.get(&x).unwrap(), &scaled) < 1e-6,

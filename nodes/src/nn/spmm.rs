@@ -135,6 +135,7 @@ impl SparseMatrix {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::nn::bits;
     use candle_core::{Device, Var};
 
     /// Forward and backward give the bits of candle's gather, scale and
@@ -174,18 +175,9 @@ mod tests {
             .and_then(|g| g.broadcast_mul(&c))
             .and_then(|g| Tensor::zeros((nodes, f), g.dtype(), &dev)?.index_add(&d, &g, 0))
             .unwrap();
-        let bits = |t: &Tensor| -> Vec<u32> {
-            let v = t.flatten_all().unwrap().to_vec1::<f32>().unwrap();
-            v.iter().map(|v| v.to_bits()).collect()
-        };
         assert_eq!(bits(&ours), bits(&theirs));
-        let g_ours = (ours * &up).unwrap().sum_all().unwrap().backward().unwrap();
-        let g_theirs = (theirs * &up)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
+        let g_ours = crate::nn::gradients(&ours, &up);
+        let g_theirs = crate::nn::gradients(&theirs, &up);
         assert_eq!(
             bits(g_ours.get(&x).unwrap()),
             bits(g_theirs.get(&x).unwrap())

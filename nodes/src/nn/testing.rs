@@ -1,5 +1,6 @@
 //! Helpers for the kernels' and architectures' tests.
 
+use candle_core::backprop::GradStore;
 use candle_core::Tensor;
 
 /// Asserts that every trainable variable in `vars` gets a non-zero
@@ -41,4 +42,23 @@ pub(crate) fn max_diff(a: &Tensor, b: &Tensor) -> f32 {
         .and_then(|d| d.max(0))
         .and_then(|d| d.to_scalar())
         .expect("tensors of one shape")
+}
+
+/// Every value's bit pattern, to compare two tensors exactly (tests).
+pub(crate) fn bits(t: &Tensor) -> Vec<u32> {
+    let values = t.flatten_all().and_then(|t| t.to_vec1::<f32>());
+    values
+        .expect("f32 values")
+        .iter()
+        .map(|v| v.to_bits())
+        .collect()
+}
+
+/// The gradients of `Σ out · up`: `up` stands for what the layers above
+/// would send back (tests).
+pub(crate) fn gradients(out: &Tensor, up: &Tensor) -> GradStore {
+    (out * up)
+        .and_then(|t| t.sum_all())
+        .and_then(|t| t.backward())
+        .expect("a backward pass")
 }
