@@ -407,10 +407,10 @@ mod tests {
         }
     }
 
-    /// A layer whose input is data gets the same weight gradients without
-    /// computing one for its input.
+    /// A first layer, whose input is data (no gradient wanted, the op skips
+    /// it), still gets candle's weight and bias gradients.
     #[test]
-    fn an_input_that_is_data_gets_no_gradient() {
+    fn a_layer_on_data_gets_candles_weight_gradients() {
         let x = random(&[5, 3, 6, 6], 1);
         let w = Var::from_tensor(&random(&[4, 3, 3, 3], 2)).unwrap();
         let b = Var::from_tensor(&random(&[4], 3)).unwrap();
