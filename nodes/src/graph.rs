@@ -403,7 +403,7 @@ impl Propagation {
         if let Some(i) = src.iter().chain(&dst).find(|i| **i as usize >= b.nodes) {
             candle_core::bail!("edge endpoint {i} is not one of the {} nodes", b.nodes);
         }
-        if device.is_cpu() {
+        if crate::nn::cpu::own_kernels_on(device) {
             return Ok(Propagation::Sparse(SparseMatrix::new(
                 &dst, &src, &coef, b.nodes,
             )));

@@ -8,6 +8,8 @@ mod gnn;
 mod linear;
 mod load;
 pub mod mlp;
+#[cfg(test)]
+mod on_devices;
 mod prepared;
 mod pretrained;
 mod rnn;

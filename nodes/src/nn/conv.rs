@@ -322,8 +322,7 @@ pub fn conv2d(conv: &Conv2d, x: &Tensor) -> Result<Tensor> {
     let cfg = conv.config();
     let weight = conv.weight();
     let (out_channels, in_channels, kernel, _) = weight.dims4()?;
-    if !x.device().is_cpu()
-        || x.dtype() != candle_core::DType::F32
+    if !super::cpu::own_kernel_takes(x)
         || weight.dtype() != candle_core::DType::F32
         || cfg.dilation != 1
         || cfg.groups != 1

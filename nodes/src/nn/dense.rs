@@ -106,7 +106,7 @@ impl Dense {
         // kiln's matrices need whole blocks of 32 (a damaged file may hold none).
         let blocks_fit = padded > 0 && padded.is_multiple_of(crate::quant::BLOCK);
         let own = match q.dtype() {
-            _ if !q.device().is_cpu() || !blocks_fit => None,
+            _ if !super::cpu::own_kernels_on(&q.device()) || !blocks_fit => None,
             GgmlDType::Q8_0 if !candle_repacks(rows, padded) => {
                 Some(QMatrix::from_q8_0(padded, &[&q.data()?]))
             }
@@ -163,7 +163,7 @@ impl Module for Dense {
         match self {
             Dense::F32(linear) => match linear.bias() {
                 // The bias by kiln's op: its gradient is one pass (see `pointwise`).
-                Some(bias) if x.device().is_cpu() => {
+                Some(bias) if super::cpu::own_kernels_on(x.device()) => {
                     let product = Linear::new(linear.weight().clone(), None).forward(x)?;
                     super::pointwise::add_bias(&product, bias)
                 }

@@ -6,7 +6,7 @@
 
 pub mod batch_norm;
 pub mod conv;
-mod cpu;
+pub(crate) mod cpu;
 pub mod dense;
 pub mod dropout;
 pub mod encoder;
@@ -29,4 +29,6 @@ pub use network::{embedding, zeros_in, Activation, Mode, Network, UnitGroup, ACT
 pub use quantized::{BlockFormat, QuantizedWeight};
 pub use shape::{Dims, LayerShapes, Task};
 #[cfg(test)]
-pub(crate) use testing::{assert_all_have_gradients, bits, gradients, max_diff, token_rows};
+pub(crate) use testing::{
+    assert_all_have_gradients, assert_close, bits, cuda_or_skip, gradients, max_diff, token_rows,
+};

@@ -8,10 +8,10 @@
 //! order, as candle does, and ReLU passes the gradient where the input is
 //! ≥ 0, as candle's does. Other devices keep candle's ops.
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
 fn on_cpu_f32(t: &Tensor) -> bool {
-    t.device().is_cpu() && t.dtype() == DType::F32
+    super::cpu::own_kernel_takes(t)
 }
 
 /// `x + b`, `b` of `x`'s last dimension, broadcast over the others.

@@ -6,18 +6,42 @@
 //! where it should pass it whole, and builds it from five ops (upsample,
 //! compare, average-pool, upsample, multiply). Here the gradient goes whole
 //! to the window's first maximum, as in PyTorch. The forward values are
-//! candle's. Other devices keep candle's op.
+//! candle's. It also misplaces the gradient when a side is not a multiple
+//! of the window (it upsamples to the whole side). Other devices (a GPU)
+//! gather each window's arg-max from a reshaped view, whose gradient also
+//! goes whole to one maximum (ties are common: ReLU's zeros after batch
+//! norm are equal values).
 
-use candle_core::{CpuStorage, CustomOp1, CustomOp2, DType, Layout, Result, Shape, Tensor};
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 /// `[b, c, h, w]` → `[b, c, h / size, w / size]`, each the maximum of its
 /// window (rows and columns past the last whole window are dropped).
 pub fn max_pool2d(x: &Tensor, size: usize) -> Result<Tensor> {
-    if !x.device().is_cpu() || x.dtype() != DType::F32 || x.rank() != 4 || size == 0 {
+    if x.rank() != 4 || size == 0 {
         return x.max_pool2d(size);
     }
+    if !super::cpu::own_kernel_takes(x) {
+        return windows_max(x, size);
+    }
     x.contiguous()?.apply_op1(MaxPool(size))
+}
+
+/// Max pooling from candle's ops, for devices without kiln's op: the whole
+/// windows, each as the last axis, and the value at each one's arg-max.
+fn windows_max(x: &Tensor, size: usize) -> Result<Tensor> {
+    let (batch, channels, height, width) = x.dims4()?;
+    let (rows, cols) = (height / size, width / size);
+    let windows = x
+        .narrow(2, 0, rows * size)?
+        .narrow(3, 0, cols * size)?
+        .contiguous()?
+        .reshape((batch, channels, rows, size, cols, size))?
+        .permute((0, 1, 2, 4, 3, 5))?
+        .contiguous()?
+        .reshape((batch, channels, rows, cols, size * size))?;
+    let first_max = windows.argmax_keepdim(4)?;
+    windows.gather(&first_max, 4)?.squeeze(4)
 }
 
 struct MaxPool(usize);
@@ -151,22 +175,32 @@ mod tests {
                 crate::nn::max_diff(g_ours.get(&x).unwrap(), &scaled) < 1e-6,
                 "{shape:?}"
             );
+            // What a GPU runs: the same values and gradient.
+            let composed = crate::nn::cpu::with_candle_ops(|| max_pool2d(x.as_tensor(), size));
+            let composed = composed.unwrap();
+            assert_eq!(
+                crate::nn::bits(&composed),
+                crate::nn::bits(&ours),
+                "{shape:?}"
+            );
+            let g_composed = crate::nn::gradients(&composed, &up);
+            assert_eq!(
+                crate::nn::bits(g_composed.get(&x).unwrap()),
+                crate::nn::bits(g_ours.get(&x).unwrap()),
+                "{shape:?}"
+            );
         }
-        // A tie goes to the first maximum only.
+        // A tie goes to the first maximum only, on both paths.
         let x = Var::from_vec(vec![1f32, 1.0, 0.0, 1.0], (1, 1, 2, 2), &Device::Cpu).unwrap();
-        let g = max_pool2d(x.as_tensor(), 2)
-            .unwrap()
-            .sum_all()
-            .unwrap()
-            .backward()
-            .unwrap();
-        let g = g
-            .get(&x)
-            .unwrap()
-            .flatten_all()
-            .unwrap()
-            .to_vec1::<f32>()
-            .unwrap();
-        assert_eq!(g, [1.0, 0.0, 0.0, 0.0]);
+        let tie = || {
+            let g = max_pool2d(x.as_tensor(), 2)
+                .and_then(|y| y.sum_all())
+                .and_then(|y| y.backward())
+                .unwrap();
+            let g = g.get(&x).unwrap().flatten_all().unwrap();
+            g.to_vec1::<f32>().unwrap()
+        };
+        assert_eq!(tie(), [1.0, 0.0, 0.0, 0.0]);
+        assert_eq!(crate::nn::cpu::with_candle_ops(tie), [1.0, 0.0, 0.0, 0.0]);
     }
 }

@@ -62,3 +62,37 @@ pub(crate) fn gradients(out: &Tensor, up: &Tensor) -> GradStore {
         .and_then(|t| t.backward())
         .expect("a backward pass")
 }
+
+/// The first CUDA GPU, or `None` after saying on stderr that `what`'s GPU
+/// half is skipped (a CPU-only build, or no GPU answers). With
+/// `KILN_REQUIRE_GPU` set (the GPU check script), no GPU is a failure.
+pub(crate) fn cuda_or_skip(what: &str) -> Option<candle_core::Device> {
+    match candle_core::Device::new_cuda(0) {
+        Ok(device) => Some(device),
+        Err(e) if std::env::var_os("KILN_REQUIRE_GPU").is_some() => {
+            panic!("{what}: KILN_REQUIRE_GPU is set, but no GPU answers: {e}")
+        }
+        Err(e) => {
+            eprintln!("{what}: GPU half skipped, no GPU answers ({e})");
+            None
+        }
+    }
+}
+
+/// Asserts `a` and `b` are equal within `tolerance` relative to `a`'s
+/// largest magnitude; `what` names them in failures.
+pub(crate) fn assert_close(a: &Tensor, b: &Tensor, tolerance: f32, what: &str) {
+    assert_eq!(a.dims(), b.dims(), "{what}: shapes differ");
+    let scale = a
+        .abs()
+        .and_then(|t| t.flatten_all())
+        .and_then(|t| t.max(0))
+        .and_then(|t| t.to_scalar::<f32>())
+        .expect("a largest magnitude")
+        .max(1e-6);
+    let diff = max_diff(a, b);
+    assert!(
+        diff <= tolerance * scale,
+        "{what}: differ by {diff} (largest value {scale}, tolerance {tolerance})"
+    );
+}

@@ -66,7 +66,7 @@ impl Lstm {
     pub fn run(&self, x: &Tensor) -> Result<Tensor> {
         let hidden = self.hidden;
         let bias = (&self.b_ih + &self.b_hh)?;
-        if x.device().is_cpu() && x.dtype() == DType::F32 {
+        if crate::nn::cpu::own_kernel_takes(x) {
             let packed = Tensor::cat(&[&self.w_ih, &self.w_hh, &bias.unsqueeze(1)?], 1)?;
             let all = x.contiguous()?.apply_op2(&packed, Sequence { hidden })?;
             return all.narrow(2, 0, hidden);

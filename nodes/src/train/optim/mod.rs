@@ -12,7 +12,7 @@ mod host;
 use std::cell::RefCell;
 
 use candle_core::backprop::GradStore;
-use candle_core::{CpuStorage, DType, InplaceOp2, Layout, Result, Tensor, Var};
+use candle_core::{CpuStorage, InplaceOp2, Layout, Result, Tensor, Var};
 
 /// Which update rule.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -65,13 +65,12 @@ impl Optimizer {
                 .into_iter()
                 .map(|var| {
                     let t = var.as_tensor();
-                    let moments =
-                        if t.device().is_cpu() && t.dtype() == DType::F32 && t.is_contiguous() {
-                            let n = t.elem_count();
-                            Moments::Host(vec![0.0; n], vec![0.0; if second { n } else { 0 }])
-                        } else {
-                            Moments::Tensors(None, None)
-                        };
+                    let moments = if crate::nn::cpu::own_kernel_takes(t) && t.is_contiguous() {
+                        let n = t.elem_count();
+                        Moments::Host(vec![0.0; n], vec![0.0; if second { n } else { 0 }])
+                    } else {
+                        Moments::Tensors(None, None)
+                    };
                     (var, moments)
                 })
                 .collect(),
