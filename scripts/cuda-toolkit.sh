@@ -8,7 +8,9 @@
 #                                           (cuBLAS, cuRAND, NVRTC, runtime)
 #
 # A toolkit already on the machine wins: set CUDA_ROOT to it, or have nvcc
-# on PATH. CUDA 13.0 is the newest the cudarc that candle 0.11 uses knows.
+# on PATH. Pinned to CUDA 13.0, the version checked here: candle 0.11's
+# cudarc (0.19) knows 13.0 to 13.4, not the registry's newest (13.5), and
+# the CUDA 12 packages hold no nvcc (only ptxas).
 #
 # Exports PATH (nvcc), CUDA_ROOT/CUDA_PATH/CUDA_HOME (headers, for candle's
 # kernels and cudarc's version probe), and with KILN_CUDA_LINK=1 also

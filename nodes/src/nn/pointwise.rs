@@ -10,14 +10,12 @@
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 
-fn on_cpu_f32(t: &Tensor) -> bool {
-    super::cpu::own_kernel_takes(t)
-}
+use super::cpu::own_kernel_takes;
 
 /// `x + b`, `b` of `x`'s last dimension, broadcast over the others.
 pub fn add_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
     let width = x.dims().last().copied().unwrap_or(1);
-    if !on_cpu_f32(x) || !on_cpu_f32(bias) || bias.dims() != [width] || width == 0 {
+    if !own_kernel_takes(x) || !own_kernel_takes(bias) || bias.dims() != [width] || width == 0 {
         return x.broadcast_add(bias);
     }
     x.contiguous()?.apply_op2(&bias.contiguous()?, AddBias)
@@ -25,7 +23,7 @@ pub fn add_bias(x: &Tensor, bias: &Tensor) -> Result<Tensor> {
 
 /// `max(x, 0)`.
 pub fn relu(x: &Tensor) -> Result<Tensor> {
-    if !on_cpu_f32(x) {
+    if !own_kernel_takes(x) {
         return x.relu();
     }
     x.contiguous()?.apply_op1(Relu)
