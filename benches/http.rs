@@ -1,17 +1,22 @@
 //! What the serving benches share: starting `kiln serve` on an example and
 //! one HTTP/1.1 exchange on a keep-alive connection.
 
+// Each bench uses a part of what is here.
+#![allow(dead_code)]
+
 use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::process::{Child, Command, Stdio};
 
 /// Starts `kiln serve PIPELINE` on a free port; returns it and its address.
 /// `SERVER_CPUS=0` (a `taskset` list) keeps the server on those cores, so
-/// a client run with `taskset -c 1` doesn't take the server's time.
+/// a client run with `taskset -c 1` doesn't take the server's time;
+/// `KILN_BIN` names another kiln binary to start.
 pub fn start_kiln(pipeline: &str) -> (Child, String) {
     let root = env!("CARGO_MANIFEST_DIR");
-    let kiln = env!("CARGO_BIN_EXE_kiln");
-    let serve = [kiln, "serve", pipeline, "--addr", "127.0.0.1:0"];
+    // KILN_BIN: another build to compare (an older commit's binary).
+    let kiln = std::env::var("KILN_BIN").unwrap_or_else(|_| env!("CARGO_BIN_EXE_kiln").into());
+    let serve = [kiln.as_str(), "serve", pipeline, "--addr", "127.0.0.1:0"];
     let mut command = match std::env::var("SERVER_CPUS") {
         Ok(cpus) => {
             let mut c = Command::new("taskset");
@@ -19,7 +24,7 @@ pub fn start_kiln(pipeline: &str) -> (Child, String) {
             c
         }
         Err(_) => {
-            let mut c = Command::new(kiln);
+            let mut c = Command::new(&kiln);
             c.args(&serve[1..]);
             c
         }
@@ -53,7 +58,20 @@ pub fn start_kiln(pipeline: &str) -> (Child, String) {
 /// Sends one request and reads its response; returns the status.
 pub fn exchange(stream: &mut BufReader<TcpStream>, request: &[u8]) -> std::io::Result<u16> {
     stream.get_mut().write_all(request)?;
+    Ok(response(stream)?.status)
+}
+
+/// What a response said.
+pub struct Response {
+    pub status: u16,
+    /// The server closes the connection after it (`Connection: close`).
+    pub closes: bool,
+}
+
+/// Reads one response (its head, and the body it announces).
+pub fn response(stream: &mut BufReader<TcpStream>) -> std::io::Result<Response> {
     let mut status = 0;
+    let mut closes = false;
     let mut length = 0usize;
     let mut line = String::new();
     loop {
@@ -74,10 +92,12 @@ pub fn exchange(stream: &mut BufReader<TcpStream>, request: &[u8]) -> std::io::R
         } else if let Some((k, v)) = l.split_once(':') {
             if k.eq_ignore_ascii_case("content-length") {
                 length = v.trim().parse().unwrap_or(0);
+            } else if k.eq_ignore_ascii_case("connection") {
+                closes = v.trim().eq_ignore_ascii_case("close");
             }
         }
     }
     let mut body = vec![0; length];
     stream.read_exact(&mut body)?;
-    Ok(status)
+    Ok(Response { status, closes })
 }

@@ -14,9 +14,10 @@
 
 mod http;
 
-use http::exchange;
-use std::io::BufReader;
+use http::response;
+use std::io::{BufReader, Write};
 use std::net::TcpStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 fn main() {
@@ -30,15 +31,17 @@ fn main() {
         .map(|r| (0..784).map(|i| ((i * 7 + r * 13) % 256) as u32).collect())
         .collect();
     let body = format!("{{\"inputs\": {{\"request\": {pixels:?}}}}}").into_bytes();
-    let request = [
-        format!(
-            "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n\r\n",
-            body.len()
-        )
-        .into_bytes(),
-        body,
-    ]
-    .concat();
+    let expect = env_or("EXPECT", 0) == 1;
+    let head = format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n",
+        body.len(),
+        if expect { "Expect: 100-continue\r\n" } else { "" }
+    )
+    .into_bytes();
+    let request = Arc::new(Request { head, body, expect });
+    if expect {
+        println!("clients send `Expect: 100-continue` and their body only after `100 Continue`");
+    }
 
     let capacity = closed_loop(&addr, &request, 32, Duration::from_secs(5));
     println!("capacity (closed loop, 32 connections, 5 s): {capacity:.0} req/s of {rows} rows");
@@ -52,15 +55,20 @@ fn main() {
     );
     quiet.print("a quarter of capacity");
     let rss_before = rss_kib(server.id());
+    // RATE: a fixed offered rate (req/s), to compare builds at equal load.
+    let rate = std::env::var("RATE")
+        .ok()
+        .and_then(|r| r.parse::<f64>().ok())
+        .unwrap_or(capacity * factor);
     let over = open_loop(
         &addr,
         &request,
-        capacity * factor,
+        rate,
         connections,
         Duration::from_secs(seconds),
         Some(server.id()),
     );
-    over.print(&format!("{factor}× capacity"));
+    over.print(&format!("{:.1}× capacity", rate / capacity));
     let after = open_loop(
         &addr,
         &request,
@@ -106,16 +114,16 @@ fn rss_kib(pid: u32) -> u64 {
 }
 
 /// Requests answered per second with `connections` each keeping one in flight.
-fn closed_loop(addr: &str, request: &[u8], connections: usize, duration: Duration) -> f64 {
+fn closed_loop(addr: &str, request: &Arc<Request>, connections: usize, duration: Duration) -> f64 {
     let started = Instant::now();
     let done: usize = (0..connections)
         .map(|_| {
-            let (addr, request) = (addr.to_string(), request.to_vec());
+            let (addr, request) = (addr.to_string(), request.clone());
             std::thread::spawn(move || {
                 let mut stream = connect(&addr);
                 let mut n = 0;
                 while started.elapsed() < duration {
-                    match exchange(&mut stream, &request) {
+                    match request.send(&mut stream, &addr) {
                         Ok(200) => n += 1,
                         Ok(_) => {}
                         Err(_) => stream = connect(&addr),
@@ -182,7 +190,7 @@ impl Seen {
 /// `connections`; each latency counts from when its request was due.
 fn open_loop(
     addr: &str,
-    request: &[u8],
+    request: &Arc<Request>,
     rate: f64,
     connections: usize,
     duration: Duration,
@@ -202,7 +210,7 @@ fn open_loop(
     });
     let workers: Vec<_> = (0..connections)
         .map(|i| {
-            let (addr, request) = (addr.to_string(), request.to_vec());
+            let (addr, request) = (addr.to_string(), request.clone());
             std::thread::spawn(move || {
                 let mut seen = Seen::default();
                 let mut stream = connect(&addr);
@@ -212,7 +220,7 @@ fn open_loop(
                         std::thread::sleep(wait);
                     }
                     let sent = Instant::now();
-                    match exchange(&mut stream, &request) {
+                    match request.send(&mut stream, &addr) {
                         Ok(status) => {
                             let ms = due.elapsed().as_secs_f64() * 1e3;
                             let from_sent = sent.elapsed().as_secs_f64() * 1e3;
@@ -261,4 +269,33 @@ fn connect(addr: &str) -> BufReader<TcpStream> {
     let _ = stream.set_nodelay(true);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(60)));
     BufReader::new(stream)
+}
+
+/// One request as the clients send it.
+struct Request {
+    head: Vec<u8>,
+    body: Vec<u8>,
+    /// The head asks `Expect: 100-continue`: the body goes only after the
+    /// server's `100 Continue` (as curl does for large bodies).
+    expect: bool,
+}
+
+impl Request {
+    /// Sends the request on `stream` and reads its answer; reconnects when
+    /// the server closes the connection after it.
+    fn send(&self, stream: &mut BufReader<TcpStream>, addr: &str) -> std::io::Result<u16> {
+        stream.get_mut().write_all(&self.head)?;
+        if !self.expect {
+            stream.get_mut().write_all(&self.body)?;
+        }
+        let mut answer = response(stream)?;
+        if self.expect && answer.status == 100 {
+            stream.get_mut().write_all(&self.body)?;
+            answer = response(stream)?;
+        }
+        if answer.closes {
+            *stream = connect(addr);
+        }
+        Ok(answer.status)
+    }
 }

@@ -2,7 +2,7 @@
 //! HTTPS, a full queue, deadlines, stalled clients and the connection cap.
 
 use std::fs;
-use std::io::{Read, Write};
+use std::io::{BufRead, BufReader, Read, Write};
 use std::net::TcpStream;
 use std::path::Path;
 use std::sync::Arc;
@@ -165,6 +165,122 @@ fn a_full_queue_answers_503_with_retry_after_and_nothing_goes_unanswered() {
         metrics.contains("kiln_request_errors_total{pipeline=\"iris-tight\",status=\"503\"}"),
         "{metrics}"
     );
+}
+
+/// Reads one response from a kept-alive connection: its status and head,
+/// or `None` when the server closed the connection instead.
+fn response_on(stream: &mut BufReader<TcpStream>) -> Option<(u16, String)> {
+    let mut head = String::new();
+    loop {
+        let mut line = String::new();
+        if stream.read_line(&mut line).ok()? == 0 {
+            return None;
+        }
+        if line == "\r\n" {
+            break;
+        }
+        head.push_str(&line);
+    }
+    let status = head.split_whitespace().nth(1)?.parse().ok()?;
+    let length = head
+        .lines()
+        .find_map(|l| {
+            l.to_ascii_lowercase()
+                .strip_prefix("content-length:")
+                .map(|v| v.trim().to_string())
+        })
+        .map_or(0, |v| v.parse().unwrap());
+    let mut body = vec![0; length];
+    stream.read_exact(&mut body).ok()?;
+    Some((status, head.to_ascii_lowercase()))
+}
+
+#[test]
+fn a_refused_request_costs_its_client_nothing_more() {
+    let ws = workspace();
+    iris_served_with(
+        ws.path(),
+        "iris-refusing",
+        "serve: { input: request, output: label, max_queue: 1, max_rows: 1024 }",
+    );
+    let server = Server::start(ws.path(), &["iris-refusing.yaml"]);
+    let addr = server.addr.clone();
+    let path = "/v1/pipelines/iris-refusing/infer";
+    let body = json!({"inputs": {"request": vec![[5.1, 3.5, 1.4, 0.2]; 1024]}}).to_string();
+    let one = json!({"inputs": {"request": [[5.1, 3.5, 1.4, 0.2]]}}).to_string();
+    // Half the clients send their bodies at once on kept-alive connections,
+    // half ask `Expect: 100-continue` first; all at the same moment.
+    let clients: Vec<_> = (0..32)
+        .map(|i| {
+            let (addr, body, one) = (addr.clone(), body.clone(), one.clone());
+            let expect = i % 2 == 1;
+            std::thread::spawn(move || {
+                let stream = TcpStream::connect(&addr).unwrap();
+                stream.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+                let mut stream = BufReader::new(stream);
+                let head = |len: usize, expect: bool| {
+                    format!(
+                        "POST {path} HTTP/1.1\r\nHost: {addr}\r\nContent-Type: application/json\r\nContent-Length: {len}\r\n{}\r\n",
+                        if expect { "Expect: 100-continue\r\n" } else { "" }
+                    )
+                };
+                stream.get_mut().write_all(head(body.len(), expect).as_bytes()).unwrap();
+                if !expect {
+                    stream.get_mut().write_all(body.as_bytes()).unwrap();
+                }
+                let mut first = response_on(&mut stream).expect("an answer");
+                let mut sent_body = !expect;
+                if first.0 == 100 {
+                    stream.get_mut().write_all(body.as_bytes()).unwrap();
+                    sent_body = true;
+                    first = response_on(&mut stream).expect("an answer after 100 Continue");
+                }
+                // The same connection again, for one flower.
+                let again = stream
+                    .get_mut()
+                    .write_all(format!("{}{one}", head(one.len(), false)).as_bytes())
+                    .ok()
+                    .and_then(|()| response_on(&mut stream));
+                (expect, sent_body, first, again)
+            })
+        })
+        .collect();
+    let seen: Vec<_> = clients.into_iter().map(|c| c.join().unwrap()).collect();
+    let refused = |expect: bool| {
+        seen.iter()
+            .filter(move |(e, _, (status, _), _)| *e == expect && *status == 503)
+    };
+    assert!(
+        seen.iter().all(|(_, _, (s, _), _)| *s == 200 || *s == 503),
+        "{seen:?}"
+    );
+    assert!(
+        refused(false).count() > 0,
+        "32 requests never filled a queue of 1: {seen:?}"
+    );
+    eprintln!(
+        "refused: {} kept alive, {} expecting ({} before 100)",
+        refused(false).count(),
+        refused(true).count(),
+        refused(true).filter(|c| !c.1).count()
+    );
+    // Refused with its body sent: the connection stays open and answers the next request.
+    for (_, _, (_, head), again) in refused(false) {
+        assert!(!head.contains("connection: close"), "{head}");
+        let (status, _) = again.as_ref().expect("the connection still answers");
+        assert!(*status == 200 || *status == 503, "{status}");
+    }
+    // Refused before `100 Continue`: the body was never asked for, and the
+    // 503 says the connection closes (it then does).
+    for (_, sent_body, (_, head), again) in refused(true) {
+        if !sent_body {
+            assert!(head.contains("connection: close"), "{head}");
+            assert!(head.contains("retry-after: 1"), "{head}");
+            assert!(again.is_none(), "{again:?}");
+        }
+    }
+    let (status, _, _) = exchange(&server.addr, "POST", path, "", one.as_bytes());
+    assert_eq!(status, 200);
 }
 
 #[test]

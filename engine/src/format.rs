@@ -130,7 +130,7 @@ pub struct ServeFile {
     #[serde(default = "default_max_rows")]
     #[schemars(range(min = 1))]
     pub max_rows: u64,
-    /// Most rows waiting for a batch (for a language model: prompts), so the wait a full queue means is bounded; beyond it a request gets `503` with `Retry-After` at once, before its body is parsed (default: four full batches, `4 × max_batch` rows; a request larger than this is still taken when nothing waits).
+    /// Most rows waiting for a batch (for a language model: prompts), so the wait a full queue means is bounded; beyond it a request gets `503` with `Retry-After` as soon as its head is read (its body is dropped unparsed; a client that sent `Expect: 100-continue` is not asked for it) (default: four full batches, `4 × max_batch` rows; a request larger than this is still taken when nothing waits).
     #[serde(default)]
     #[schemars(range(min = 1))]
     pub max_queue: Option<u64>,

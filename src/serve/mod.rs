@@ -242,12 +242,24 @@ async fn infer(
             None,
         );
     };
+    let holds_body_back = expects_continue(request.headers());
     let body = request.into_body();
     let response = if pipeline.queue_full() {
-        // Turned away before its body is parsed or kept: under overload a
-        // 503 costs reading the bytes, nothing more.
-        discard_body(&app, body).await;
-        busy(&pipeline)
+        // Turned away before its body is parsed or kept, and the 503 leaves
+        // at once. A client that asked `Expect: 100-continue` never sends
+        // the body (it is never asked for; the connection closes after the
+        // 503); any other body is read and dropped meanwhile, so its
+        // connection stays usable.
+        let mut busy = busy(&pipeline);
+        if holds_body_back {
+            busy.headers_mut().insert(
+                header::CONNECTION,
+                header::HeaderValue::from_static("close"),
+            );
+        } else {
+            tokio::spawn(async move { discard_body(&app, body).await });
+        }
+        busy
     } else {
         match read_body(&app, body).await {
             Ok(bytes) => answer(&pipeline, &bytes).await,
@@ -256,6 +268,13 @@ async fn infer(
     };
     pipeline.answered(response.status().as_u16(), started.elapsed().as_secs_f64());
     response
+}
+
+/// The client waits for `100 Continue` before it sends its body.
+fn expects_continue(headers: &header::HeaderMap) -> bool {
+    headers
+        .get(header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// `503` with `Retry-After`: the queue of `pipeline` is full.
