@@ -298,6 +298,8 @@ nodes:
   split: {{ kind: preprocess.split, inputs: {{ data: iris }}, with: {{ test: 0.3 }} }}
   {long}_1: {{ kind: preprocess.standardize, inputs: {{ fit: split_data.train }} }}
   {long}_2: {{ kind: preprocess.standardize, inputs: {{ fit: split.train }}, device: cuda }}
+  net: {{ kind: model.mlp, with: {{ hidden: [4] }}, device: cuda }}
+  fit: {{ kind: train.supervised, inputs: {{ model: net, train: {long}_2.fit }}, device: cuda }}
 "#
     );
     std::fs::write(ws.path().join("names.yaml"), yaml).unwrap();
@@ -315,9 +317,9 @@ nodes:
         ],
     );
     let tasks = tasks_of(&w);
-    assert_eq!(tasks.len(), 5);
+    assert_eq!(tasks.len(), 7);
     let names: BTreeSet<&String> = tasks.iter().map(|t| &t.0).collect();
-    assert_eq!(names.len(), 5);
+    assert_eq!(names.len(), 7);
     // Each pod runs the node it is named for, with the overrides baked in.
     for (_, args, _) in &tasks {
         assert!(args.windows(2).any(|p| p == ["--set", "params.unused=1"]));
@@ -326,13 +328,25 @@ nodes:
         .iter()
         .map(|(_, args, _)| args[args.iter().position(|a| a == "--only").unwrap() + 1].as_str())
         .collect();
-    assert_eq!(nodes.len(), 5);
+    assert_eq!(nodes.len(), 7);
     let templates = w["spec"]["templates"].as_array().unwrap();
     let gpu: Vec<&Json> = templates
         .iter()
         .filter(|t| !t["container"]["resources"]["limits"]["nvidia.com/gpu"].is_null())
         .collect();
+    // Only training computes on a device: the standardisation and the
+    // model's description run on the CPU whatever `device:` says, so their
+    // pods ask for no GPU.
     assert_eq!(gpu.len(), 1);
+    let gpu_node = &gpu[0]["container"]["args"];
+    assert!(
+        gpu_node
+            .as_array()
+            .unwrap()
+            .windows(2)
+            .any(|p| p[0] == "--only" && p[1] == "fit"),
+        "{gpu_node}"
+    );
     assert_eq!(
         gpu[0]["container"]["resources"]["limits"]["nvidia.com/gpu"],
         "1"

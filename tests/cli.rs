@@ -224,6 +224,36 @@ fn nodes_and_schema_come_from_the_registry() {
             "{name} missing from `kiln nodes`"
         );
     }
+    // Which kinds compute on a GPU: those that train, run or score a model.
+    let listed = text(&out).0;
+    let gpu: Vec<&str> = listed
+        .lines()
+        .filter_map(|l| {
+            let mut words = l.split_whitespace();
+            let name = words.next()?;
+            (words.next()? == "gpu").then_some(name)
+        })
+        .collect();
+    assert_eq!(
+        gpu,
+        [
+            "infer.embed",
+            "infer.predict",
+            "postprocess.compare",
+            "postprocess.metrics",
+            "train.supervised"
+        ]
+    );
+    let shown = text(&kiln(&dir, &["nodes", "infer.predict"])).0;
+    assert!(
+        shown.contains("device: computes on the node's `device:`"),
+        "{shown}"
+    );
+    let shown = text(&kiln(&dir, &["nodes", "infer.generate"])).0;
+    assert!(
+        shown.contains("device: runs on the CPU whatever `device:` says"),
+        "{shown}"
+    );
     let out = kiln(&dir, &["nodes", "preprocess.split"]);
     assert_exit(&out, 0);
     let shown = text(&out).0;

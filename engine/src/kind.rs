@@ -195,6 +195,16 @@ pub trait NodeKind: Send + Sync {
     /// Does the work.
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, crate::NodeError>;
 
+    /// Whether the node computes with tensors on its device (`device:`): a
+    /// model trained, run or scored there. The other kinds read, describe,
+    /// reshape or write data on the CPU whatever `device:` says: the plan
+    /// places them on the CPU, so `run.json` says `cpu`, their fingerprint
+    /// (their cached result) is the same for every device, and an exported
+    /// workflow asks no GPU for them.
+    fn computes_on_device(&self) -> bool {
+        false
+    }
+
     /// Whether the node's value comes from outside when the pipeline is
     /// served: `serve.input` must name a node of such a kind (SPEC §7).
     fn takes_requests(&self) -> bool {

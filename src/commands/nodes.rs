@@ -16,14 +16,24 @@ pub fn nodes(kind: Option<&str>, registry: &Registry) -> Result<(), Failure> {
                     category = r.spec.category();
                     println!("{category}");
                 }
-                println!("  {:width$}  {}", r.spec.name, r.spec.summary());
+                let runs_on = if r.kind.computes_on_device() {
+                    "gpu"
+                } else {
+                    ""
+                };
+                println!(
+                    "  {:width$}  {runs_on:3}  {}",
+                    r.spec.name,
+                    r.spec.summary()
+                );
             }
-            println!("\n`kiln nodes KIND` shows a kind's ports and settings.");
+            println!("\n`gpu`: the kind computes on its node's `device:` (cuda when built with the `cuda` feature); the others run on the CPU whatever `device:` says.");
+            println!("`kiln nodes KIND` shows a kind's ports and settings.");
             Ok(())
         }
         Some(name) => match registry.get(name) {
             Some(r) => {
-                print!("{}", describe(&r.spec));
+                print!("{}", describe(&r.spec, r.kind.computes_on_device()));
                 Ok(())
             }
             None => {
@@ -38,12 +48,17 @@ pub fn nodes(kind: Option<&str>, registry: &Registry) -> Result<(), Failure> {
     }
 }
 
-/// A kind's full description: doc, inputs, outputs, settings with defaults.
-pub fn describe(spec: &KindSpec) -> String {
+/// A kind's full description: doc, where it computes, inputs, outputs,
+/// settings with defaults.
+pub fn describe(spec: &KindSpec, on_device: bool) -> String {
     let mut out = format!("{} (version {})\n\n", spec.name, spec.version);
     for line in spec.doc.lines() {
         out.push_str(&format!("  {line}\n"));
     }
+    out.push_str(match on_device {
+        true => "\ndevice: computes on the node's `device:` (cpu, cuda, cuda:N or auto).\n",
+        false => "\ndevice: runs on the CPU whatever `device:` says (the result is the same on every device).\n",
+    });
     out.push_str("\ninputs:\n");
     if spec.inputs.is_empty() {
         out.push_str("  (none)\n");

@@ -169,6 +169,10 @@ pub fn validate(
     let mut nodes = Vec::new();
     for (i, n) in decl.nodes.iter().enumerate() {
         let (kind, spec, settings, written, files) = checked[i].clone()?;
+        let device = match kind.computes_on_device() {
+            true => n.device.as_ref().map_or(default_device, |d| d.value),
+            false => DeviceSpec::Cpu,
+        };
         nodes.push(PlanNode {
             id: n.id.clone(),
             kind,
@@ -177,7 +181,7 @@ pub fn validate(
             written_settings: written,
             inputs: std::mem::take(&mut inputs[i]),
             outputs: outs[i].clone()?,
-            device: n.device.as_ref().map_or(default_device, |d| d.value),
+            device,
             cache: n.cache,
             files,
             sources: Vec::new(),

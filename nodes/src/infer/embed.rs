@@ -33,6 +33,10 @@ struct EmbedSettings {
 }
 
 impl NodeKind for Embed {
+    fn computes_on_device(&self) -> bool {
+        true
+    }
+
     fn spec(&self) -> KindSpec {
         KindSpec {
             name: "infer.embed",
@@ -72,6 +76,9 @@ Gives a dataset with one row per document (features: the embedding) and the docu
             Ok(())
         };
         let features = if kind == "llm" {
+            // kiln's language models compute on the CPU (kiln's own
+            // quantized kernels) whatever the node's device.
+            ctx.computed_on(&candle_core::Device::Cpu);
             let lm = LanguageModel::load(&path, content)?;
             let values = lm.embed(
                 &texts.texts,

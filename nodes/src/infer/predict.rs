@@ -36,6 +36,10 @@ struct PredictSettings {
 }
 
 impl NodeKind for Predict {
+    fn computes_on_device(&self) -> bool {
+        true
+    }
+
     fn spec(&self) -> KindSpec {
         KindSpec {
             name: "infer.predict",

@@ -33,6 +33,10 @@ struct CompareSettings {
 }
 
 impl NodeKind for Compare {
+    fn computes_on_device(&self) -> bool {
+        true
+    }
+
     fn spec(&self) -> KindSpec {
         KindSpec {
             name: "postprocess.compare",

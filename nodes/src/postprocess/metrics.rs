@@ -15,6 +15,10 @@ use crate::model::{prepared, Prepared};
 pub struct Metrics;
 
 impl NodeKind for Metrics {
+    fn computes_on_device(&self) -> bool {
+        true
+    }
+
     fn spec(&self) -> KindSpec {
         KindSpec {
             name: "postprocess.metrics",

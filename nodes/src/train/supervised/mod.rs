@@ -37,6 +37,10 @@ Early stopping (`patience`) watches `monitor`; with `restore_best` the model of 
 Sizes come from the data: the features' shape in, the number of classes (or 1 for regression) out.";
 
 impl NodeKind for Supervised {
+    fn computes_on_device(&self) -> bool {
+        true
+    }
+
     fn spec(&self) -> KindSpec {
         KindSpec {
             name: "train.supervised",
