@@ -34,7 +34,8 @@ fn main() {
     let repo = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
     let data = kiln_engine::data::fetch(repo, &["smollm2"]).unwrap_or_else(|e| panic!("{e}"));
     let path = data.join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    let lm: Arc<LanguageModel> = LanguageModel::load(&path, "bench").expect("the model loads");
+    let lm: Arc<LanguageModel> =
+        LanguageModel::load(&path, "bench", &candle_core::Device::Cpu).expect("the model loads");
     // The peer's long prompt, word for word.
     let review = "the film is a warm, funny and sharply observed story about a family that never quite learns to talk";
     let mut words = vec!["Summarise the following review in one sentence:"];
@@ -46,19 +47,25 @@ fn main() {
         // Room for the prompt and the answer, as the engine reserves it.
         let mut cache = KvCache::with_capacity(&lm.model, prompt.len() + 128);
         let t0 = Instant::now();
-        let logits = lm.model.forward(&mut [Step {
-            cache: &mut cache,
-            tokens: &prompt,
-            logits: Logits::Last,
-        }]);
+        let logits = lm
+            .model
+            .forward(&mut [Step {
+                cache: &mut cache,
+                tokens: &prompt,
+                logits: Logits::Last,
+            }])
+            .expect("a forward pass");
         let t1 = Instant::now();
         let mut token = argmax(&logits[0]);
         for _ in 0..128 {
-            let logits = lm.model.forward(&mut [Step {
-                cache: &mut cache,
-                tokens: &[token],
-                logits: Logits::Last,
-            }]);
+            let logits = lm
+                .model
+                .forward(&mut [Step {
+                    cache: &mut cache,
+                    tokens: &[token],
+                    logits: Logits::Last,
+                }])
+                .expect("a forward pass");
             token = argmax(&logits[0]);
         }
         let t2 = Instant::now();
@@ -103,7 +110,7 @@ fn main() {
                 logits: Logits::Last,
             })
             .collect();
-        let logits = lm.model.forward(&mut steps);
+        let logits = lm.model.forward(&mut steps).expect("a forward pass");
         drop(steps);
         let mut next: Vec<u32> = logits.iter().map(|l| argmax(l)).collect();
         let t0 = Instant::now();
@@ -117,7 +124,7 @@ fn main() {
                     logits: Logits::Last,
                 })
                 .collect();
-            let logits = lm.model.forward(&mut steps);
+            let logits = lm.model.forward(&mut steps).expect("a forward pass");
             next = logits.iter().map(|l| argmax(l)).collect();
         }
         batched.push((8 * 128) as f64 / t0.elapsed().as_secs_f64());

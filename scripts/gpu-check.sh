@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The GPU check, on a machine with an NVIDIA GPU: builds kiln with CUDA
 # (release, for this GPU's compute capability), runs the tests that compare
-# every architecture on the GPU with the CPU (they fail here, rather than
+# every architecture (the language model too) on the GPU with the CPU and a
+# mixed cpu/cuda pipeline with the all-CPU run (they fail here, rather than
 # skip, when no GPU answers), then times the LeNet-300-100 on MNIST and the
 # digits CNN training, and MiniLM embeddings, on the GPU and on the CPU.
 # Prints a short report to paste into BENCHMARKS.md.
@@ -25,8 +26,11 @@ source scripts/cuda-toolkit.sh
 echo "gpu-check: building with --features cuda for sm_$cap" >&2
 cargo build --release --features cuda
 export KILN_REQUIRE_GPU=1
-cargo test --release --features cuda -p kiln-nodes -- on_devices agree_on_every_device 2>&1 |
+cargo test --release --features cuda -p kiln-nodes -- on_devices agree_on_every_device the_gpu_path 2>&1 |
     tee /tmp/kiln-gpu-tests.log | grep -E "^test |test result"
+# A pipeline trained on the GPU beside CPU preprocessing, through the binary.
+cargo test --release --features cuda --test main -- devices:: 2>&1 |
+    tee -a /tmp/kiln-gpu-tests.log | grep -E "^test |test result"
 
 kiln=target/release/kiln
 scripts/fetch-data.sh >/dev/null

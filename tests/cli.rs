@@ -238,9 +238,11 @@ fn nodes_and_schema_come_from_the_registry() {
         gpu,
         [
             "infer.embed",
+            "infer.generate",
             "infer.predict",
             "postprocess.compare",
             "postprocess.metrics",
+            "postprocess.perplexity",
             "train.supervised"
         ]
     );
@@ -249,7 +251,7 @@ fn nodes_and_schema_come_from_the_registry() {
         shown.contains("device: computes on the node's `device:`"),
         "{shown}"
     );
-    let shown = text(&kiln(&dir, &["nodes", "infer.generate"])).0;
+    let shown = text(&kiln(&dir, &["nodes", "preprocess.tfidf"])).0;
     assert!(
         shown.contains("device: runs on the CPU whatever `device:` says"),
         "{shown}"

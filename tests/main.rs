@@ -11,6 +11,7 @@ mod cache;
 mod cli;
 mod compress;
 mod content;
+mod devices;
 mod graph;
 mod invalid;
 mod layers;

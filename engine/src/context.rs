@@ -83,8 +83,6 @@ pub struct RunContext<'a> {
     pub(crate) out_dir: &'a Path,
     pub(crate) cancel: &'a CancelToken,
     pub(crate) observer: &'a dyn Observer,
-    /// Where the node computed, when it said so ([`RunContext::computed_on`]).
-    pub(crate) computed_on: std::sync::Mutex<Option<Device>>,
 }
 
 impl<'a> RunContext<'a> {
@@ -131,13 +129,6 @@ impl<'a> RunContext<'a> {
     /// The device the node runs on.
     pub fn device(&self) -> &Device {
         &self.device
-    }
-
-    /// Tells where the node really computed when that is not its device
-    /// (a language model runs on the CPU under `device: cuda`), so that
-    /// `run.json` says so.
-    pub fn computed_on(&self, device: &Device) {
-        *self.computed_on.lock().unwrap_or_else(|e| e.into_inner()) = Some(device.clone());
     }
 
     /// The node's own seed (from the pipeline seed and the node id).

@@ -195,7 +195,7 @@ fn execute_inner(
         values.push((port.clone(), vs));
     }
     opts.observer.node_started(&node.id, node.spec.name);
-    let invoked = invoke(
+    let produced = invoke(
         plan,
         node,
         values,
@@ -208,10 +208,6 @@ fn execute_inner(
             observer: opts.observer.as_ref(),
         },
     )?;
-    if let Some(on) = &invoked.computed_on {
-        report.device = device_name(on);
-    }
-    let produced = invoked.outputs;
     let written: Vec<PathBuf> = writes.into_iter().filter(|p| p.exists()).collect();
     for file in &written {
         out.publish(file).map_err(store_failed)?;

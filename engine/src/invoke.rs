@@ -32,21 +32,13 @@ pub(crate) struct Invocation<'a> {
     pub observer: &'a dyn Observer,
 }
 
-/// What an invocation gave.
-pub(crate) struct Invoked {
-    /// The outputs, checked against the kind's declaration.
-    pub outputs: Outputs,
-    /// Where the node computed, if it said it was not its device.
-    pub computed_on: Option<Device>,
-}
-
 /// Runs `node`'s kind on `inputs`.
 pub(crate) fn invoke(
     plan: &Plan,
     node: &PlanNode,
     inputs: Vec<(PortName, Vec<Value>)>,
     how: Invocation<'_>,
-) -> Result<Invoked, NodeError> {
+) -> Result<Outputs, NodeError> {
     let ctx = RunContext {
         node_id: &node.id,
         settings: &node.settings,
@@ -59,7 +51,6 @@ pub(crate) fn invoke(
         out_dir: how.out_dir,
         cancel: how.cancel,
         observer: how.observer,
-        computed_on: std::sync::Mutex::new(None),
     };
     let produced = match catch_unwind(AssertUnwindSafe(|| node.kind.run(&ctx))) {
         Ok(result) => result?,
@@ -72,13 +63,7 @@ pub(crate) fn invoke(
         }
     };
     check_outputs(node, &produced)?;
-    Ok(Invoked {
-        outputs: produced,
-        computed_on: ctx
-            .computed_on
-            .into_inner()
-            .unwrap_or_else(|e| e.into_inner()),
-    })
+    Ok(produced)
 }
 
 fn check_outputs(node: &PlanNode, produced: &[(PortName, Value)]) -> Result<(), NodeError> {

@@ -241,7 +241,7 @@ impl Service {
                 node: node.id.to_string(),
                 error,
             })?;
-            for (port, v) in outputs.outputs {
+            for (port, v) in outputs {
                 values.insert(
                     Outlet {
                         node: step.node,

@@ -48,7 +48,8 @@ impl Generator {
         let value = service
             .fixed_output_input("model")
             .ok_or("the `infer.generate` node's model is not fixed: connect `model` to a `model.pretrained` node")?;
-        let lm = language_model(value).map_err(|e| e.to_string())?;
+        let device = output.device.resolve().map_err(|e| e.to_string())?;
+        let lm = language_model(value, &device).map_err(|e| e.to_string())?;
         let engine = Engine::start(lm.clone(), defaults.batch);
         Ok(Some(Arc::new(Generator {
             lm,

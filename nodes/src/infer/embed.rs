@@ -76,10 +76,7 @@ Gives a dataset with one row per document (features: the embedding) and the docu
             Ok(())
         };
         let features = if kind == "llm" {
-            // kiln's language models compute on the CPU (kiln's own
-            // quantized kernels) whatever the node's device.
-            ctx.computed_on(&candle_core::Device::Cpu);
-            let lm = LanguageModel::load(&path, content)?;
+            let lm = LanguageModel::load(&path, content, ctx.device())?;
             let values = lm.embed(
                 &texts.texts,
                 s.max_tokens,

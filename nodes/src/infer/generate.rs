@@ -71,6 +71,10 @@ impl GenerateSettings {
 }
 
 impl NodeKind for Generate {
+    fn computes_on_device(&self) -> bool {
+        true
+    }
+
     fn spec(&self) -> KindSpec {
         KindSpec {
             name: NAME,
@@ -113,7 +117,7 @@ Gives the answers as `text` (the documents' target kept) and the counts and spee
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
         let s: GenerateSettings = ctx.settings().read()?;
-        let lm = language_model(ctx.input("model")?)?;
+        let lm = language_model(ctx.input("model")?, ctx.device())?;
         let texts = Texts::from_value(ctx.input("data")?)?;
         let prompts = texts
             .texts
@@ -165,15 +169,19 @@ Gives the answers as `text` (the documents' target kept) and the counts and spee
     }
 }
 
-/// The language model a `model` value stands for (loaded once per content).
-pub fn language_model(value: &Value) -> Result<Arc<LanguageModel>, NodeError> {
+/// The language model a `model` value stands for, to run on `device`
+/// (loaded once per content and device).
+pub fn language_model(
+    value: &Value,
+    device: &candle_core::Device,
+) -> Result<Arc<LanguageModel>, NodeError> {
     let model = ModelValue::from_value(value)?;
     match (
         model.arch_type(),
         model.arch.get("path").and_then(Json::as_str),
         model.arch.get("content").and_then(Json::as_str),
     ) {
-        ("llm", Some(path), Some(content)) => LanguageModel::load(&PathBuf::from(path), content),
+        ("llm", Some(path), Some(content)) => LanguageModel::load(&PathBuf::from(path), content, device),
         (other, _, _) => Err(NodeError::new(format!(
             "`model` is a `{other}` model; text comes from a language model: `model.pretrained` with a `.gguf` file"
         ))),

@@ -161,7 +161,9 @@ impl Batch {
     }
 
     /// Runs one forward pass for every sequence and hands out the tokens.
-    pub fn step(&mut self) {
+    /// When the pass fails (a GPU out of memory), every sequence ends
+    /// without an answer (its listener is dropped) and the error is given.
+    pub fn step(&mut self) -> Result<(), kiln_engine::NodeError> {
         let model = self.model.clone();
         let mut budget = PROMPT_CHUNK;
         // Each sequence's tokens this step: the next chunk of its prompt, or
@@ -196,9 +198,16 @@ impl Batch {
             who.push(i);
         }
         if steps.is_empty() {
-            return;
+            return Ok(());
         }
-        let logits = model.model.forward(&mut steps);
+        let logits = match model.model.forward(&mut steps) {
+            Ok(logits) => logits,
+            Err(e) => {
+                drop(steps);
+                self.active.clear();
+                return Err(e);
+            }
+        };
         drop(steps);
         let mut gone = Vec::new();
         for (mut logits, i) in logits.into_iter().zip(who) {
@@ -217,6 +226,7 @@ impl Batch {
         for i in gone.into_iter().rev() {
             self.active.swap_remove(i);
         }
+        Ok(())
     }
 }
 
@@ -350,7 +360,7 @@ pub fn generate_all(
         if batch.is_empty() {
             break;
         }
-        batch.step();
+        batch.step()?;
         let done = results
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -444,7 +454,10 @@ fn run(model: Arc<LanguageModel>, concurrent: usize, shared: &(Mutex<Queue>, Con
             }
             q.active = batch.len();
         }
-        batch.step();
+        if let Err(e) = batch.step() {
+            // Its sequences' clients hear that no answer came.
+            tracing::error!("generation failed: {e}");
+        }
     }
 }
 

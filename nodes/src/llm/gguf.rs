@@ -138,6 +138,23 @@ impl Tensors {
         v.flatten_all().and_then(|v| v.to_vec1()).map_err(bad)
     }
 
+    /// Tensor `name` as candle's quantized tensor on `device`, in the
+    /// file's own format (the forward pass on a GPU).
+    pub fn qtensor(
+        &self,
+        name: &str,
+        device: &Device,
+    ) -> Result<candle_core::quantized::QTensor, NodeError> {
+        self.info(name)?
+            .read(&mut Cursor::new(&self.map[..]), self.data_at as u64, device)
+            .map_err(|e| {
+                NodeError::new(format!(
+                    "cannot place tensor `{name}` of `{}` on the device: {e}",
+                    self.shown
+                ))
+            })
+    }
+
     /// The vector (a norm's weights) `name`.
     pub fn vector(&self, name: &str) -> Result<Vec<f32>, NodeError> {
         let dims = self.info(name)?.shape.dims().to_vec();

@@ -8,6 +8,7 @@
 pub mod generate;
 pub mod gguf;
 pub mod model;
+mod on_device;
 pub mod sample;
 pub mod template;
 pub mod tokenizer;
@@ -51,14 +52,21 @@ impl LanguageModel {
             .is_some_and(|e| e.eq_ignore_ascii_case("gguf"))
     }
 
-    /// The model in the GGUF file `path`, whose content hashes to `content`
-    /// (loaded once per content; the last two stay loaded).
-    pub fn load(path: &Path, content: &str) -> Result<Arc<LanguageModel>, NodeError> {
+    /// The model in the GGUF file `path`, whose content hashes to `content`,
+    /// to run on `device` (loaded once per content and device; the last two
+    /// stay loaded).
+    pub fn load(
+        path: &Path,
+        content: &str,
+        device: &Device,
+    ) -> Result<Arc<LanguageModel>, NodeError> {
         static LOADED: Kept<LanguageModel> = Kept::new(2);
-        LOADED.get_or_load(content, &Device::Cpu, || LanguageModel::read(path, content))
+        LOADED.get_or_load(content, device, || {
+            LanguageModel::read(path, content, device)
+        })
     }
 
-    fn read(path: &Path, content: &str) -> Result<LanguageModel, NodeError> {
+    fn read(path: &Path, content: &str, device: &Device) -> Result<LanguageModel, NodeError> {
         let g = gguf::read(path)?;
         let beside = path.with_file_name("tokenizer.json");
         let tokenizer = LlmTokenizer::new(&g.tokenizer, Some(&beside))?;
@@ -71,7 +79,7 @@ impl LanguageModel {
             &text_of(g.tokenizer.bos),
             &text_of(g.tokenizer.eos),
         )?;
-        let model = Llama::from_gguf(&g)
+        let model = Llama::from_gguf(&g, device)
             .map_err(|e| NodeError::new(format!("`{}`: {e}", path.display())))?;
         Ok(LanguageModel {
             model,
@@ -144,7 +152,7 @@ impl LanguageModel {
             let mut pooled = if steps.is_empty() {
                 Vec::new()
             } else {
-                self.model.forward(&mut steps)
+                self.model.forward(&mut steps)?
             }
             .into_iter();
             for t in &tokens {
@@ -167,7 +175,7 @@ impl LanguageModel {
     /// it (the first token is not scored), in windows of `window` tokens
     /// scored on their second half, as llama.cpp's perplexity tool does:
     /// returns (sum of negative log-probabilities, tokens scored).
-    pub fn score(&self, tokens: &[u32], window: usize) -> (f64, usize) {
+    pub fn score(&self, tokens: &[u32], window: usize) -> Result<(f64, usize), NodeError> {
         let mut nll = 0.0;
         let mut count = 0;
         let mut start = 0;
@@ -178,7 +186,7 @@ impl LanguageModel {
                 cache: &mut cache,
                 tokens: w,
                 logits: Logits::All,
-            }]);
+            }])?;
             let vocab = self.model.vocab();
             for i in window / 2..window - 1 {
                 let row = &logits[0][i * vocab..(i + 1) * vocab];
@@ -187,7 +195,7 @@ impl LanguageModel {
             }
             start += window;
         }
-        (nll, count)
+        Ok((nll, count))
     }
 }
 

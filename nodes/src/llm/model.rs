@@ -16,6 +16,7 @@ use kiln_engine::NodeError;
 use rayon::prelude::*;
 
 use super::gguf::{GgufModel, LlamaConfig};
+use super::on_device::{self, DeviceKv, DeviceLlama};
 use crate::quant::{round_to_f16, scores_f16, to_f16_bits, weighted_sum_f16, QMatrix, Scratch};
 
 /// A loaded model.
@@ -29,6 +30,9 @@ pub struct Llama {
     layers: Vec<Layer>,
     /// RoPE's frequency per pair of a head's dimensions.
     inv_freq: Vec<f32>,
+    /// The weights on a GPU, when the model runs there (the embedding
+    /// lookup and RoPE tables stay here).
+    on_device: Option<DeviceLlama>,
 }
 
 struct Layer {
@@ -48,6 +52,8 @@ pub struct KvCache {
     /// Per layer, each position's keys (then values) as f16 bits.
     k: Vec<Vec<u16>>,
     v: Vec<Vec<u16>>,
+    /// The same on the GPU, when the model runs there.
+    pub(super) on_device: DeviceKv,
     len: usize,
 }
 
@@ -66,18 +72,24 @@ impl KvCache {
     /// that grows by doubling copies itself as it goes and may end up
     /// holding twice what it uses.
     pub fn with_capacity(model: &Llama, positions: usize) -> KvCache {
+        if model.on_device.is_some() {
+            // The keys and values live on the device.
+            return KvCache::default();
+        }
         let c = &model.config;
         let layer = || Vec::with_capacity(positions * c.kv_heads * c.head_dim);
         KvCache {
             k: (0..c.layers).map(|_| layer()).collect(),
             v: (0..c.layers).map(|_| layer()).collect(),
+            on_device: Vec::new(),
             len: 0,
         }
     }
 
-    /// Bytes held.
+    /// Bytes held (here and on the device).
     pub fn bytes(&self) -> usize {
-        self.k.iter().chain(&self.v).map(|l| l.capacity() * 2).sum()
+        let here: usize = self.k.iter().chain(&self.v).map(|l| l.capacity() * 2).sum();
+        here + on_device::bytes(&self.on_device)
     }
 }
 
@@ -105,8 +117,9 @@ pub struct Step<'a> {
 }
 
 impl Llama {
-    /// The model in a read GGUF.
-    pub fn from_gguf(g: &GgufModel) -> Result<Llama, NodeError> {
+    /// The model in a read GGUF, run on `device` (kiln's kernels on the
+    /// CPU, candle's ops elsewhere).
+    pub fn from_gguf(g: &GgufModel, device: &candle_core::Device) -> Result<Llama, NodeError> {
         let c = g.config.clone();
         let t = &g.tensors;
         let embed = t.matrix(&["token_embd.weight"])?;
@@ -140,9 +153,14 @@ impl Llama {
             embed,
             output,
             layers,
+            on_device: None,
         };
         model.check_shapes()?;
-        Ok(model)
+        let on_device = match device.is_cpu() {
+            true => None,
+            false => Some(DeviceLlama::from_gguf(g, device)?),
+        };
+        Ok(Llama { on_device, ..model })
     }
 
     fn check_shapes(&self) -> Result<(), NodeError> {
@@ -196,31 +214,102 @@ impl Llama {
     /// (`vocab` values for [`Logits::Last`], one row per token for
     /// [`Logits::All`]) or its pooled hidden states (`hidden` values for
     /// [`Logits::Pooled`]). Tokens must be below [`Llama::vocab`].
-    pub fn forward(&self, steps: &mut [Step<'_>]) -> Vec<Vec<f32>> {
-        // On a pool thread: the products, norms and attention below hand
-        // work to the pool hundreds of times a step, which costs a thread
-        // wake-up each when asked from outside it.
-        rayon::scope(|_| self.forward_on_pool(steps))
+    pub fn forward(&self, steps: &mut [Step<'_>]) -> Result<Vec<Vec<f32>>, NodeError> {
+        match &self.on_device {
+            Some(device) => self.forward_on(device, steps).map_err(|e| {
+                NodeError::new(format!(
+                    "the language model's forward pass on {:?} failed: {e}",
+                    device.device().location()
+                ))
+            }),
+            // On a pool thread: the products, norms and attention below
+            // hand work to the pool hundreds of times a step, which costs a
+            // thread wake-up each when asked from outside it.
+            None => Ok(rayon::scope(|_| self.forward_on_pool(steps))),
+        }
     }
 
-    fn forward_on_pool(&self, steps: &mut [Step<'_>]) -> Vec<Vec<f32>> {
-        let c = &self.config;
-        let (hd, q_dim, kv_dim) = (c.head_dim, c.heads * c.head_dim, c.kv_heads * c.head_dim);
-        // Each row's sequence and position.
-        let mut rows: Vec<(usize, usize)> = Vec::new();
-        for (s, step) in steps.iter().enumerate() {
-            let start = step.cache.len;
-            rows.extend((0..step.tokens.len()).map(|i| (s, start + i)));
+    /// The forward pass with candle's ops on `device` (a GPU, or the CPU in
+    /// the tests that check it against kiln's kernels).
+    fn forward_on(
+        &self,
+        device: &DeviceLlama,
+        steps: &mut [Step<'_>],
+    ) -> candle_core::Result<Vec<Vec<f32>>> {
+        let rows = rows_of(steps);
+        let x = self.embedded(steps);
+        let tables = self.rope_tables(&rows);
+        let (wanted, pooled) = wanted_and_pooled(steps);
+        let (logits, hidden) = device.forward(&self.config, steps, x, tables, &wanted, &pooled)?;
+        for step in steps.iter_mut() {
+            step.cache.len += step.tokens.len();
         }
-        let t = rows.len();
-        let mut x: Vec<f32> = steps
+        Ok(self.assemble(steps, &logits, &hidden))
+    }
+
+    /// Test-only: the same model run by candle's ops on `device` (the GPU
+    /// path, checked on the CPU).
+    #[cfg(test)]
+    pub(super) fn with_device_path(
+        self,
+        g: &GgufModel,
+        device: &candle_core::Device,
+    ) -> Result<Llama, NodeError> {
+        Ok(Llama {
+            on_device: Some(DeviceLlama::from_gguf(g, device)?),
+            ..self
+        })
+    }
+
+    /// The new tokens' embeddings, one row per token, step after step.
+    fn embedded(&self, steps: &[Step<'_>]) -> Vec<f32> {
+        steps
             .iter()
             .flat_map(|s| {
                 s.tokens
                     .iter()
                     .flat_map(|&tok| self.embed.row_f32(tok as usize))
             })
-            .collect();
+            .collect()
+    }
+
+    /// Each step's answer from the wanted rows' logits and the pooled rows'
+    /// normed hidden states (in step order).
+    fn assemble(&self, steps: &[Step<'_>], logits: &[f32], hidden: &[f32]) -> Vec<Vec<f32>> {
+        let (vocab, width) = (self.vocab(), self.config.hidden);
+        let mut out = Vec::with_capacity(steps.len());
+        let (mut at, mut pooled_at) = (0, 0);
+        for step in steps {
+            let n = step.tokens.len();
+            match step.logits {
+                Logits::Pooled => {
+                    let rows = &hidden[pooled_at * width..(pooled_at + n) * width];
+                    let mut mean = vec![0f32; width];
+                    for row in rows.chunks_exact(width) {
+                        for (m, v) in mean.iter_mut().zip(row) {
+                            *m += v;
+                        }
+                    }
+                    mean.iter_mut().for_each(|m| *m /= n as f32);
+                    out.push(mean);
+                    pooled_at += n;
+                }
+                Logits::Last | Logits::All => {
+                    let n = if step.logits == Logits::Last { 1 } else { n };
+                    out.push(logits[at * vocab..(at + n) * vocab].to_vec());
+                    at += n;
+                }
+            }
+        }
+        out
+    }
+
+    fn forward_on_pool(&self, steps: &mut [Step<'_>]) -> Vec<Vec<f32>> {
+        let c = &self.config;
+        let (hd, q_dim, kv_dim) = (c.head_dim, c.heads * c.head_dim, c.kv_heads * c.head_dim);
+        let rows = rows_of(steps);
+        let t = rows.len();
+        let mut x = self.embedded(steps);
         let mut h = vec![0f32; t * c.hidden];
         let mut qkv = vec![0f32; t * (q_dim + 2 * kv_dim)];
         let mut attn = vec![0f32; t * q_dim];
@@ -293,18 +382,7 @@ impl Llama {
             step.cache.len += step.tokens.len();
         }
         // The rows that want logits, and the pooled ones: all normed.
-        let mut wanted = Vec::new();
-        let mut pooled = Vec::new();
-        let mut offset = 0;
-        for step in steps.iter() {
-            let n = step.tokens.len();
-            match step.logits {
-                Logits::Last => wanted.push(offset + n - 1),
-                Logits::All => wanted.extend(offset..offset + n),
-                Logits::Pooled => pooled.extend(offset..offset + n),
-            }
-            offset += n;
-        }
+        let (wanted, pooled) = wanted_and_pooled(steps);
         let normed_rows = |rows: &[usize]| {
             let picked: Vec<f32> = rows
                 .iter()
@@ -320,31 +398,7 @@ impl Llama {
             head.matmul(&normed_rows(&wanted), &mut logits, &mut scratch);
         }
         let hidden = normed_rows(&pooled);
-        let mut out = Vec::with_capacity(steps.len());
-        let (mut at, mut pooled_at) = (0, 0);
-        for step in steps.iter() {
-            let n = step.tokens.len();
-            match step.logits {
-                Logits::Pooled => {
-                    let rows = &hidden[pooled_at * c.hidden..(pooled_at + n) * c.hidden];
-                    let mut mean = vec![0f32; c.hidden];
-                    for row in rows.chunks_exact(c.hidden) {
-                        for (m, v) in mean.iter_mut().zip(row) {
-                            *m += v;
-                        }
-                    }
-                    mean.iter_mut().for_each(|m| *m /= n as f32);
-                    out.push(mean);
-                    pooled_at += n;
-                }
-                Logits::Last | Logits::All => {
-                    let n = if step.logits == Logits::Last { 1 } else { n };
-                    out.push(logits[at * head.rows..(at + n) * head.rows].to_vec());
-                    at += n;
-                }
-            }
-        }
-        out
+        self.assemble(steps, &logits, &hidden)
     }
 
     /// cos and sin of each row's position times each frequency, the angle
@@ -368,6 +422,34 @@ impl Llama {
         }
         (cos, sin)
     }
+}
+
+/// Which rows (of all the steps' new tokens) want logits, and which are
+/// pooled.
+fn wanted_and_pooled(steps: &[Step<'_>]) -> (Vec<usize>, Vec<usize>) {
+    let mut wanted = Vec::new();
+    let mut pooled = Vec::new();
+    let mut offset = 0;
+    for step in steps {
+        let n = step.tokens.len();
+        match step.logits {
+            Logits::Last => wanted.push(offset + n - 1),
+            Logits::All => wanted.extend(offset..offset + n),
+            Logits::Pooled => pooled.extend(offset..offset + n),
+        }
+        offset += n;
+    }
+    (wanted, pooled)
+}
+
+/// Each new token's sequence and position, step after step.
+fn rows_of(steps: &[Step<'_>]) -> Vec<(usize, usize)> {
+    let mut rows = Vec::new();
+    for (s, step) in steps.iter().enumerate() {
+        let start = step.cache.len;
+        rows.extend((0..step.tokens.len()).map(|i| (s, start + i)));
+    }
+    rows
 }
 
 /// Rows of a cheap row-wise step (a norm, a rotation) one task takes: a

@@ -16,7 +16,7 @@ use super::LanguageModel;
 fn model() -> Arc<LanguageModel> {
     let dir = crate::test_data(&["smollm2"]);
     let path = dir.join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
-    LanguageModel::load(&path, "smollm2-test").unwrap()
+    LanguageModel::load(&path, "smollm2-test", &candle_core::Device::Cpu).unwrap()
 }
 
 fn reference() -> Json {
@@ -119,11 +119,14 @@ fn teacher_forced_top_tokens_and_log_probs_agree_with_llama_cpp() {
             .collect();
         let seq: Vec<u32> = prompt.iter().chain(&greedy).copied().collect();
         let mut cache = KvCache::default();
-        let logits = lm.model.forward(&mut [Step {
-            cache: &mut cache,
-            tokens: &seq,
-            logits: Logits::All,
-        }]);
+        let logits = lm
+            .model
+            .forward(&mut [Step {
+                cache: &mut cache,
+                tokens: &seq,
+                logits: Logits::All,
+            }])
+            .unwrap();
         for (k, &next) in greedy.iter().enumerate() {
             let i = prompt.len() - 1 + k;
             let row = &logits[0][i * vocab..(i + 1) * vocab];
@@ -169,7 +172,7 @@ fn perplexity_on_the_reviews_is_within_two_percent_of_llama_cpps() {
         .collect();
     let mut tokens = lm.tokenizer.encode(&texts.join("\n")).unwrap();
     tokens.truncate(2048);
-    let (nll, count) = lm.score(&tokens, 512);
+    let (nll, count) = lm.score(&tokens, 512).unwrap();
     let ppl = (nll / count as f64).exp();
     let want = r["perplexity"]["perplexity"].as_f64().unwrap();
     eprintln!("perplexity {ppl:.3}, llama.cpp {want:.3}");
@@ -271,11 +274,14 @@ fn embeddings_are_the_pooled_hidden_states_whatever_the_batch() {
         let mut cache = KvCache::default();
         let mut sum = vec![0f32; hidden];
         for part in parts {
-            let mean = lm.model.forward(&mut [Step {
-                cache: &mut cache,
-                tokens: part,
-                logits: Logits::Pooled,
-            }]);
+            let mean = lm
+                .model
+                .forward(&mut [Step {
+                    cache: &mut cache,
+                    tokens: part,
+                    logits: Logits::Pooled,
+                }])
+                .unwrap();
             for (s, m) in sum.iter_mut().zip(&mean[0]) {
                 *s += m * part.len() as f32 / tokens.len() as f32;
             }
@@ -294,4 +300,107 @@ fn embeddings_are_the_pooled_hidden_states_whatever_the_batch() {
     }
     // Different texts, different embeddings.
     assert_ne!(&together[..hidden], &together[2 * hidden..3 * hidden]);
+}
+
+/// The forward pass a GPU runs (candle's ops, keys and values on the
+/// device) agrees with kiln's kernels, for a prompt read at once and for
+/// sequences decoded token by token side by side, each from its own cache:
+/// checked on the CPU, where candle's ops run too, and on CUDA where a GPU
+/// answers (`KILN_REQUIRE_GPU=1` makes its absence a failure).
+#[test]
+fn the_gpu_path_agrees_with_kiln_kernels() {
+    use super::model::Llama;
+    let dir = crate::test_data(&["smollm2"]);
+    let path = dir.join("models/smollm2-135m-instruct/SmolLM2-135M-Instruct.Q4_1.gguf");
+    let cpu = candle_core::Device::Cpu;
+    let g = super::gguf::read(&path).unwrap();
+    let kiln = Llama::from_gguf(&g, &cpu).unwrap();
+    let candle_here = Llama::from_gguf(&g, &cpu)
+        .unwrap()
+        .with_device_path(&g, &cpu)
+        .unwrap();
+    same_answers(&kiln, &candle_here, "candle's ops on the CPU");
+    if let Some(gpu) = crate::nn::cuda_or_skip("the language model") {
+        let on_gpu = Llama::from_gguf(&g, &gpu).unwrap();
+        same_answers(&kiln, &on_gpu, "CUDA");
+    }
+}
+
+/// `other` gives `kiln`'s answers: teacher-forced along llama.cpp's first
+/// greedy answer, the top token at all positions but one and every
+/// log-probability within 0.1; decoding two chats side by side, the same
+/// tokens.
+fn same_answers(kiln: &super::model::Llama, other: &super::model::Llama, what: &str) {
+    use super::model::Llama;
+    let lm = model();
+    let vocab = kiln.vocab();
+    let r = reference();
+    let p = &r["prompts"][0];
+    let seq: Vec<u32> = ids(&p["prompt_tokens"])
+        .into_iter()
+        .chain(ids(&p["tokens"]).into_iter().take(12))
+        .collect();
+    let all = |model: &Llama, tokens: &[u32]| {
+        let mut cache = KvCache::default();
+        model
+            .forward(&mut [Step {
+                cache: &mut cache,
+                tokens,
+                logits: Logits::All,
+            }])
+            .unwrap()
+            .remove(0)
+    };
+    let (want, got) = (all(kiln, &seq), all(other, &seq));
+    let (mut same_top, mut worst) = (0, 0f64);
+    for (w, g) in want.chunks(vocab).zip(got.chunks(vocab)) {
+        same_top += usize::from(argmax(w) == argmax(g));
+        let next = argmax(w);
+        worst = worst.max((log_prob(w, next) - log_prob(g, next)).abs());
+    }
+    let positions = seq.len();
+    eprintln!("{what}: top token equal at {same_top} of {positions}, worst |Δ log p| {worst:.4}");
+    assert!(
+        same_top + 1 >= positions,
+        "{what}: {same_top} of {positions}"
+    );
+    assert!(worst <= 0.1, "{what}: {worst}");
+
+    // Two chats decoded side by side, four tokens each, after their prompts
+    // (of different lengths) read in one step.
+    let prompts: Vec<Vec<u32>> = [
+        "Name a colour.",
+        "What is two plus two? Answer in one word.",
+    ]
+    .iter()
+    .map(|q| {
+        let text = format!("<|im_start|>user\n{q}<|im_end|>\n<|im_start|>assistant\n");
+        lm.tokenizer.encode(&text).unwrap()
+    })
+    .collect();
+    let decode = |model: &Llama| {
+        let mut caches = [KvCache::default(), KvCache::default()];
+        let mut next: Vec<Vec<u32>> = prompts.clone();
+        let mut chosen = vec![Vec::new(), Vec::new()];
+        for _ in 0..4 {
+            let mut steps: Vec<Step<'_>> = caches
+                .iter_mut()
+                .zip(&next)
+                .map(|(cache, tokens)| Step {
+                    cache,
+                    tokens,
+                    logits: Logits::Last,
+                })
+                .collect();
+            let logits = model.forward(&mut steps).unwrap();
+            for (s, row) in logits.iter().enumerate() {
+                chosen[s].push(argmax(row));
+            }
+            next = chosen.iter().map(|c| vec![*c.last().unwrap()]).collect();
+        }
+        (chosen, caches.iter().map(KvCache::len).collect::<Vec<_>>())
+    };
+    let (want, got) = (decode(kiln), decode(other));
+    assert_eq!(got, want, "{what}");
+    assert_eq!(got.1, [prompts[0].len() + 3, prompts[1].len() + 3]);
 }

@@ -60,7 +60,9 @@ Its files' content is part of the node's fingerprint, never their path.",
         // used the old one runs again.
         let content = ctx.content_hash(&path)?;
         let arch = if LanguageModel::is_gguf(&path) {
-            let lm = LanguageModel::load(&path, &content)?;
+            // Described from a load on the CPU (the node that runs it
+            // loads it again on its own device).
+            let lm = LanguageModel::load(&path, &content, &candle_core::Device::Cpu)?;
             let c = &lm.model.config;
             json!({
                 "type": "llm",

@@ -25,6 +25,10 @@ struct PerplexitySettings {
 }
 
 impl NodeKind for Perplexity {
+    fn computes_on_device(&self) -> bool {
+        true
+    }
+
     fn spec(&self) -> KindSpec {
         KindSpec {
             name: "postprocess.perplexity",
@@ -42,7 +46,7 @@ impl NodeKind for Perplexity {
 
     fn run(&self, ctx: &RunContext<'_>) -> Result<Outputs, NodeError> {
         let s: PerplexitySettings = ctx.settings().read()?;
-        let lm = language_model(ctx.input("model")?)?;
+        let lm = language_model(ctx.input("model")?, ctx.device())?;
         let texts = Texts::from_value(ctx.input("data")?)?;
         let mut tokens = lm.tokenizer.encode(&texts.texts.join("\n"))?;
         if s.max_tokens > 0 {
@@ -63,7 +67,7 @@ impl NodeKind for Perplexity {
             )));
         }
         ctx.progress(0, 1, "scoring");
-        let (nll, count) = lm.score(&tokens, s.window);
+        let (nll, count) = lm.score(&tokens, s.window)?;
         let mean = nll / count.max(1) as f64;
         let metrics = json!({
             "perplexity": mean.exp(),
