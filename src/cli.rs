@@ -57,6 +57,19 @@ pub enum Command {
     Export(Export),
 }
 
+impl Command {
+    /// Whether the command only prints (no run, no server, no files).
+    pub fn only_prints(&self) -> bool {
+        matches!(
+            self,
+            Command::Validate { .. }
+                | Command::Graph { .. }
+                | Command::Nodes { .. }
+                | Command::Schema
+        )
+    }
+}
+
 /// `kiln sweep` arguments.
 #[derive(Args)]
 pub struct SweepArgs {

@@ -41,6 +41,19 @@ fn pin_thread_count() {
     }
 }
 
+/// `kiln nodes | head`: a command that only prints ends quietly, as Unix
+/// tools do, when its reader stops reading, instead of failing on the
+/// closed pipe. Commands that serve or run keep the signal ignored (Rust's
+/// default): their sockets' writes must never kill the process.
+fn quiet_when_the_reader_leaves() {
+    #[cfg(unix)]
+    // SAFETY: restores the default action of one signal before any thread
+    // that writes has started; no handler runs Rust code.
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
+}
+
 fn main() -> ExitCode {
     pin_thread_count();
     if std::env::var_os("KILN_DEBUG").is_none() {
@@ -58,6 +71,9 @@ fn main() -> ExitCode {
         .with_target(false)
         .init();
     let args = cli::Cli::parse();
+    if args.command.only_prints() {
+        quiet_when_the_reader_leaves();
+    }
     let outcome = std::panic::catch_unwind(|| commands::dispatch(args));
     match outcome {
         Ok(Ok(())) => ExitCode::SUCCESS,

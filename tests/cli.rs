@@ -290,6 +290,36 @@ fn nodes_and_schema_come_from_the_registry() {
 }
 
 #[test]
+fn a_reader_that_leaves_early_ends_a_listing_quietly() {
+    use std::io::Read;
+    use std::process::{Command, Stdio};
+    // The schema (over 100 KB) outgrows the pipe: the reader takes the
+    // first bytes and leaves, as `kiln schema | head` does.
+    let mut child = Command::new(env!("CARGO_BIN_EXE_kiln"))
+        .arg("schema")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut first = [0u8; 16];
+    child.stdout.take().unwrap().read_exact(&mut first).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(first.starts_with(b"{"));
+    let said = String::from_utf8_lossy(&out.stderr);
+    assert!(!said.contains("internal error"), "{said}");
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::ExitStatusExt;
+        assert_eq!(
+            out.status.signal(),
+            Some(13),
+            "ended by SIGPIPE: {:?}",
+            out.status
+        );
+    }
+}
+
+#[test]
 fn usage_errors_exit_2() {
     let dir = crate::common::root();
     assert_exit(&kiln(&dir, &["frobnicate"]), 2);
