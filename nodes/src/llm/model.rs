@@ -16,7 +16,7 @@ use kiln_engine::NodeError;
 use rayon::prelude::*;
 
 use super::gguf::{GgufModel, LlamaConfig};
-use super::on_device::{self, DeviceKv, DeviceLlama};
+use super::on_device::{self, DeviceKv, DeviceLlama, DeviceSeq};
 use crate::quant::{round_to_f16, scores_f16, to_f16_bits, weighted_sum_f16, QMatrix, Scratch};
 
 /// A loaded model.
@@ -240,7 +240,17 @@ impl Llama {
         let x = self.embedded(steps);
         let tables = self.rope_tables(&rows);
         let (wanted, pooled) = wanted_and_pooled(steps);
-        let (logits, hidden) = device.forward(&self.config, steps, x, tables, &wanted, &pooled)?;
+        let mut seqs: Vec<DeviceSeq<'_>> = steps
+            .iter_mut()
+            .map(|s| DeviceSeq {
+                rows: s.tokens.len(),
+                start: s.cache.len,
+                kv: &mut s.cache.on_device,
+            })
+            .collect();
+        let (logits, hidden) =
+            device.forward(&self.config, &mut seqs, x, tables, &wanted, &pooled)?;
+        drop(seqs);
         for step in steps.iter_mut() {
             step.cache.len += step.tokens.len();
         }

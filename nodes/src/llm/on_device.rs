@@ -16,7 +16,6 @@ use candle_core::{DType, Device, Module, Tensor};
 use kiln_engine::NodeError;
 
 use super::gguf::{GgufModel, LlamaConfig};
-use super::model::Step;
 
 /// The network's weights on one device.
 pub struct DeviceLlama {
@@ -42,6 +41,17 @@ struct DeviceLayer {
 /// One sequence's keys and values on the device, per layer: `[kv_heads,
 /// positions, head_dim]` in f16.
 pub type DeviceKv = Vec<Option<(Tensor, Tensor)>>;
+
+/// One sequence's part of a step: its new rows (consecutive, in sequence
+/// order), the position of the first, and its cache.
+pub struct DeviceSeq<'a> {
+    /// New tokens.
+    pub rows: usize,
+    /// Positions already cached.
+    pub start: usize,
+    /// The keys and values so far; the step appends to them.
+    pub kv: &'a mut DeviceKv,
+}
 
 impl DeviceLlama {
     /// The weights of `g` placed on `device`.
@@ -92,7 +102,7 @@ impl DeviceLlama {
     pub fn forward(
         &self,
         c: &LlamaConfig,
-        steps: &mut [Step<'_>],
+        seqs: &mut [DeviceSeq<'_>],
         x: Vec<f32>,
         (cos, sin): (Vec<f32>, Vec<f32>),
         wanted: &[usize],
@@ -104,9 +114,9 @@ impl DeviceLlama {
         let mut x = Tensor::from_vec(x, (rows, c.hidden), dev)?;
         let cos = Tensor::from_vec(cos, (rows, hd / 2), dev)?;
         let sin = Tensor::from_vec(sin, (rows, hd / 2), dev)?;
-        for step in steps.iter_mut() {
-            if step.cache.on_device.len() != c.layers {
-                step.cache.on_device = vec![None; c.layers];
+        for seq in seqs.iter_mut() {
+            if seq.kv.len() != c.layers {
+                *seq.kv = vec![None; c.layers];
             }
         }
         for (l, layer) in self.layers.iter().enumerate() {
@@ -125,13 +135,12 @@ impl DeviceLlama {
                 .reshape((rows, kv_heads, hd))?
                 .transpose(0, 1)?
                 .to_dtype(DType::F16)?;
-            let mut outs = Vec::with_capacity(steps.len());
+            let mut outs = Vec::with_capacity(seqs.len());
             let mut offset = 0;
-            for step in steps.iter_mut() {
-                let n = step.tokens.len();
-                let start = step.cache.len();
+            for seq in seqs.iter_mut() {
+                let (n, start) = (seq.rows, seq.start);
                 let (k_new, v_new) = (k.narrow(1, offset, n)?, v.narrow(1, offset, n)?);
-                let (k_all, v_all) = match step.cache.on_device[l].take() {
+                let (k_all, v_all) = match seq.kv[l].take() {
                     Some((k_old, v_old)) => (
                         Tensor::cat(&[&k_old, &k_new], 1)?,
                         Tensor::cat(&[&v_old, &v_new], 1)?,
@@ -140,7 +149,7 @@ impl DeviceLlama {
                 };
                 let q_s = q.narrow(1, offset, n)?;
                 outs.push(attend(c, &q_s, &k_all, &v_all, start)?);
-                step.cache.on_device[l] = Some((k_all, v_all));
+                seq.kv[l] = Some((k_all, v_all));
                 offset += n;
             }
             let attn = Tensor::cat(&outs, 0)?;
