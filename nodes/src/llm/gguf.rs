@@ -13,6 +13,8 @@ use candle_core::Device;
 use kiln_engine::NodeError;
 
 use memmap2::Mmap;
+#[cfg(unix)]
+use memmap2::UncheckedAdvice;
 
 use crate::quant::{QMatrix, Weights, BLOCK};
 
@@ -81,8 +83,10 @@ pub struct GgufModel {
 
 /// A GGUF file's tensors, read from a memory map of the file: each weight
 /// matrix is built straight from the file's bytes (parts stacked as they are
-/// read), so loading allocates the model and nothing it then throws away;
-/// the map goes when the model is built, and with it the file's pages.
+/// read), so loading allocates the model and nothing it then throws away,
+/// and the pages a matrix was built from are handed back to the kernel as
+/// soon as it is built: the file and the model it becomes are never both
+/// resident (the peak of loading is the model plus one matrix's bytes).
 pub struct Tensors {
     map: Mmap,
     infos: HashMap<String, TensorInfo>,
@@ -164,14 +168,16 @@ impl Tensors {
                 self.shown
             )));
         }
-        match self.info(name)?.ggml_dtype {
-            GgmlDType::F32 => Ok(self
+        let vector = match self.info(name)?.ggml_dtype {
+            GgmlDType::F32 => self
                 .bytes(name)?
                 .chunks_exact(4)
                 .map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]]))
-                .collect()),
-            _ => self.decoded(name),
-        }
+                .collect(),
+            _ => self.decoded(name)?,
+        };
+        self.release(name);
+        Ok(vector)
     }
 
     /// The matrices `names` (same columns), their rows one after the other.
@@ -205,21 +211,57 @@ impl Tensors {
                 .map(|n| self.bytes(n))
                 .collect::<Result<Vec<_>, _>>()
         };
-        if all(GgmlDType::Q4_1) {
-            return Ok(QMatrix::from_q4_1(cols, &parts()?));
-        }
-        if all(GgmlDType::Q8_0) {
-            return Ok(QMatrix::from_q8_0(cols, &parts()?));
-        }
-        let mut values = Vec::new();
+        let matrix = if all(GgmlDType::Q4_1) {
+            QMatrix::from_q4_1(cols, &parts()?)
+        } else if all(GgmlDType::Q8_0) {
+            QMatrix::from_q8_0(cols, &parts()?)
+        } else {
+            let mut values = Vec::new();
+            for name in names {
+                values.extend(self.decoded(name)?);
+            }
+            QMatrix {
+                rows: values.len() / cols.max(1),
+                cols,
+                weights: Weights::F32(values),
+            }
+        };
         for name in names {
-            values.extend(self.decoded(name)?);
+            self.release(name);
         }
-        Ok(QMatrix {
-            rows: values.len() / cols.max(1),
-            cols,
-            weights: Weights::F32(values),
-        })
+        Ok(matrix)
+    }
+
+    /// Bytes of the file's map resident in this process (Linux's
+    /// `/proc/self/smaps`), for the test that loading gives them back.
+    #[cfg(all(test, target_os = "linux"))]
+    pub fn resident_bytes(&self) -> usize {
+        let smaps = std::fs::read_to_string("/proc/self/smaps").expect("smaps");
+        let start = format!("{:x}-", self.map.as_ptr() as usize);
+        let mut lines = smaps.lines().skip_while(|l| !l.starts_with(&start));
+        let kib = lines
+            .find_map(|l| l.strip_prefix("Rss:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<usize>().ok())
+            .expect("the map's Rss line");
+        kib * 1024
+    }
+
+    /// Hands the pages of tensor `name` back to the kernel: they were
+    /// copied into a matrix, and another read (a GPU placing the model)
+    /// faults them in again from the file.
+    fn release(&self, name: &str) {
+        let Ok(bytes) = self.bytes(name) else { return };
+        let offset = bytes.as_ptr() as usize - self.map.as_ptr() as usize;
+        // SAFETY: the map is private and read-only, so no page of it holds
+        // bytes of our own: the kernel drops the pages, and any later read
+        // through the map, or through a slice borrowed from it, faults in
+        // the file's bytes again, the same ones (on a file changed
+        // meanwhile, see `header`).
+        #[cfg(unix)]
+        let _ = unsafe {
+            self.map
+                .unchecked_advise_range(UncheckedAdvice::DontNeed, offset, bytes.len())
+        };
     }
 }
 
