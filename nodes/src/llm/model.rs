@@ -156,11 +156,17 @@ impl Llama {
             on_device: None,
         };
         model.check_shapes()?;
-        let on_device = match device.is_cpu() {
-            true => None,
-            false => Some(DeviceLlama::from_gguf(g, device)?),
+        let (layers, on_device) = match device.is_cpu() {
+            true => (model.layers, None),
+            // The blocks run from the device's copy: only the embedding
+            // lookup (and the sizes) stay here.
+            false => (Vec::new(), Some(DeviceLlama::from_gguf(g, device)?)),
         };
-        Ok(Llama { on_device, ..model })
+        Ok(Llama {
+            layers,
+            on_device,
+            ..model
+        })
     }
 
     fn check_shapes(&self) -> Result<(), NodeError> {
