@@ -36,12 +36,17 @@ fn erf(x: f32) -> f32 {
 
 /// GELU in place: ½·x·(1 + erf(x/√2)), as candle's `gelu_erf`.
 pub(super) fn gelu(x: &mut [f32]) {
-    match Isa::detected() {
+    gelu_on(Isa::detected(), x)
+}
+
+/// [`gelu`] on the given path (one of [`Isa::available`]).
+fn gelu_on(isa: Isa, x: &mut [f32]) {
+    match isa {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the CPU has AVX-512 (checked by `Isa::detected`).
+        // SAFETY: the CPU has AVX-512 (`isa` is one it has).
         Isa::Avx512Vnni => unsafe { gelu_avx512(x) },
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: the CPU has AVX2 and FMA (checked by `Isa::detected`).
+        // SAFETY: the CPU has AVX2 and FMA (`isa` is one it has).
         Isa::Avx2 => unsafe { gelu_avx2(x) },
         _ => gelu_portable(x),
     }
@@ -69,7 +74,12 @@ unsafe fn gelu_avx2(x: &mut [f32]) {
 /// Layer normalisation of each `weight.len()`-wide row of `x` in place:
 /// (x − mean) / √(var + eps) · weight + bias, the variance about the mean.
 pub(super) fn layer_norm(x: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
-    match Isa::detected() {
+    layer_norm_on(Isa::detected(), x, weight, bias, eps)
+}
+
+/// [`layer_norm`] on the given path (one of [`Isa::available`]).
+fn layer_norm_on(isa: Isa, x: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
+    match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in `gelu`.
         Isa::Avx512Vnni => unsafe { layer_norm_avx512(x, weight, bias, eps) },
@@ -162,6 +172,29 @@ mod tests {
         assert!(worst < 5e-7, "{worst}");
     }
 
+    /// Runs `kernel` on a copy of `x` on every vector path: each within
+    /// 1e-5 of `want`, and all the same bits.
+    fn check_every_path(x: &[f32], want: &[f32], what: &str, kernel: impl Fn(Isa, &mut [f32])) {
+        let mut first: Option<Vec<f32>> = None;
+        for isa in Isa::available() {
+            let mut got = x.to_vec();
+            kernel(isa, &mut got);
+            let worst = got
+                .iter()
+                .zip(want)
+                .map(|(a, b)| (a - b).abs())
+                .fold(0f32, f32::max);
+            assert!(worst < 1e-5, "{what}, {isa:?}: {worst}");
+            match &first {
+                None => first = Some(got),
+                Some(f) => assert!(
+                    f.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
+                    "{what}: {isa:?} differs from the portable path"
+                ),
+            }
+        }
+    }
+
     #[test]
     fn gelu_matches_candle_on_every_path() {
         let x = values(100_003);
@@ -171,30 +204,7 @@ mod tests {
             .unwrap()
             .to_vec1()
             .unwrap();
-        let mut first: Option<Vec<f32>> = None;
-        for isa in Isa::available() {
-            let mut got = x.clone();
-            match isa {
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx512Vnni => unsafe { gelu_avx512(&mut got) },
-                #[cfg(target_arch = "x86_64")]
-                Isa::Avx2 => unsafe { gelu_avx2(&mut got) },
-                _ => gelu_portable(&mut got),
-            }
-            let worst = got
-                .iter()
-                .zip(&want)
-                .map(|(a, b)| (a - b).abs())
-                .fold(0f32, f32::max);
-            assert!(worst < 1e-5, "{isa:?}: {worst}");
-            match &first {
-                None => first = Some(got),
-                Some(f) => assert!(
-                    f.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
-                    "{isa:?} differs from the portable path"
-                ),
-            }
-        }
+        check_every_path(&x, &want, "gelu", gelu_on);
     }
 
     #[test]
@@ -218,30 +228,9 @@ mod tests {
             .unwrap()
             .to_vec1()
             .unwrap();
-            let mut first: Option<Vec<f32>> = None;
-            for isa in Isa::available() {
-                let mut got = x.clone();
-                match isa {
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx512Vnni => unsafe { layer_norm_avx512(&mut got, &w, &b, 1e-12) },
-                    #[cfg(target_arch = "x86_64")]
-                    Isa::Avx2 => unsafe { layer_norm_avx2(&mut got, &w, &b, 1e-12) },
-                    _ => layer_norm_portable(&mut got, &w, &b, 1e-12),
-                }
-                let worst = got
-                    .iter()
-                    .zip(&want)
-                    .map(|(a, b)| (a - b).abs())
-                    .fold(0f32, f32::max);
-                assert!(worst < 1e-5, "width {width}, {isa:?}: {worst}");
-                match &first {
-                    None => first = Some(got),
-                    Some(f) => assert!(
-                        f.iter().zip(&got).all(|(a, b)| a.to_bits() == b.to_bits()),
-                        "width {width}: {isa:?} differs from the portable path"
-                    ),
-                }
-            }
+            check_every_path(&x, &want, &format!("width {width}"), |isa, x| {
+                layer_norm_on(isa, x, &w, &b, 1e-12)
+            });
         }
     }
 
