@@ -521,17 +521,7 @@ fn attend(c: &LlamaConfig, q: &[f32], k: &[u16], v: &[u16], len: usize, out: &mu
             scale,
             &mut scores,
         );
-        for row in scores.chunks_exact_mut(len) {
-            let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-            let mut total = 0f32;
-            for s in row.iter_mut() {
-                *s = (*s - max).exp();
-                total += *s;
-            }
-            for s in row.iter_mut() {
-                *s /= total;
-            }
-        }
+        crate::nn::softmax_rows(&mut scores, len);
         // As llama.cpp: the weights meet the f16 values in f16.
         round_to_f16(&mut scores);
         weighted_sum_f16(&scores, group, &v[kvh * hd..], kv_dim, &mut out[heads]);

@@ -79,3 +79,42 @@ pub(crate) fn product(dst: &mut [f32], a: View<'_>, b: View<'_>, accumulate: boo
         );
     }
 }
+
+/// Softmax of each `width`-wide row of `scores`, in place (attention's
+/// weights: the encoder's and the language model's).
+pub(crate) fn softmax_rows(scores: &mut [f32], width: usize) {
+    for row in scores.chunks_exact_mut(width) {
+        let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
+        let mut total = 0f32;
+        for s in row.iter_mut() {
+            *s = (*s - max).exp();
+            total += *s;
+        }
+        for s in row.iter_mut() {
+            *s /= total;
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use candle_core::{Device, Tensor};
+
+    #[test]
+    fn softmax_rows_match_candle() {
+        let rows: Vec<f32> = (0..3 * 17).map(|i| (i as f32 * 0.37).sin() * 9.0).collect();
+        let want: Vec<f32> = candle_nn::ops::softmax_last_dim(
+            &Tensor::from_vec(rows.clone(), (3, 17), &Device::Cpu).unwrap(),
+        )
+        .unwrap()
+        .flatten_all()
+        .unwrap()
+        .to_vec1()
+        .unwrap();
+        let mut got = rows;
+        super::softmax_rows(&mut got, 17);
+        for (a, b) in got.iter().zip(&want) {
+            assert!((a - b).abs() < 1e-6, "{a} {b}");
+        }
+    }
+}

@@ -25,6 +25,7 @@ pub mod spmm;
 mod testing;
 
 pub(crate) use cpu::cpu_f32;
+pub(crate) use matrix::softmax_rows;
 pub use network::{embedding, zeros_in, Activation, Mode, Network, UnitGroup, ACTIVATIONS};
 pub use quantized::{BlockFormat, QuantizedWeight};
 pub use shape::{Dims, LayerShapes, Task};

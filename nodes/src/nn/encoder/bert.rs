@@ -11,8 +11,8 @@ use std::collections::HashMap;
 use candle_core::{DType, Tensor};
 use candle_transformers::models::bert::{Config, HiddenAct, PositionEmbeddingType};
 
-use super::kernels::{gelu, layer_norm, softmax};
-use crate::nn::matrix::{product, View};
+use super::kernels::{gelu, layer_norm};
+use crate::nn::matrix::{product, softmax_rows, View};
 
 /// A layer norm's scale and shift.
 struct Norm {
@@ -129,6 +129,9 @@ impl Bert {
                 down_bias: get(&format!("{at}.output.dense.bias"), &[h])?,
                 output_norm: norm(&format!("{at}.output"))?,
             });
+        }
+        if config.type_vocab_size == 0 {
+            return Err("`type_vocab_size` is 0: BERT needs token type 0's embedding".into());
         }
         let types = get(
             "embeddings.token_type_embeddings.weight",
@@ -252,10 +255,8 @@ impl Bert {
                 let (q, k, v) = (at(head * d), at(h + head * d), at(2 * h + head * d));
                 let scores = &mut s.scores[..n * n];
                 product(scores, q, k.t(), false);
-                for row in scores.chunks_exact_mut(n) {
-                    row.iter_mut().for_each(|v| *v /= scale);
-                    softmax(row);
-                }
+                scores.iter_mut().for_each(|v| *v /= scale);
+                softmax_rows(scores, n);
                 let heads_out = &mut s.head[..n * d];
                 product(heads_out, View::dense(scores, n, n), v, false);
                 for (r, from) in heads_out.chunks_exact(d).enumerate() {

@@ -1,5 +1,5 @@
 //! The element-wise and row kernels of kiln's BERT forward pass: GELU (the
-//! erf form BERT uses), layer normalisation and the attention softmax.
+//! erf form BERT uses) and layer normalisation.
 //! Each is portable code compiled once per vector extension and chosen at
 //! run time; no sum is reordered between paths (lanes are explicit), so
 //! every path gives the same bits (tested).
@@ -129,20 +129,6 @@ unsafe fn layer_norm_avx2(x: &mut [f32], weight: &[f32], bias: &[f32], eps: f32)
     layer_norm_portable(x, weight, bias, eps)
 }
 
-/// Softmax of one row of scores in place (short rows: one per token of a
-/// sentence, so plain code).
-pub(super) fn softmax(row: &mut [f32]) {
-    let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
-    let mut sum = 0f32;
-    for v in row.iter_mut() {
-        *v = (*v - max).exp();
-        sum += *v;
-    }
-    for v in row.iter_mut() {
-        *v /= sum;
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -231,21 +217,6 @@ mod tests {
             check_every_path(&x, &want, &format!("width {width}"), |isa, x| {
                 layer_norm_on(isa, x, &w, &b, 1e-12)
             });
-        }
-    }
-
-    #[test]
-    fn softmax_matches_candle() {
-        let row: Vec<f32> = (0..17).map(|i| (i as f32 * 0.37).sin() * 9.0).collect();
-        let want: Vec<f32> =
-            candle_nn::ops::softmax_last_dim(&Tensor::new(row.as_slice(), &Device::Cpu).unwrap())
-                .unwrap()
-                .to_vec1()
-                .unwrap();
-        let mut got = row;
-        softmax(&mut got);
-        for (a, b) in got.iter().zip(&want) {
-            assert!((a - b).abs() < 1e-6, "{a} {b}");
         }
     }
 }
