@@ -15,6 +15,7 @@ pub mod kept;
 pub mod lstm;
 mod matrix;
 mod network;
+mod packed;
 pub mod pointwise;
 pub mod pool;
 pub mod pruning;
@@ -27,6 +28,7 @@ mod testing;
 pub(crate) use cpu::cpu_f32;
 pub(crate) use matrix::softmax_rows;
 pub use network::{embedding, zeros_in, Activation, Mode, Network, UnitGroup, ACTIVATIONS};
+pub(crate) use packed::Packed;
 pub use quantized::{BlockFormat, QuantizedWeight};
 pub use shape::{Dims, LayerShapes, Task};
 #[cfg(test)]

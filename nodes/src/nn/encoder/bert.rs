@@ -1,18 +1,20 @@
 //! BERT's encoder forward pass on the CPU, kiln's own (candle-transformers'
 //! `BertModel` runs on other devices). The sentences of a part lie row
 //! after row with no padding, so every product covers real tokens only and
-//! attention runs inside each sentence; Q, K and V are one product; biases
-//! and residuals are written first and the products add into them; GELU and
-//! layer norm are vector kernels ([`super::kernels`]). A part runs on the
-//! calling thread, each product on it alone.
+//! attention runs inside each sentence; Q, K and V are one product; the
+//! weights are packed once, at load, for kiln's product kernel
+//! ([`Packed`]); biases and residuals are written first and the products add
+//! into them; GELU and layer norm are vector kernels ([`super::kernels`]). A
+//! part runs on the calling thread, each product on it alone.
 
 use std::collections::HashMap;
 
 use candle_core::{DType, Tensor};
 use candle_transformers::models::bert::{Config, HiddenAct, PositionEmbeddingType};
 
-use super::kernels::{gelu, layer_norm};
-use crate::nn::matrix::{product, softmax_rows, View};
+use super::kernels::{attend_on, gelu_on, layer_norm_on, Head};
+use crate::nn::Packed;
+use crate::quant::Isa;
 
 /// A layer norm's scale and shift.
 struct Norm {
@@ -20,20 +22,17 @@ struct Norm {
     bias: Vec<f32>,
 }
 
-/// One encoder layer's weights, each matrix transposed from the file's
-/// `[out, in]` to `[in, out]`: gemm then reads it in place, where the
-/// file's layout is packed again at every product (measured: 7% of the
-/// pass).
+/// One encoder layer's weights, the matrices packed for the product kernel.
 struct Layer {
-    /// Q, K and V side by side: `[hidden, 3·hidden]`.
-    qkv: Vec<f32>,
+    /// Q, K and V side by side: `hidden` inputs, `3·hidden` outputs.
+    qkv: Packed,
     qkv_bias: Vec<f32>,
-    out: Vec<f32>,
+    out: Packed,
     out_bias: Vec<f32>,
     attention_norm: Norm,
-    up: Vec<f32>,
+    up: Packed,
     up_bias: Vec<f32>,
-    down: Vec<f32>,
+    down: Packed,
     down_bias: Vec<f32>,
     output_norm: Norm,
 }
@@ -110,15 +109,12 @@ impl Bert {
                 qkv.extend(get(&format!("{at}.attention.self.{part}.weight"), &[h, h])?);
                 qkv_bias.extend(get(&format!("{at}.attention.self.{part}.bias"), &[h])?);
             }
-            let t = |name: &str, out: usize, inp: usize| -> Result<Vec<f32>, String> {
-                Ok(transposed(
-                    &get(&format!("{at}.{name}"), &[out, inp])?,
-                    out,
-                    inp,
-                ))
+            let t = |name: &str, out: usize, inp: usize| -> Result<Packed, String> {
+                let w = get(&format!("{at}.{name}"), &[out, inp])?;
+                Ok(Packed::from_out_in(&w, out, inp))
             };
             layers.push(Layer {
-                qkv: transposed(&qkv, 3 * h, h),
+                qkv: Packed::from_out_in(&qkv, 3 * h, h),
                 qkv_bias,
                 out: t("attention.output.dense.weight", h, h)?,
                 out_bias: get(&format!("{at}.attention.output.dense.bias"), &[h])?,
@@ -158,6 +154,16 @@ impl Bert {
     /// The mean of the last hidden states over each sentence's tokens
     /// (`[sentences, hidden]`, row-major), on this thread.
     pub(super) fn mean_pooled(&self, sentences: &[Vec<u32>]) -> Result<Vec<f32>, String> {
+        self.mean_pooled_on(Isa::detected(), sentences)
+    }
+
+    /// [`Bert::mean_pooled`] on the given vector path (one of
+    /// [`Isa::available`]); every path gives the same bits.
+    pub(super) fn mean_pooled_on(
+        &self,
+        isa: Isa,
+        sentences: &[Vec<u32>],
+    ) -> Result<Vec<f32>, String> {
         let h = self.hidden;
         let tokens: usize = sentences.iter().map(Vec::len).sum();
         let mut x = vec![0f32; tokens * h];
@@ -187,11 +193,11 @@ impl Bert {
             }
         }
         let norm = &self.embedding_norm;
-        layer_norm(&mut x, &norm.weight, &norm.bias, self.eps);
+        layer_norm_on(isa, &mut x, &norm.weight, &norm.bias, self.eps);
         let longest = sentences.iter().map(Vec::len).max().unwrap_or(0);
         let mut scratch = Scratch::new(tokens, longest, h, self.intermediate);
         for layer in &self.layers {
-            self.layer(layer, sentences, &mut x, &mut scratch);
+            self.layer(isa, layer, sentences, &mut x, &mut scratch);
         }
         let mut pooled = vec![0f32; sentences.len() * h];
         let mut start = 0;
@@ -210,59 +216,56 @@ impl Bert {
 
     /// One encoder layer over the packed rows `x` (`[tokens, hidden]`), in
     /// place.
-    fn layer(&self, layer: &Layer, sentences: &[Vec<u32>], x: &mut Vec<f32>, s: &mut Scratch) {
-        let (h, i) = (self.hidden, self.intermediate);
+    fn layer(
+        &self,
+        isa: Isa,
+        layer: &Layer,
+        sentences: &[Vec<u32>],
+        x: &mut Vec<f32>,
+        s: &mut Scratch,
+    ) {
+        let h = self.hidden;
         let tokens = x.len() / h;
         // Q, K, V.
         fill_rows(&mut s.qkv, &layer.qkv_bias);
-        product(&mut s.qkv, rows(x, h), rows(&layer.qkv, 3 * h), true);
-        self.attention(sentences, s);
+        layer.qkv.add_product_on(isa, &mut s.qkv, x);
+        self.attention(isa, sentences, s);
         // Attention's output + bias + residual, normalised.
         add_rows(&mut s.y, x, &layer.out_bias);
-        product(&mut s.y, rows(&s.context, h), rows(&layer.out, h), true);
+        layer.out.add_product_on(isa, &mut s.y, &s.context);
         let norm = &layer.attention_norm;
-        layer_norm(&mut s.y, &norm.weight, &norm.bias, self.eps);
+        layer_norm_on(isa, &mut s.y, &norm.weight, &norm.bias, self.eps);
         std::mem::swap(x, &mut s.y);
         // Feed-forward: up, GELU, down + bias + residual, normalised.
         fill_rows(&mut s.inner, &layer.up_bias);
-        product(&mut s.inner, rows(x, h), rows(&layer.up, i), true);
-        gelu(&mut s.inner);
+        layer.up.add_product_on(isa, &mut s.inner, x);
+        gelu_on(isa, &mut s.inner);
         add_rows(&mut s.y, x, &layer.down_bias);
-        product(&mut s.y, rows(&s.inner, i), rows(&layer.down, h), true);
+        layer.down.add_product_on(isa, &mut s.y, &s.inner);
         let norm = &layer.output_norm;
-        layer_norm(&mut s.y, &norm.weight, &norm.bias, self.eps);
+        layer_norm_on(isa, &mut s.y, &norm.weight, &norm.bias, self.eps);
         std::mem::swap(x, &mut s.y);
         debug_assert_eq!(x.len(), tokens * h);
     }
 
     /// Each head's attention inside each sentence, from `s.qkv` into
     /// `s.context`.
-    fn attention(&self, sentences: &[Vec<u32>], s: &mut Scratch) {
+    fn attention(&self, isa: Isa, sentences: &[Vec<u32>], s: &mut Scratch) {
         let h = self.hidden;
-        let d = h / self.heads;
-        let scale = (d as f32).sqrt();
+        let width = h / self.heads;
         let mut start = 0;
         for ids in sentences {
             let n = ids.len();
-            let at = |col: usize| View {
-                data: &s.qkv[start * 3 * h + col..],
-                rows: n,
-                cols: d,
-                row: 3 * h,
-                col: 1,
-            };
             for head in 0..self.heads {
-                let (q, k, v) = (at(head * d), at(h + head * d), at(2 * h + head * d));
-                let scores = &mut s.scores[..n * n];
-                product(scores, q, k.t(), false);
-                scores.iter_mut().for_each(|v| *v /= scale);
-                softmax_rows(scores, n);
-                let heads_out = &mut s.head[..n * d];
-                product(heads_out, View::dense(scores, n, n), v, false);
-                for (r, from) in heads_out.chunks_exact(d).enumerate() {
-                    let to = (start + r) * h + head * d;
-                    s.context[to..to + d].copy_from_slice(from);
-                }
+                let head = Head {
+                    qkv: &s.qkv[start * 3 * h..(start + n) * 3 * h],
+                    stride: 3 * h,
+                    width,
+                    at: [head * width, h + head * width, 2 * h + head * width],
+                    scale: (width as f32).sqrt(),
+                };
+                let out = &mut s.context[start * h + head.at[0]..];
+                attend_on(isa, &head, &mut s.scores[..n * n], &mut s.keys, out, h);
             }
             start += n;
         }
@@ -275,8 +278,10 @@ struct Scratch {
     context: Vec<f32>,
     y: Vec<f32>,
     inner: Vec<f32>,
+    /// A head's attention weights in one sentence.
     scores: Vec<f32>,
-    head: Vec<f32>,
+    /// A head's keys, width-major.
+    keys: Vec<f32>,
 }
 
 impl Scratch {
@@ -287,25 +292,9 @@ impl Scratch {
             y: vec![0.0; tokens * hidden],
             inner: vec![0.0; tokens * intermediate],
             scores: vec![0.0; longest * longest],
-            head: vec![0.0; longest * hidden],
+            keys: vec![0.0; longest * hidden],
         }
     }
-}
-
-/// The `cols × rows` transpose of a row-major `rows × cols` matrix.
-fn transposed(m: &[f32], rows: usize, cols: usize) -> Vec<f32> {
-    let mut t = vec![0f32; m.len()];
-    for r in 0..rows {
-        for c in 0..cols {
-            t[c * rows + r] = m[r * cols + c];
-        }
-    }
-    t
-}
-
-/// `data` as a row-major matrix of `cols` columns.
-fn rows(data: &[f32], cols: usize) -> View<'_> {
-    View::dense(data, data.len() / cols, cols)
 }
 
 /// Every `bias.len()`-wide row of `out` set to `bias`.

@@ -1,9 +1,11 @@
-//! The element-wise and row kernels of kiln's BERT forward pass: GELU (the
-//! erf form BERT uses) and layer normalisation.
+//! The element-wise, row and attention kernels of kiln's BERT forward pass:
+//! GELU (the erf form BERT uses), layer normalisation, and one head's
+//! attention inside one sentence.
 //! Each is portable code compiled once per vector extension and chosen at
 //! run time; no sum is reordered between paths (lanes are explicit), so
 //! every path gives the same bits (tested).
 
+use crate::nn::softmax_rows;
 use crate::quant::Isa;
 
 /// Lanes of the explicit sums: one AVX2 register of f32.
@@ -34,13 +36,9 @@ fn erf(x: f32) -> f32 {
     x * p / q
 }
 
-/// GELU in place: ½·x·(1 + erf(x/√2)), as candle's `gelu_erf`.
-pub(super) fn gelu(x: &mut [f32]) {
-    gelu_on(Isa::detected(), x)
-}
-
-/// [`gelu`] on the given path (one of [`Isa::available`]).
-fn gelu_on(isa: Isa, x: &mut [f32]) {
+/// GELU in place, ½·x·(1 + erf(x/√2)) as candle's `gelu_erf`, on the
+/// given path (one of [`Isa::available`]).
+pub(super) fn gelu_on(isa: Isa, x: &mut [f32]) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: the CPU has AVX-512 (`isa` is one it has).
@@ -71,14 +69,10 @@ unsafe fn gelu_avx2(x: &mut [f32]) {
     gelu_portable(x)
 }
 
-/// Layer normalisation of each `weight.len()`-wide row of `x` in place:
-/// (x − mean) / √(var + eps) · weight + bias, the variance about the mean.
-pub(super) fn layer_norm(x: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
-    layer_norm_on(Isa::detected(), x, weight, bias, eps)
-}
-
-/// [`layer_norm`] on the given path (one of [`Isa::available`]).
-fn layer_norm_on(isa: Isa, x: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
+/// Layer normalisation of each `weight.len()`-wide row of `x` in place,
+/// (x − mean) / √(var + eps) · weight + bias with the variance about the
+/// mean, on the given path (one of [`Isa::available`]).
+pub(super) fn layer_norm_on(isa: Isa, x: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in `gelu`.
@@ -127,6 +121,130 @@ unsafe fn layer_norm_avx512(x: &mut [f32], weight: &[f32], bias: &[f32], eps: f3
 #[target_feature(enable = "avx2")]
 unsafe fn layer_norm_avx2(x: &mut [f32], weight: &[f32], bias: &[f32], eps: f32) {
     layer_norm_portable(x, weight, bias, eps)
+}
+
+/// One attention head over one sentence: token `t`'s query, key and value
+/// are the `width` values at `at[0]`, `at[1]` and `at[2]` of
+/// `qkv[t * stride..]`.
+pub(super) struct Head<'a> {
+    pub qkv: &'a [f32],
+    pub stride: usize,
+    pub width: usize,
+    pub at: [usize; 3],
+    /// The scores' divisor: √width.
+    pub scale: f32,
+}
+
+/// softmax(q·kᵀ / scale)·v for each of a sentence's tokens, token `t`'s
+/// into `out[t * out_stride..][..width]`. `scores` is the weights' room
+/// (`tokens × tokens`), `keys` the keys' (`tokens × width`). Each sum runs
+/// in the same order on every path: over the width for a score, over the
+/// tokens for an output.
+pub(super) fn attend_on(
+    isa: Isa,
+    head: &Head<'_>,
+    scores: &mut [f32],
+    keys: &mut [f32],
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let tokens = scores.len().isqrt();
+    assert!(
+        tokens * tokens == scores.len()
+            && head.width > 0
+            && head.at.iter().all(|&a| a + head.width <= head.stride)
+            && head.qkv.len() >= tokens * head.stride
+            && keys.len() >= tokens * head.width
+            && (tokens == 0 || out.len() >= (tokens - 1) * out_stride + head.width),
+        "attention shapes"
+    );
+    let keys = &mut keys[..tokens * head.width];
+    match isa {
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `gelu_on`.
+        Isa::Avx512Vnni => unsafe { attend_avx512(head, scores, keys, out, out_stride) },
+        #[cfg(target_arch = "x86_64")]
+        // SAFETY: as in `gelu_on`.
+        Isa::Avx2 => unsafe { attend_avx2(head, scores, keys, out, out_stride) },
+        _ => attend_portable(head, scores, keys, out, out_stride),
+    }
+}
+
+/// Vector code runs across the keys for the scores (laid out width-major
+/// first) and across the width for the outputs; the tokens' sums are
+/// independent, so they interleave instead of waiting on each other.
+#[inline(always)]
+fn attend_portable(
+    head: &Head<'_>,
+    scores: &mut [f32],
+    keys: &mut [f32],
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    let Head {
+        qkv,
+        stride,
+        width,
+        at: [q, k, v],
+        scale,
+    } = *head;
+    let tokens = keys.len() / width;
+    if tokens == 0 {
+        return;
+    }
+    let row = |t: usize, at: usize| &qkv[t * stride + at..][..width];
+    for u in 0..tokens {
+        for (d, &x) in row(u, k).iter().enumerate() {
+            keys[d * tokens + u] = x;
+        }
+    }
+    scores.fill(0.0);
+    for (d, keys) in keys.chunks_exact(tokens).enumerate() {
+        for (t, scores) in scores.chunks_exact_mut(tokens).enumerate() {
+            let x = qkv[t * stride + q + d];
+            for (s, &key) in scores.iter_mut().zip(keys) {
+                *s = x.mul_add(key, *s);
+            }
+        }
+    }
+    scores.iter_mut().for_each(|s| *s /= scale);
+    softmax_rows(scores, tokens);
+    for t in 0..tokens {
+        out[t * out_stride..][..width].fill(0.0);
+    }
+    for u in 0..tokens {
+        let value = row(u, v);
+        for t in 0..tokens {
+            let p = scores[t * tokens + u];
+            for (o, &x) in out[t * out_stride..][..width].iter_mut().zip(value) {
+                *o = p.mul_add(x, *o);
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f,fma")]
+unsafe fn attend_avx512(
+    head: &Head<'_>,
+    scores: &mut [f32],
+    keys: &mut [f32],
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    attend_portable(head, scores, keys, out, out_stride)
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx2,fma")]
+unsafe fn attend_avx2(
+    head: &Head<'_>,
+    scores: &mut [f32],
+    keys: &mut [f32],
+    out: &mut [f32],
+    out_stride: usize,
+) {
+    attend_portable(head, scores, keys, out, out_stride)
 }
 
 #[cfg(test)]
@@ -217,6 +335,53 @@ mod tests {
             check_every_path(&x, &want, &format!("width {width}"), |isa, x| {
                 layer_norm_on(isa, x, &w, &b, 1e-12)
             });
+        }
+    }
+
+    #[test]
+    fn attention_matches_candles_ops_on_every_path() {
+        let dev = Device::Cpu;
+        for (tokens, width) in [(1, 32), (3, 17), (17, 32), (40, 8)] {
+            let heads = 2;
+            let stride = 3 * heads * width + 1;
+            let qkv: Vec<f32> = (0..tokens * stride)
+                .map(|i| ((i * 7919) % 997) as f32 / 200.0 - 2.5)
+                .collect();
+            let whole = Tensor::from_vec(qkv.clone(), (tokens, stride), &dev).unwrap();
+            let scale = (width as f32).sqrt();
+            for h in 0..heads {
+                let at = [h * width, (heads + h) * width, (2 * heads + h) * width];
+                let part = |a: usize| whole.narrow(1, a, width).unwrap();
+                let scores = (part(at[0]).matmul(&part(at[1]).t().unwrap()).unwrap()
+                    / scale as f64)
+                    .unwrap();
+                let want: Vec<f32> = candle_nn::ops::softmax_last_dim(&scores)
+                    .unwrap()
+                    .matmul(&part(at[2]).contiguous().unwrap())
+                    .unwrap()
+                    .flatten_all()
+                    .unwrap()
+                    .to_vec1()
+                    .unwrap();
+                let head = Head {
+                    qkv: &qkv,
+                    stride,
+                    width,
+                    at,
+                    scale,
+                };
+                let zeros = vec![0f32; tokens * width];
+                check_every_path(&zeros, &want, &format!("{tokens}x{width}"), |isa, out| {
+                    attend_on(
+                        isa,
+                        &head,
+                        &mut vec![0.0; tokens * tokens],
+                        &mut vec![0.0; tokens * width],
+                        out,
+                        width,
+                    )
+                });
+            }
         }
     }
 }

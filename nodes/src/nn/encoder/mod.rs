@@ -303,6 +303,34 @@ mod tests {
         }
     }
 
+    /// The pass's sums run in the same order on every vector path, so an
+    /// embedding is the same bits on an AVX2 machine and an AVX-512 one.
+    #[test]
+    fn every_vector_path_gives_the_same_embeddings() {
+        let enc = Encoder::read_with(&minilm(), &Device::Cpu, true).unwrap();
+        let Forward::Kiln(bert) = &enc.forward else {
+            panic!("kiln's pass on the CPU")
+        };
+        let texts = ["A gorgeous, witty, seductive movie.", "Lacks depth.", "Hi"];
+        let ids: Vec<Vec<u32>> = enc
+            .tokenizer
+            .encode_batch(texts.to_vec(), true)
+            .unwrap()
+            .iter()
+            .map(|e| e.get_ids().to_vec())
+            .collect();
+        let paths = crate::quant::Isa::available();
+        let want = bert.mean_pooled_on(paths[0], &ids).unwrap();
+        for isa in &paths[1..] {
+            let got = bert.mean_pooled_on(*isa, &ids).unwrap();
+            let same = want
+                .iter()
+                .zip(&got)
+                .all(|(a, b)| a.to_bits() == b.to_bits());
+            assert!(same, "{isa:?} differs from the portable path");
+        }
+    }
+
     #[test]
     fn a_folder_without_the_model_is_a_clear_error() {
         let dir = tempfile::tempdir().unwrap();
