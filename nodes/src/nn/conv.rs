@@ -47,11 +47,11 @@ impl Geometry {
         self.channels * self.kernel * self.kernel
     }
 
-    /// Calls `f(patch row, first output pixel, first input offset, count)`
-    /// for every run of output pixels along one row whose kernel tap lands
-    /// inside the image (not on the padding); inside a run the input offset
-    /// advances by `stride`.
-    fn for_each_run(&self, mut f: impl FnMut(usize, usize, usize, usize)) {
+    /// Every run of output pixels along one row whose kernel tap lands
+    /// inside the image (not on the padding), listed once per op and
+    /// replayed for every image: at 8×8 the runs are 7 or 8 values long,
+    /// and working out each one's place cost more than copying it.
+    fn runs(&self) -> Vec<Run> {
         let (oh, ow, k, s, p) = (
             self.out_height(),
             self.out_width(),
@@ -59,12 +59,14 @@ impl Geometry {
             self.stride,
             self.padding,
         );
+        let pixels = oh * ow;
         // Output columns whose tap `kx` falls inside `0..width`.
         let inside = |kx: usize| {
             let first = p.saturating_sub(kx).div_ceil(s);
             let last = (self.width + p).saturating_sub(kx).div_ceil(s).min(ow);
             (first, last.max(first))
         };
+        let mut runs = Vec::new();
         for c in 0..self.channels {
             for ky in 0..k {
                 for kx in 0..k {
@@ -78,18 +80,26 @@ impl Geometry {
                         else {
                             continue;
                         };
-                        let x = first * s + kx - p;
-                        f(
-                            row,
-                            oy * ow + first,
-                            (c * self.height + y) * self.width + x,
-                            last - first,
-                        );
+                        runs.push(Run {
+                            patch: row * pixels + oy * ow + first,
+                            image: (c * self.height + y) * self.width + first * s + kx - p,
+                            len: last - first,
+                        });
                     }
                 }
             }
         }
+        runs
     }
+}
+
+/// A run of patch values: `len` of them from `patch` on in the patch
+/// matrix, taken from the image `stride` apart from `image` on.
+#[derive(Clone, Copy, Debug)]
+struct Run {
+    patch: usize,
+    image: usize,
+    len: usize,
 }
 
 /// Images per part of the batch: parts run side by side on the thread pool,
@@ -103,39 +113,38 @@ impl Geometry {
         self.channels * self.height * self.width
     }
 
-    /// One image `[c, h, w]` → its patches `[c·k·k, oh·ow]`: row `(c, ky, kx)`
-    /// holds that tap for every output pixel. Padding stays as `cols` has it
-    /// (zero: the same places are skipped for every image).
-    fn im2col(&self, image: &[f32], cols: &mut [f32]) {
-        let pixels = self.pixels();
-        self.for_each_run(|row, pixel, from, len| {
-            let dst = &mut cols[row * pixels + pixel..][..len];
+    /// One image `[c, h, w]` → its patches `[c·k·k, oh·ow]` (`runs` from
+    /// [`Geometry::runs`]): row `(c, ky, kx)` holds that tap for every
+    /// output pixel. Padding stays as `cols` has it (zero: the same places
+    /// are skipped for every image).
+    fn im2col(&self, runs: &[Run], image: &[f32], cols: &mut [f32]) {
+        for r in runs {
+            let dst = &mut cols[r.patch..][..r.len];
             if self.stride == 1 {
-                copy_run(dst, &image[from..from + len]);
+                copy_run(dst, &image[r.image..][..r.len]);
             } else {
                 for (i, d) in dst.iter_mut().enumerate() {
-                    *d = image[from + i * self.stride];
+                    *d = image[r.image + i * self.stride];
                 }
             }
-        });
+        }
     }
 
     /// The adjoint of [`Geometry::im2col`]: adds each patch value back onto
     /// the image position it came from.
-    fn col2im(&self, cols: &[f32], image: &mut [f32]) {
-        let pixels = self.pixels();
-        self.for_each_run(|row, pixel, to, len| {
-            let src = &cols[row * pixels + pixel..][..len];
+    fn col2im(&self, runs: &[Run], cols: &[f32], image: &mut [f32]) {
+        for r in runs {
+            let src = &cols[r.patch..][..r.len];
             if self.stride == 1 {
-                for (d, v) in image[to..to + len].iter_mut().zip(src) {
+                for (d, v) in image[r.image..][..r.len].iter_mut().zip(src) {
                     *d += v;
                 }
             } else {
                 for (i, v) in src.iter().enumerate() {
-                    image[to + i * self.stride] += v;
+                    image[r.image + i * self.stride] += v;
                 }
             }
-        });
+        }
     }
 }
 
@@ -197,6 +206,7 @@ impl CustomOp3 for Conv {
             return Ok((CpuStorage::F32(out), shape.into()));
         }
         let weights = View::dense(w, out_channels, k);
+        let runs = g.runs();
         out.par_chunks_mut(PART * out_channels * pixels)
             .zip(x.par_chunks(PART * image))
             .for_each(|(out, x)| {
@@ -205,7 +215,7 @@ impl CustomOp3 for Conv {
                     .chunks_exact_mut(out_channels * pixels)
                     .zip(x.chunks_exact(image))
                 {
-                    g.im2col(x, &mut cols);
+                    g.im2col(&runs, x, &mut cols);
                     for (row, b) in y.chunks_exact_mut(pixels).zip(bias) {
                         row.fill(*b);
                     }
@@ -272,6 +282,7 @@ impl CustomOp3 for ConvGrad {
             (0..batch.div_ceil(PART)).map(|_| None).collect()
         };
         let weights = View::dense(w, out_channels, k);
+        let runs = g.runs();
         let sums: Vec<Vec<f32>> = d_x_parts
             .into_par_iter()
             .enumerate()
@@ -284,7 +295,7 @@ impl CustomOp3 for ConvGrad {
                 for b in images {
                     let dy = &grad[b * out_channels * pixels..][..out_channels * pixels];
                     let (d_w, d_bias) = sums.split_at_mut(out_channels * k);
-                    g.im2col(&x[b * image..][..image], &mut cols);
+                    g.im2col(&runs, &x[b * image..][..image], &mut cols);
                     product(
                         d_w,
                         View::dense(dy, out_channels, pixels),
@@ -297,7 +308,7 @@ impl CustomOp3 for ConvGrad {
                     if let Some(d_x) = d_x.as_deref_mut() {
                         let dy = View::dense(dy, out_channels, pixels);
                         product(&mut d_cols, weights.t(), dy, false);
-                        g.col2im(&d_cols, &mut d_x[(b - first) * image..][..image]);
+                        g.col2im(&runs, &d_cols, &mut d_x[(b - first) * image..][..image]);
                     }
                 }
                 sums
