@@ -315,8 +315,8 @@ mod tests {
 
     #[test]
     fn every_path_gives_the_product_and_the_same_bits() {
-        // Odd shapes: partial tiles, partial panels, an odd panel count for
-        // AVX-512's pairs, several input blocks.
+        // Odd shapes: partial tiles, partial panels, the last of AVX-512's
+        // groups of four panels one to three wide, several input blocks.
         for (m, k, n) in [
             (1, 1, 1),
             (3, 17, 3),
