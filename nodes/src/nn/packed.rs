@@ -196,7 +196,9 @@ impl Tile<'_> {
 mod x86 {
     use std::arch::x86_64::*;
 
-    use super::{Tile, PANEL, TILE_ROWS};
+    // The parent by its full path: `tests/layers.rs` reads `super` in an
+    // inline module as the file's parent, `nn`.
+    use crate::nn::packed::{Tile, PANEL, TILE_ROWS};
 
     /// Dispatches on the tile's rows, so each count's loops unroll.
     macro_rules! by_rows {
