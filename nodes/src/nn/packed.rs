@@ -105,8 +105,9 @@ impl Packed {
     }
 }
 
-/// Panels one kernel call covers: AVX-512 keeps four registers of outputs
-/// per row (24 of its 32), AVX2 two (12 of its 16).
+/// Panels one kernel call covers: AVX-512 four, a register each per row
+/// (24 of its 32 registers for six rows); AVX2 one, as two registers per
+/// row (12 of its 16).
 fn panels_per_tile(isa: Isa) -> usize {
     match isa {
         Isa::Avx512Vnni => 4,

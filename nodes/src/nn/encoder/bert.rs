@@ -259,13 +259,14 @@ impl Bert {
             for head in 0..self.heads {
                 let head = Head {
                     qkv: &s.qkv[start * 3 * h..(start + n) * 3 * h],
+                    tokens: n,
                     stride: 3 * h,
                     width,
                     at: [head * width, h + head * width, 2 * h + head * width],
                     scale: (width as f32).sqrt(),
                 };
                 let out = &mut s.context[start * h + head.at[0]..];
-                attend_on(isa, &head, &mut s.scores[..n * n], &mut s.keys, out, h);
+                attend_on(isa, &head, &mut s.scores, &mut s.keys, out, h);
             }
             start += n;
         }

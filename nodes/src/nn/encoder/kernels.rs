@@ -123,11 +123,12 @@ unsafe fn layer_norm_avx2(x: &mut [f32], weight: &[f32], bias: &[f32], eps: f32)
     layer_norm_portable(x, weight, bias, eps)
 }
 
-/// One attention head over one sentence: token `t`'s query, key and value
-/// are the `width` values at `at[0]`, `at[1]` and `at[2]` of
-/// `qkv[t * stride..]`.
+/// One attention head over one sentence of `tokens` tokens: token `t`'s
+/// query, key and value are the `width` values at `at[0]`, `at[1]` and
+/// `at[2]` of `qkv[t * stride..]`.
 pub(super) struct Head<'a> {
     pub qkv: &'a [f32],
+    pub tokens: usize,
     pub stride: usize,
     pub width: usize,
     pub at: [usize; 3],
@@ -136,8 +137,8 @@ pub(super) struct Head<'a> {
 }
 
 /// softmax(q·kᵀ / scale)·v for each of a sentence's tokens, token `t`'s
-/// into `out[t * out_stride..][..width]`. `scores` is the weights' room
-/// (`tokens × tokens`), `keys` the keys' (`tokens × width`). Each sum runs
+/// into `out[t * out_stride..][..width]`. `scores` is room for the weights
+/// (`tokens × tokens`), `keys` for the keys (`tokens × width`). Each sum runs
 /// in the same order on every path: over the width for a score, over the
 /// tokens for an output.
 pub(super) fn attend_on(
@@ -148,9 +149,9 @@ pub(super) fn attend_on(
     out: &mut [f32],
     out_stride: usize,
 ) {
-    let tokens = scores.len().isqrt();
+    let tokens = head.tokens;
     assert!(
-        tokens * tokens == scores.len()
+        scores.len() >= tokens * tokens
             && head.width > 0
             && head.at.iter().all(|&a| a + head.width <= head.stride)
             && head.qkv.len() >= tokens * head.stride
@@ -158,7 +159,10 @@ pub(super) fn attend_on(
             && (tokens == 0 || out.len() >= (tokens - 1) * out_stride + head.width),
         "attention shapes"
     );
-    let keys = &mut keys[..tokens * head.width];
+    let (scores, keys) = (
+        &mut scores[..tokens * tokens],
+        &mut keys[..tokens * head.width],
+    );
     match isa {
         #[cfg(target_arch = "x86_64")]
         // SAFETY: as in `gelu_on`.
@@ -183,12 +187,12 @@ fn attend_portable(
 ) {
     let Head {
         qkv,
+        tokens,
         stride,
         width,
         at: [q, k, v],
         scale,
     } = *head;
-    let tokens = keys.len() / width;
     if tokens == 0 {
         return;
     }
@@ -365,6 +369,7 @@ mod tests {
                     .unwrap();
                 let head = Head {
                     qkv: &qkv,
+                    tokens,
                     stride,
                     width,
                     at,
