@@ -5,6 +5,7 @@
 #
 #   bash benches/llm_serve_memory.sh            (BENCHMARKS.md, "Language models")
 #   CLIENTS=1 bash benches/llm_serve_memory.sh  (the single stream, for the ratio)
+#   KILN_BIN=/tmp/kiln-old bash benches/llm_serve_memory.sh  (another build)
 #
 # Prints the idle and peak resident set (VmHWM covers loading too), the
 # tokens generated, the seconds, and the bound for the positions reached.
@@ -14,7 +15,7 @@ cargo build --release --quiet
 port=${PORT:-8191}
 clients=${CLIENTS:-8}
 out=$(mktemp -d)
-target/release/kiln serve pipelines/chat-smollm2.yaml --addr "127.0.0.1:$port" >"$out/serve.log" 2>&1 &
+"${KILN_BIN:-target/release/kiln}" serve pipelines/chat-smollm2.yaml --addr "127.0.0.1:$port" >"$out/serve.log" 2>&1 &
 pid=$!
 trap 'kill $pid 2>/dev/null; rm -rf "$out"' EXIT
 for _ in $(seq 1 120); do curl -sf "127.0.0.1:$port/healthz" >/dev/null && break; sleep 0.5; done

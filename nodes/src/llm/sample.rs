@@ -99,65 +99,114 @@ fn by_logit(a: &(u32, f32), b: &(u32, f32)) -> std::cmp::Ordering {
     b.1.total_cmp(&a.1).then(a.0.cmp(&b.0))
 }
 
-/// A kept candidate; the greatest is the one to drop first.
-struct Kept((u32, f32));
-
-impl Ord for Kept {
-    fn cmp(&self, other: &Self) -> std::cmp::Ordering {
-        by_logit(&self.0, &other.0)
-    }
-}
-
-impl PartialOrd for Kept {
-    fn partial_cmp(&self, other: &Self) -> Option<std::cmp::Ordering> {
-        Some(self.cmp(other))
-    }
-}
-
-impl PartialEq for Kept {
-    fn eq(&self, other: &Self) -> bool {
-        self.cmp(other).is_eq()
-    }
-}
-
-impl Eq for Kept {}
-
 /// The `k` most likely tokens (all when `k` is 0 or not below the
-/// vocabulary), most likely first. One pass against the worst kept so far:
-/// a decoding step samples every sequence's 49 152 logits, and sorting a
-/// copy of them all cost each sequence a 400 kB buffer and a partition.
+/// vocabulary), most likely first. A decoding step samples every sequence's
+/// 49 152 logits, so this reads them twice and sorts only a few: first each
+/// block's largest (a vectorised integer maximum); k blocks reach the k-th
+/// largest of those, so the k largest logits are all at least that large,
+/// and only the few that are, found in the blocks that reach it, are sorted.
+/// (A heap of the best so far took 67 µs on SmolLM2's 49 152 logits at
+/// k = 40, mostly replacing its worst; this takes 6.5 µs, Zen 5.)
 fn top_k(logits: &[f32], k: usize) -> Vec<(u32, f32)> {
-    let all = logits.iter().enumerate().map(|(i, &l)| (i as u32, l));
+    let all = |i: usize, l: f32| (i as u32, l);
     let mut candidates: Vec<(u32, f32)> = if k > 0 && k < logits.len() {
-        let mut kept = std::collections::BinaryHeap::with_capacity(k + 1);
-        for c in all {
-            if kept.len() < k {
-                kept.push(Kept(c));
-            } else if kept
-                .peek()
-                .is_some_and(|worst: &Kept| by_logit(&c, &worst.0).is_lt())
-            {
-                kept.pop();
-                kept.push(Kept(c));
-            }
-        }
-        kept.into_iter().map(|c| c.0).collect()
+        let largest = block_maxima(logits);
+        let bar = if largest.len() > k {
+            let mut reached = largest.clone();
+            *reached.select_nth_unstable_by(k - 1, |a, b| b.cmp(a)).1
+        } else {
+            i32::MIN
+        };
+        logits
+            .chunks(BLOCK)
+            .zip(&largest)
+            .enumerate()
+            .filter(|(_, (_, &most))| most >= bar)
+            .flat_map(|(b, (block, _))| {
+                block
+                    .iter()
+                    .enumerate()
+                    .filter(|(_, &l)| order_key(l) >= bar)
+                    .map(move |(j, &l)| all(b * BLOCK + j, l))
+            })
+            .collect()
     } else {
-        all.collect()
+        logits.iter().enumerate().map(|(i, &l)| all(i, l)).collect()
     };
+    if k > 0 && candidates.len() > k {
+        candidates.select_nth_unstable_by(k - 1, by_logit);
+        candidates.truncate(k);
+    }
     candidates.sort_unstable_by(by_logit);
     candidates
 }
 
-/// The most likely token (the first of equals).
+/// The most likely token (the first of equals; NaN never wins over a
+/// number, unless it comes first). Only a block whose largest (in
+/// [`f32::total_cmp`]'s order) beats the best so far is searched, the
+/// old way.
 pub fn argmax(logits: &[f32]) -> u32 {
-    let mut best = 0;
-    for (i, &l) in logits.iter().enumerate() {
-        if l > logits[best] {
-            best = i;
+    let Some(&first) = logits.first() else {
+        return 0;
+    };
+    let (mut best, mut best_logit) = (0, first);
+    for (b, (block, &most)) in logits.chunks(BLOCK).zip(&block_maxima(logits)).enumerate() {
+        if most <= order_key(best_logit) {
+            continue;
+        }
+        for (j, &l) in block.iter().enumerate() {
+            if l > best_logit {
+                (best, best_logit) = (b * BLOCK + j, l);
+            }
         }
     }
     best as u32
+}
+
+/// Logits looked at together by [`top_k`] and [`argmax`].
+const BLOCK: usize = 64;
+
+/// `x`'s place in [`f32::total_cmp`]'s order, as an integer (the same
+/// transform: negative values' magnitude bits flipped).
+fn order_key(x: f32) -> i32 {
+    let bits = x.to_bits() as i32;
+    bits ^ (((bits >> 31) as u32) >> 1) as i32
+}
+
+/// The largest [`order_key`] of each block of [`BLOCK`] logits.
+fn block_maxima(logits: &[f32]) -> Vec<i32> {
+    #[inline(always)]
+    fn largest(block: &[f32]) -> i32 {
+        let mut most = i32::MIN;
+        for &l in block {
+            most = most.max(order_key(l));
+        }
+        most
+    }
+    #[inline(always)]
+    fn maxima(logits: &[f32]) -> Vec<i32> {
+        let mut out = Vec::with_capacity(logits.len().div_ceil(BLOCK));
+        let mut blocks = logits.chunks_exact(BLOCK);
+        for block in &mut blocks {
+            let block: &[f32; BLOCK] = block.try_into().expect("a whole block");
+            out.push(largest(block));
+        }
+        if !blocks.remainder().is_empty() {
+            out.push(largest(blocks.remainder()));
+        }
+        out
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2")]
+    unsafe fn maxima_avx2(logits: &[f32]) -> Vec<i32> {
+        maxima(logits)
+    }
+    #[cfg(target_arch = "x86_64")]
+    if crate::quant::Isa::detected() != crate::quant::Isa::Generic {
+        // SAFETY: the CPU has AVX2 (every path but the portable one does).
+        return unsafe { maxima_avx2(logits) };
+    }
+    maxima(logits)
 }
 
 fn softmax(logits: impl Iterator<Item = f32> + Clone, temperature: f32) -> Vec<f32> {
@@ -233,6 +282,78 @@ mod tests {
             let expected = &sorted[..if k == 0 { 1000 } else { k.min(1000) }];
             assert_eq!(top_k(&logits, k), expected, "k = {k}");
         }
+    }
+
+    #[test]
+    fn top_k_orders_as_a_full_sort_does_on_any_values() {
+        // Values in every block, ascending runs (each block beats the
+        // last), and the values an ordinary comparison gets wrong.
+        let mut rng = ChaCha8Rng::seed_from_u64(3);
+        let mut logits: Vec<f32> = (0..5000).map(|_| rng.random_range(-20.0..20.0)).collect();
+        logits.extend((0..700).map(|i| i as f32 * 0.1));
+        for (i, v) in [
+            f32::NAN,
+            -f32::NAN,
+            0.0,
+            -0.0,
+            f32::INFINITY,
+            f32::NEG_INFINITY,
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            logits[97 * i + 5] = v;
+            logits[2000 + 131 * i] = v;
+        }
+        let mut sorted: Vec<(u32, f32)> = logits
+            .iter()
+            .enumerate()
+            .map(|(i, &l)| (i as u32, l))
+            .collect();
+        sorted.sort_by(by_logit);
+        for k in [1, 2, 40, 63, 64, 65, 1000, 5699] {
+            let kept = top_k(&logits, k);
+            let bits =
+                |v: &[(u32, f32)]| v.iter().map(|c| (c.0, c.1.to_bits())).collect::<Vec<_>>();
+            assert_eq!(bits(&kept), bits(&sorted[..k]), "k = {k}");
+        }
+    }
+
+    #[test]
+    fn argmax_is_the_first_of_the_largest_whatever_the_values() {
+        let one_by_one = |logits: &[f32]| {
+            let mut best = 0;
+            for (i, &l) in logits.iter().enumerate() {
+                if l > logits[best] {
+                    best = i;
+                }
+            }
+            best as u32
+        };
+        let mut rng = ChaCha8Rng::seed_from_u64(5);
+        let mut logits: Vec<f32> = (0..3000).map(|_| rng.random_range(-20.0..20.0)).collect();
+        assert_eq!(argmax(&logits), one_by_one(&logits));
+        // Equal largest values in two blocks, -0 before +0, NaN ahead of them,
+        // and NaN as the very first logit (nothing beats it).
+        logits[700] = 25.0;
+        logits[2900] = 25.0;
+        assert_eq!(argmax(&logits), 700);
+        logits[100] = f32::NAN;
+        logits[650] = 30.0;
+        logits[651] = 30.0;
+        assert_eq!(argmax(&logits), 650);
+        let mut zeros = vec![-1.0f32; 200];
+        zeros[70] = -0.0;
+        zeros[150] = 0.0;
+        assert_eq!(argmax(&zeros), one_by_one(&zeros));
+        assert_eq!(argmax(&zeros), 70);
+        for first in [f32::NAN, -f32::NAN] {
+            logits[0] = first;
+            assert_eq!(argmax(&logits), one_by_one(&logits));
+            assert_eq!(argmax(&logits), 0);
+        }
+        assert_eq!(argmax(&[]), 0);
+        assert_eq!(argmax(&[-3.0, -2.0, -2.5]), 1);
     }
 
     #[test]
