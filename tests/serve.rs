@@ -232,6 +232,73 @@ fn served_labels_match_what_kiln_run_predicts() {
 }
 
 #[test]
+fn rows_read_as_numbers_answer_as_rows_read_as_json() {
+    let ws = workspace();
+    let rows = iris_rows(ws.path());
+    let server = Server::start(ws.path(), &["iris-mlp.yaml"]);
+    let columns = ["sepal_length", "sepal_width", "petal_length", "petal_width"];
+    let objects: Vec<Value> = rows
+        .iter()
+        .map(|r| {
+            Value::Object(
+                columns
+                    .iter()
+                    .zip(r)
+                    .map(|(c, v)| (c.to_string(), json!(v)))
+                    .collect(),
+            )
+        })
+        .collect();
+    // Lists of numbers are read as numbers; objects, and lists holding a
+    // null, as JSON values: the same rows give the same outputs, bit for bit.
+    let (status, as_numbers) = server.infer(json!(rows));
+    assert_eq!(status, 200, "{as_numbers}");
+    let (status, as_json) = server.infer(json!(objects));
+    assert_eq!(status, 200, "{as_json}");
+    assert_eq!(as_numbers["outputs"], as_json["outputs"]);
+    let mut with_null = json!(rows);
+    with_null[3][1] = Value::Null;
+    let (status, answer) = server.infer(with_null);
+    assert_eq!(status, 200, "{answer}");
+    assert_eq!(
+        answer["outputs"]["label.classes"][0],
+        as_json["outputs"]["label.classes"][0]
+    );
+    // A bad list still gets the JSON path's words.
+    let (status, answer) = server.infer(json!([[1.0, 2.0, 3.0]]));
+    assert_eq!(status, 422, "{answer}");
+    assert_eq!(answer["field"], "inputs.request[0]", "{answer}");
+    // Requests of both forms at once, batched together: each gets its own
+    // flower's label.
+    let labelled = labels(&as_json);
+    let handles: Vec<_> = (0..6)
+        .map(|t| {
+            let (addr, rows, objects) = (server.addr.clone(), rows.clone(), objects.clone());
+            std::thread::spawn(move || {
+                (t..150)
+                    .step_by(6)
+                    .map(|i| {
+                        let row = if (i / 6) % 2 == 0 {
+                            json!([rows[i]])
+                        } else {
+                            json!([objects[i]])
+                        };
+                        let (status, answer) = infer_at(&addr, row);
+                        assert_eq!(status, 200, "{answer}");
+                        (i, labels(&answer).remove(0))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    for h in handles {
+        for (i, label) in h.join().unwrap() {
+            assert_eq!(label, labelled[i], "row {i}");
+        }
+    }
+}
+
+#[test]
 fn bad_requests_get_4xx_naming_the_field_and_the_server_keeps_answering() {
     let ws = workspace();
     let server = Server::start(ws.path(), &["iris-mlp.yaml"]);

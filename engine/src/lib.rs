@@ -75,7 +75,9 @@ pub use diagnostic::{Diagnostic, Diagnostics};
 pub use error::{EngineError, NodeError, RequestError};
 pub use file::{load_file, load_str, read_pipeline, MAX_FILE_BYTES};
 pub use ids::{NodeId, PipelineName, PortName, PortRef};
-pub use kind::{InputSpec, InputTypes, KindSpec, NodeKind, OutputSpec, OutputTypes, Outputs};
+pub use kind::{
+    InputSpec, InputTypes, KindSpec, NodeKind, NumberRows, OutputSpec, OutputTypes, Outputs,
+};
 pub use plan::{Outlet, Plan, PlanNode, ServeSpec};
 pub use registry::Registry;
 pub use report::{NodeReport, Status};

@@ -22,6 +22,7 @@ use crate::error::{EngineError, NodeError, RequestError};
 use crate::fingerprint::node_seed;
 use crate::ids::PortName;
 use crate::invoke::{invoke, Invocation};
+use crate::kind::NumberRows;
 use crate::plan::{Outlet, Plan, ServeSpec};
 use crate::run::{run, RunOptions, RunReport, Selection};
 use crate::value::Value;
@@ -192,12 +193,39 @@ impl Service {
 
     /// Answers one request: `rows` is what the client sent for the input node.
     pub fn infer(&self, rows: &Json) -> Result<Value, ServeError> {
-        let plan = &self.plan;
-        let input = plan.node(self.spec.input);
+        let input = self.plan.node(self.spec.input);
         let produced = input
             .kind
             .request(&input.settings, rows)
             .map_err(ServeError::Request)?;
+        self.answer(produced)
+    }
+
+    /// How many numbers a request's row holds when the input node reads
+    /// rows as plain numbers ([`Service::infer_numbers`]).
+    pub fn number_rows(&self) -> Option<usize> {
+        let input = self.plan.node(self.spec.input);
+        input.kind.number_rows(&input.settings)
+    }
+
+    /// [`Service::infer`] for rows of plain numbers, as wide as
+    /// [`Service::number_rows`] says (the same answer as for the same rows
+    /// as JSON lists).
+    pub fn infer_numbers(&self, rows: NumberRows) -> Result<Value, ServeError> {
+        let input = self.plan.node(self.spec.input);
+        if self.number_rows() != Some(rows.width) {
+            return self.infer(&Json::Array(rows.to_json()));
+        }
+        let produced = input
+            .kind
+            .request_numbers(&input.settings, rows)
+            .map_err(ServeError::Request)?;
+        self.answer(produced)
+    }
+
+    /// Runs the request path from the input node's outputs.
+    fn answer(&self, produced: crate::kind::Outputs) -> Result<Value, ServeError> {
+        let plan = &self.plan;
         let mut values: HashMap<Outlet, Value> = produced
             .into_iter()
             .map(|(port, v)| {

@@ -11,11 +11,11 @@ use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
-use kiln_engine::{ServeError, Service};
+use kiln_engine::{NumberRows, ServeError, Service};
 use serde_json::Value as Json;
 use tokio::sync::{mpsc, Semaphore};
 
-use super::job::{Answer, Failure, Job};
+use super::job::{Answer, Failure, Job, Rows};
 use super::metrics::Metrics;
 use super::pipeline::Pipeline;
 
@@ -134,8 +134,7 @@ impl Gathered {
 /// answering is logged with the pipeline's name and answers each request of
 /// the batch with a server error naming it; the service goes on.
 fn answer(pipeline: &str, service: &Service, jobs: Vec<Job>) {
-    let (rows, replies): (Vec<Vec<Json>>, Vec<_>) =
-        jobs.into_iter().map(|j| (j.rows, j.reply)).unzip();
+    let (rows, replies): (Vec<Rows>, Vec<_>) = jobs.into_iter().map(|j| (j.rows, j.reply)).unzip();
     let answers = answer_guarded(pipeline, rows, |rows| answers(service, rows));
     for (reply, answer) in replies.into_iter().zip(answers) {
         let _ = reply.send(answer);
@@ -145,8 +144,8 @@ fn answer(pipeline: &str, service: &Service, jobs: Vec<Job>) {
 /// `answer` for each request's rows, or one server error per request if it panics.
 fn answer_guarded(
     pipeline: &str,
-    rows: Vec<Vec<Json>>,
-    answer: impl FnOnce(Vec<Vec<Json>>) -> Vec<Answer>,
+    rows: Vec<Rows>,
+    answer: impl FnOnce(Vec<Rows>) -> Vec<Answer>,
 ) -> Vec<Answer> {
     let requests = rows.len();
     match std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| answer(rows))) {
@@ -164,48 +163,82 @@ fn answer_guarded(
 }
 
 /// The answers to a batch of requests, one per request, in order.
-fn answers(service: &Service, rows: Vec<Vec<Json>>) -> Vec<Answer> {
+fn answers(service: &Service, rows: Vec<Rows>) -> Vec<Answer> {
     if rows.len() == 1 {
         return rows
             .into_iter()
-            .map(|one| answer_one(service, &Json::Array(one)))
+            .map(|one| answer_one(service, one))
             .collect();
     }
-    let fingerprint = service.fingerprint();
-    let counts: Vec<usize> = rows.iter().map(Vec::len).collect();
-    let total: usize = counts.iter().sum();
-    let merged = Json::Array(rows.into_iter().flatten().collect());
-    let result = service
-        .infer(&merged)
-        .map_err(failure)
-        .and_then(|v| kiln_nodes::data::answer(&v).map_err(|e| Failure::Server(e.to_string())));
-    match result {
-        Ok(Json::Array(mut out)) if out.len() == total => counts
-            .into_iter()
-            .map(|n| {
-                let rest = out.split_off(n);
-                let mine = std::mem::replace(&mut out, rest);
-                Ok((Json::Array(mine), fingerprint.to_string()))
+    let counts: Vec<usize> = rows.iter().map(Rows::len).collect();
+    // Rows read as numbers run as numbers when every request's are so and
+    // as wide; otherwise all as JSON.
+    let width = match rows.first() {
+        Some(Rows::Numbers(first)) => Some(first.width),
+        _ => None,
+    };
+    let numbers = rows
+        .iter()
+        .all(|r| matches!(r, Rows::Numbers(n) if Some(n.width) == width));
+    if let (true, Some(width)) = (numbers, width) {
+        let values = rows
+            .iter()
+            .flat_map(|r| match r {
+                Rows::Numbers(n) => n.values.as_slice(),
+                Rows::Json(_) => &[],
             })
-            .collect(),
-        // An answer that is not one row per input row can't be split, and a
-        // client's bad input must fail only its own request: each request
-        // runs alone.
-        _ => {
-            let mut rows = match merged {
-                Json::Array(rows) => rows.into_iter(),
-                _ => Vec::new().into_iter(),
-            };
+            .copied()
+            .collect();
+        let result = service.infer_numbers(NumberRows { width, values });
+        return split(service, result, &counts)
+            .unwrap_or_else(|| rows.into_iter().map(|r| answer_one(service, r)).collect());
+    }
+    let merged = Json::Array(rows.into_iter().flat_map(Rows::into_json).collect());
+    let result = service.infer(&merged);
+    split(service, result, &counts).unwrap_or_else(|| {
+        let mut rows = match merged {
+            Json::Array(rows) => rows.into_iter(),
+            _ => Vec::new().into_iter(),
+        };
+        counts
+            .into_iter()
+            .map(|n| answer_one(service, Rows::Json(rows.by_ref().take(n).collect())))
+            .collect()
+    })
+}
+
+/// A batch's answer split back into each request's rows by `counts`; `None`
+/// when it is not one row per input row (then it can't be split), or the
+/// batch failed (a client's bad input must fail only its own request): each
+/// request then runs alone.
+fn split(
+    service: &Service,
+    result: Result<kiln_engine::Value, ServeError>,
+    counts: &[usize],
+) -> Option<Vec<Answer>> {
+    let total: usize = counts.iter().sum();
+    let fingerprint = service.fingerprint();
+    match result.ok().map(|v| kiln_nodes::data::answer(&v)) {
+        Some(Ok(Json::Array(mut out))) if out.len() == total => Some(
             counts
-                .into_iter()
-                .map(|n| answer_one(service, &Json::Array(rows.by_ref().take(n).collect())))
-                .collect()
-        }
+                .iter()
+                .map(|&n| {
+                    let rest = out.split_off(n);
+                    let mine = std::mem::replace(&mut out, rest);
+                    Ok((Json::Array(mine), fingerprint.to_string()))
+                })
+                .collect(),
+        ),
+        _ => None,
     }
 }
 
-fn answer_one(service: &Service, rows: &Json) -> Answer {
-    let value = service.infer(rows).map_err(failure)?;
+fn answer_one(service: &Service, rows: Rows) -> Answer {
+    let value = match rows {
+        Rows::Json(rows) => service.infer(&Json::Array(rows)),
+        Rows::Numbers(rows) => service.infer_numbers(rows),
+    }
+    .map_err(failure)?;
     let out = kiln_nodes::data::answer(&value).map_err(|e| Failure::Server(e.to_string()))?;
     Ok((out, service.fingerprint().to_string()))
 }
@@ -224,7 +257,10 @@ mod tests {
 
     #[test]
     fn a_panic_while_answering_fails_only_that_batch() {
-        let rows = vec![vec![json!([1.0])], vec![json!([2.0]), json!([3.0])]];
+        let rows = vec![
+            Rows::Json(vec![json!([1.0])]),
+            Rows::Json(vec![json!([2.0]), json!([3.0])]),
+        ];
         let answers = answer_guarded("iris", rows.clone(), |_| panic!("index out of bounds"));
         assert_eq!(answers.len(), 2);
         for a in answers {

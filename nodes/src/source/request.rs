@@ -5,8 +5,8 @@ use std::sync::{Arc, Mutex};
 
 use candle_core::{Device, Tensor};
 use kiln_engine::{
-    Config, KindSpec, NodeError, NodeKind, OutputSpec, Outputs, PortName, RequestError, RunContext,
-    Setting, SettingType, Settings, ValueType,
+    Config, KindSpec, NodeError, NodeKind, NumberRows, OutputSpec, Outputs, PortName, RequestError,
+    RunContext, Setting, SettingType, Settings, ValueType,
 };
 use serde::Deserialize;
 use serde_json::Value as Json;
@@ -171,6 +171,37 @@ A row is an object (`{\"sepal_length\": 5.1, …}`, every column named once) or 
 
     fn request(&self, settings: &Settings, rows: &Json) -> Result<Outputs, RequestError> {
         let data = self.layout(settings)?.table(rows)?;
+        Ok(vec![(PortName::new_static("data"), data.into_value())])
+    }
+
+    fn number_rows(&self, settings: &Settings) -> Option<usize> {
+        let layout = self.layout(settings).ok()?;
+        layout
+            .categorical
+            .is_empty()
+            .then_some(layout.columns.len())
+    }
+
+    fn request_numbers(
+        &self,
+        settings: &Settings,
+        rows: NumberRows,
+    ) -> Result<Outputs, RequestError> {
+        let layout = self.layout(settings)?;
+        if rows.width != layout.columns.len() || rows.is_empty() {
+            // Not called so (the engine checks the width first); the JSON
+            // path words what is wrong.
+            return self.request(settings, &Json::Array(rows.to_json()));
+        }
+        let n = rows.len();
+        let features = Tensor::from_vec(rows.values, (n, rows.width), &Device::Cpu)
+            .map_err(|e| RequestError::new("", e.to_string()))?;
+        let data = Dataset {
+            features: features.into(),
+            columns: Some(layout.columns.clone()),
+            target: None,
+            categories: Default::default(),
+        };
         Ok(vec![(PortName::new_static("data"), data.into_value())])
     }
 }
