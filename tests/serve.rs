@@ -140,6 +140,34 @@ fn labels(answer: &Value) -> Vec<String> {
         .collect()
 }
 
+/// Each row in a request of its own, from `threads` threads at once (so
+/// they are batched together and split back): each row's label, in order.
+fn labels_one_row_a_request(addr: &str, threads: usize, rows: Vec<Value>) -> Vec<String> {
+    let rows = std::sync::Arc::new(rows);
+    let handles: Vec<_> = (0..threads)
+        .map(|t| {
+            let (addr, rows) = (addr.to_string(), rows.clone());
+            std::thread::spawn(move || {
+                (t..rows.len())
+                    .step_by(threads)
+                    .map(|i| {
+                        let (status, answer) = infer_at(&addr, json!([rows[i]]));
+                        assert_eq!(status, 200, "{answer}");
+                        (i, labels(&answer).remove(0))
+                    })
+                    .collect::<Vec<_>>()
+            })
+        })
+        .collect();
+    let mut labelled = vec![String::new(); rows.len()];
+    for h in handles {
+        for (i, label) in h.join().unwrap() {
+            labelled[i] = label;
+        }
+    }
+    labelled
+}
+
 #[test]
 fn served_labels_match_what_kiln_run_predicts() {
     let ws = workspace();
@@ -199,25 +227,10 @@ fn served_labels_match_what_kiln_run_predicts() {
     assert_eq!(answer["fingerprint"].as_str().unwrap().len(), 16);
     // One row per request, 150 at once from 10 threads: batched together,
     // split back, each still gets its own flower's label.
-    let handles: Vec<_> = (0..10)
-        .map(|t| {
-            let (addr, rows) = (server.addr.clone(), rows.clone());
-            std::thread::spawn(move || {
-                (t..150)
-                    .step_by(10)
-                    .map(|i| {
-                        let (status, answer) = infer_at(&addr, json!([rows[i]]));
-                        assert_eq!(status, 200, "{answer}");
-                        (i, labels(&answer).remove(0))
-                    })
-                    .collect::<Vec<_>>()
-            })
-        })
-        .collect();
-    for h in handles {
-        for (i, label) in h.join().unwrap() {
-            assert_eq!(label, ran[i], "row {i}");
-        }
+    let one_by_one =
+        labels_one_row_a_request(&server.addr, 10, rows.iter().map(|r| json!(r)).collect());
+    for (i, label) in one_by_one.iter().enumerate() {
+        assert_eq!(label, &ran[i], "row {i}");
     }
     // Iris is easy: the model gets the training flowers almost all right.
     let species: Vec<String> = fs::read_to_string(ws.path().join("data/iris.csv"))
@@ -271,30 +284,20 @@ fn rows_read_as_numbers_answer_as_rows_read_as_json() {
     // Requests of both forms at once, batched together: each gets its own
     // flower's label.
     let labelled = labels(&as_json);
-    let handles: Vec<_> = (0..6)
-        .map(|t| {
-            let (addr, rows, objects) = (server.addr.clone(), rows.clone(), objects.clone());
-            std::thread::spawn(move || {
-                (t..150)
-                    .step_by(6)
-                    .map(|i| {
-                        let row = if (i / 6) % 2 == 0 {
-                            json!([rows[i]])
-                        } else {
-                            json!([objects[i]])
-                        };
-                        let (status, answer) = infer_at(&addr, row);
-                        assert_eq!(status, 200, "{answer}");
-                        (i, labels(&answer).remove(0))
-                    })
-                    .collect::<Vec<_>>()
-            })
+    let mixed = (0..150)
+        .map(|i| {
+            if (i / 6) % 2 == 0 {
+                json!(rows[i])
+            } else {
+                objects[i].clone()
+            }
         })
         .collect();
-    for h in handles {
-        for (i, label) in h.join().unwrap() {
-            assert_eq!(label, labelled[i], "row {i}");
-        }
+    for (i, label) in labels_one_row_a_request(&server.addr, 6, mixed)
+        .iter()
+        .enumerate()
+    {
+        assert_eq!(label, &labelled[i], "row {i}");
     }
 }
 

@@ -254,9 +254,9 @@ pub trait NodeKind: Send + Sync {
         None
     }
 
-    /// [`NodeKind::request`] for rows of plain numbers, called only with the
-    /// width [`NodeKind::number_rows`] gave: the outputs are what `request`
-    /// gives for the same rows as JSON lists.
+    /// [`NodeKind::request`] for rows of plain numbers, called only with at
+    /// least one row of the width [`NodeKind::number_rows`] gave: the
+    /// outputs are what `request` gives for the same rows as JSON lists.
     fn request_numbers(
         &self,
         settings: &Settings,

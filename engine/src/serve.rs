@@ -208,12 +208,14 @@ impl Service {
         input.kind.number_rows(&input.settings)
     }
 
-    /// [`Service::infer`] for rows of plain numbers, as wide as
-    /// [`Service::number_rows`] says (the same answer as for the same rows
-    /// as JSON lists).
+    /// [`Service::infer`] for rows of plain numbers (the same answer as for
+    /// the same rows as JSON lists). Rows the input node does not read as
+    /// numbers (none, or not as wide as [`Service::number_rows`] says: a
+    /// model swapped in since they were read) go the JSON way, which words
+    /// what is wrong; so a kind's `request_numbers` sees only rows it reads.
     pub fn infer_numbers(&self, rows: NumberRows) -> Result<Value, ServeError> {
         let input = self.plan.node(self.spec.input);
-        if self.number_rows() != Some(rows.width) {
+        if rows.is_empty() || self.number_rows() != Some(rows.width) {
             return self.infer(&Json::Array(rows.to_json()));
         }
         let produced = input

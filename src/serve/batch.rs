@@ -173,22 +173,18 @@ fn answers(service: &Service, rows: Vec<Rows>) -> Vec<Answer> {
     let counts: Vec<usize> = rows.iter().map(Rows::len).collect();
     // Rows read as numbers run as numbers when every request's are so and
     // as wide; otherwise all as JSON.
-    let width = match rows.first() {
-        Some(Rows::Numbers(first)) => Some(first.width),
-        _ => None,
-    };
-    let numbers = rows
+    let numbers: Option<Vec<&NumberRows>> = rows
         .iter()
-        .all(|r| matches!(r, Rows::Numbers(n) if Some(n.width) == width));
-    if let (true, Some(width)) = (numbers, width) {
-        let values = rows
-            .iter()
-            .flat_map(|r| match r {
-                Rows::Numbers(n) => n.values.as_slice(),
-                Rows::Json(_) => &[],
-            })
-            .copied()
-            .collect();
+        .map(|r| match r {
+            Rows::Numbers(n) => Some(n),
+            Rows::Json(_) => None,
+        })
+        .collect();
+    if let Some(numbers) =
+        numbers.filter(|n| !n.is_empty() && n.iter().all(|r| r.width == n[0].width))
+    {
+        let width = numbers[0].width;
+        let values = numbers.iter().flat_map(|r| &r.values).copied().collect();
         let result = service.infer_numbers(NumberRows { width, values });
         return split(service, result, &counts)
             .unwrap_or_else(|| rows.into_iter().map(|r| answer_one(service, r)).collect());

@@ -188,11 +188,6 @@ A row is an object (`{\"sepal_length\": 5.1, …}`, every column named once) or 
         rows: NumberRows,
     ) -> Result<Outputs, RequestError> {
         let layout = self.layout(settings)?;
-        if rows.width != layout.columns.len() || rows.is_empty() {
-            // Not called so (the engine checks the width first); the JSON
-            // path words what is wrong.
-            return self.request(settings, &Json::Array(rows.to_json()));
-        }
         let n = rows.len();
         let features = Tensor::from_vec(rows.values, (n, rows.width), &Device::Cpu)
             .map_err(|e| RequestError::new("", e.to_string()))?;
