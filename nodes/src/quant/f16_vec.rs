@@ -183,6 +183,10 @@ mod x86 {
         let len = out.len() / G;
         let k = keys.as_ptr();
         for p0 in (0..len / 8 * 8).step_by(8) {
+            // The keys AHEAD positions on, asked for while these are summed.
+            for p in p0 + AHEAD..p0 + AHEAD + 8 {
+                prefetch_row(k.wrapping_add(p * stride), hd);
+            }
             let mut all = [[_mm256_setzero_ps(); 8]; G];
             for half in 0..2 {
                 let mut acc = [[_mm256_setzero_ps(); 4]; G];
@@ -242,10 +246,30 @@ mod x86 {
         ]
     }
 
+    /// Positions `weighted_sum` takes at a time: 64 values of 64 f16
+    /// columns are 8 KiB.
+    const POSITIONS: usize = 64;
+
+    /// How many positions ahead `scores` and `weighted_sum` ask for keys
+    /// and values: a head's cached positions come from memory (every
+    /// sequence's cache together is larger than the last-level cache), and
+    /// the hardware's prefetch alone kept them waiting on it.
+    const AHEAD: usize = 8;
+
+    /// Asks for the cache lines of `hd` f16 values at `at` (a hint: never
+    /// faults, wherever it points).
+    #[inline(always)]
+    unsafe fn prefetch_row(at: *const u16, hd: usize) {
+        for byte in (0..2 * hd).step_by(64) {
+            _mm_prefetch::<_MM_HINT_T0>((at as *const i8).wrapping_add(byte));
+        }
+    }
+
     /// `weighted_sum_f16` for `G` heads of `len` weights each, head
-    /// dimension a multiple of eight. Each value read once for the `G` heads, the sums kept in registers
-    /// 32 values of each head at a time (each lane's fused multiply-adds
-    /// in the order `add_scaled` does them).
+    /// dimension a multiple of eight. Each value read once for the `G`
+    /// heads, the sums kept in registers 32 values of each head at a time
+    /// over a block of positions, in `out` between blocks (each lane's
+    /// fused multiply-adds in the order `add_scaled` does them).
     // As in `scores`: a tile indexed by (head, eight values).
     #[allow(clippy::needless_range_loop)]
     #[target_feature(enable = "avx2,fma,f16c")]
@@ -253,22 +277,37 @@ mod x86 {
         (weights, len, values, stride, out): (&[f32], usize, &[u16], usize, &mut [f32]),
     ) {
         let hd = out.len() / G;
-        for c0 in (0..hd).step_by(32) {
-            let lanes = ((hd - c0) / 8).min(4);
-            let mut acc = [[_mm256_setzero_ps(); 4]; G];
-            for p in 0..len {
-                let w: [__m256; G] = std::array::from_fn(|g| _mm256_set1_ps(weights[g * len + p]));
-                let v = values.as_ptr().add(p * stride + c0);
-                for l in 0..lanes {
-                    let x = _mm256_cvtph_ps(_mm_loadu_si128(v.add(8 * l) as *const __m128i));
-                    for g in 0..G {
-                        acc[g][l] = _mm256_fmadd_ps(w[g], x, acc[g][l]);
+        out.fill(0.0);
+        // Positions a block at a time, each block's values read for every
+        // 32 columns while they are in L1: one pass over memory where a
+        // pass per 32 columns would read a line of each value each time.
+        for p0 in (0..len).step_by(POSITIONS) {
+            for c0 in (0..hd).step_by(32) {
+                let lanes = ((hd - c0) / 8).min(4);
+                let mut acc = [[_mm256_setzero_ps(); 4]; G];
+                for (g, acc) in acc.iter_mut().enumerate() {
+                    for (l, acc) in acc.iter_mut().enumerate().take(lanes) {
+                        *acc = _mm256_loadu_ps(out.as_ptr().add(g * hd + c0 + 8 * l));
                     }
                 }
-            }
-            for (g, acc) in acc.iter().enumerate() {
-                for (l, acc) in acc.iter().enumerate().take(lanes) {
-                    _mm256_storeu_ps(out.as_mut_ptr().add(g * hd + c0 + 8 * l), *acc);
+                for p in p0..(p0 + POSITIONS).min(len) {
+                    let w: [__m256; G] =
+                        std::array::from_fn(|g| _mm256_set1_ps(weights[g * len + p]));
+                    let v = values.as_ptr().add(p * stride + c0);
+                    if c0 == 0 {
+                        prefetch_row(values.as_ptr().wrapping_add((p + AHEAD) * stride), hd);
+                    }
+                    for l in 0..lanes {
+                        let x = _mm256_cvtph_ps(_mm_loadu_si128(v.add(8 * l) as *const __m128i));
+                        for g in 0..G {
+                            acc[g][l] = _mm256_fmadd_ps(w[g], x, acc[g][l]);
+                        }
+                    }
+                }
+                for (g, acc) in acc.iter().enumerate() {
+                    for (l, acc) in acc.iter().enumerate().take(lanes) {
+                        _mm256_storeu_ps(out.as_mut_ptr().add(g * hd + c0 + 8 * l), *acc);
+                    }
                 }
             }
         }
@@ -341,7 +380,7 @@ mod tests {
     fn many_positions_round_as_one_position_repeated() {
         for heads in [1, 3, 5] {
             for hd in [8, 12, 64, 72] {
-                for len in [0, 1, 3, 8, 17, 33] {
+                for len in [0, 1, 3, 8, 17, 33, 65, 130] {
                     // Two cached heads side by side: the group reads the second.
                     let stride = 2 * hd;
                     let (keys, values) = (cache(len, stride, 0.71), cache(len, stride, 0.43));
